@@ -1,0 +1,157 @@
+"""salrun's command line (Typer). Heavy imports (torch) happen only once a
+job really runs, so --help and bad input answer at once."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Sensitivity Adjustment Learning (SAL): train, study chaos, sweep.\n\n"
+         "OVERRIDES are Hydra override strings, e.g. model.depth=300 method=sal seed=3.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model.depth=100 method=none seed=3")
+OutOpt = typer.Option(None, "--out", help="Run folder (default: outputs/COMMAND/TIMESTAMP)")
+JsonOpt = typer.Option(False, "--json", help="Print summary.json to stdout")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table")
+
+
+def fail_usage(message: str) -> None:
+    typer.echo(f"salrun: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _default_out(command: str) -> Path:
+    return Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def check_out_dir(out: Path, what: str = "run") -> None:
+    if out.exists() and not out.is_dir():
+        fail_usage(f"--out {out} exists and is a file")
+    marker = "summary.json" if what == "run" else "sweep.csv"
+    if (out / marker).exists():
+        fail_usage(f"--out {out} already holds a {what}; choose another folder or delete it")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(probe, os.W_OK):
+        fail_usage(f"--out {out} is not writable")
+
+
+def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
+    raise KeyboardInterrupt
+
+
+def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool) -> None:
+    from salrun.jobs import EXIT_CODES, run_job, validate
+    from salrun.launch import compose
+    from salrun.settings import ConfigError
+
+    out = out or _default_out(command)
+    check_out_dir(out)
+    try:
+        cfg = compose(command, overrides)
+        validate(command, cfg)
+    except ConfigError as err:
+        fail_usage(str(err))
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    show_progress = not quiet and sys.stderr.isatty()
+    total = cfg["train"]["steps"] if command == "train" else cfg["lyapunov"]["sal_steps"]
+    try:
+        if show_progress:
+            from salrun.report import progress_bar
+
+            with progress_bar(f"{command} {cfg['experiment'] or ''}", total) as update:
+                summary = run_job(command, cfg, out, update)
+        else:
+            summary = run_job(command, cfg, out)
+    except ConfigError as err:  # found only once data exists (for example a task's shape)
+        fail_usage(str(err))
+    if as_json:
+        typer.echo((out / "summary.json").read_text(), nl=False)
+    elif not quiet:
+        from salrun.report import print_summary
+
+        print_summary(summary, out)
+    raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+@app.command()
+def train(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] = OutOpt,
+          as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Train a deep tanh MLP (BP) or a tanh RNN (BPTT) with a method (default: experiment=deep_ffn)."""
+    _run("train", overrides or [], out, as_json, quiet)
+
+
+@app.command()
+def lyapunov(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] = OutOpt,
+             as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Chaos study: SAL adapts an RNN; log-sensitivity and the max Lyapunov exponent are logged
+    (default: experiment=chaos)."""
+    _run("lyapunov", overrides or [], out, as_json, quiet)
+
+
+@app.command()
+def sweep(overrides: Optional[List[str]] = OverridesArg,
+          command: str = typer.Option("train", "--command", help="train | lyapunov"),
+          launcher: str = typer.Option("basic", "--launcher",
+                                       help="basic | joblib | submitit_local | submitit_slurm"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default: outputs/sweep/TIMESTAMP)"),
+          quiet: bool = QuietOpt) -> None:
+    """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
+    writes OUT/sweep.csv with one row per job."""
+    from salrun.jobs import validate
+    from salrun.launch import LAUNCHERS, compose, run_sweep, sweep_jobs
+    from salrun.results import sweep_rows, write_table
+    from salrun.settings import ConfigError
+
+    if command not in ("train", "lyapunov"):
+        fail_usage(f"--command must be train or lyapunov, got {command!r}")
+    if launcher not in LAUNCHERS:
+        fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    out = (out or _default_out("sweep")).resolve()
+    check_out_dir(out, "sweep")
+    overrides = overrides or []
+    try:
+        jobs = sweep_jobs(overrides)
+        for job in jobs:  # every grid point must be valid before anything runs
+            validate(command, compose(command, [o for o in job if not o.startswith("hydra")]))
+    except ConfigError as err:
+        fail_usage(str(err))
+    if not quiet:
+        typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}", err=True)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    interrupted = False
+    try:
+        results = run_sweep(command, overrides, launcher, out)
+    except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i
+        interrupted = True
+        results = [(job, out / str(i), "") for i, job in enumerate(jobs)]
+    rows = sweep_rows((o, folder) for o, folder, _ in results)
+    for row, (_, _, error) in zip(rows, results):
+        if error and row["status"] == "ok":
+            row.update(status="failed", error=error)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / "sweep.csv", rows)
+    if interrupted:
+        raise typer.Exit(130)
+    if not quiet:
+        from salrun.report import print_sweep
+
+        print_sweep(rows, out)
+    raise typer.Exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

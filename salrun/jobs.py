@@ -1,0 +1,274 @@
+"""Jobs: plain functions from a resolved config (a dict) to a run folder.
+
+`run_job` is the one entry point. It writes config.yaml first, then runs
+the job, and whatever happens (success, divergence, an exception, Ctrl-C)
+it leaves metrics.csv and summary.json with the status. Only this layer
+reads config; everything below takes settings dataclasses.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from salrun.results import RunWriter
+from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, ConfigError, LyapunovSettings, OptimSettings,
+                             TaskSettings, TrainSettings, build)
+
+Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
+EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+
+
+class Diverged(RuntimeError):
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} is not finite at step {step}")
+        self.step = step
+
+
+def validate(command: str, cfg: dict) -> None:
+    """Raise ConfigError if `cfg` cannot run as `command`; imports no torch."""
+    _settings(command, cfg)
+
+
+def _settings(command: str, cfg: dict) -> dict:
+    model_name, method_name = cfg["model"].get("name"), cfg["method"].get("name")
+    if model_name not in MODEL_SETTINGS:
+        raise ConfigError(f"unknown model {model_name!r} (choose from: {', '.join(MODEL_SETTINGS)})")
+    if method_name not in METHOD_SETTINGS:
+        raise ConfigError(f"unknown method {method_name!r} (choose from: {', '.join(METHOD_SETTINGS)})")
+    for key in ("seed", "threads"):
+        if isinstance(cfg.get(key), bool) or not isinstance(cfg.get(key), int) or cfg[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative integer, got {cfg.get(key)!r}")
+    settings = {
+        "model": build(MODEL_SETTINGS[model_name], cfg["model"], "model"),
+        "method": build(METHOD_SETTINGS[method_name], cfg["method"], "method"),
+        "task": build(TaskSettings, cfg["task"], "task"),
+        "optim": build(OptimSettings, cfg["optim"], "optim"),
+        "train": build(TrainSettings, cfg["train"], "train"),
+        "lyapunov": build(LyapunovSettings, cfg["lyapunov"], "lyapunov"),
+    }
+    if command == "lyapunov" and model_name != "rnn":
+        raise ConfigError(f"lyapunov needs model=rnn, got model={model_name}")
+    if command == "train":
+        sequential = settings["task"].name.startswith("lag_")
+        if sequential != (model_name == "rnn"):
+            raise ConfigError(f"task {settings['task'].name} needs model={'rnn' if sequential else 'mlp'}, "
+                              f"got model={model_name}")
+    return settings
+
+
+def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None) -> dict:
+    """Run `command` ("train" or "lyapunov") and write the run folder; returns the summary."""
+    settings = _settings(command, cfg)
+    writer = RunWriter(out_dir)
+    writer.write_config(cfg)
+    summary = {
+        "status": "running", "command": command, "experiment": cfg.get("experiment"),
+        "method": cfg["method"]["name"], "model": cfg["model"]["name"], "task": cfg["task"]["name"],
+        "seed": cfg["seed"], "steps": 0,
+    }
+    body = train if command == "train" else lyapunov
+    state = {"step": 0}
+    started = time.perf_counter()
+    try:
+        summary.update(body(cfg, settings, writer, state, progress))
+        summary["status"] = "ok"
+    except Diverged as err:
+        summary.update(status="diverged", error=str(err), diverged_step=err.step)
+    except KeyboardInterrupt:
+        summary.update(status="interrupted")
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+    summary["steps"] = state["step"]
+    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    summary.setdefault("final", writer.latest())
+    writer.flush_metrics()
+    writer.write_summary(summary)
+    return summary
+
+
+def _model_payload(model, cfg: dict, task_sizes: tuple[int, int], method) -> dict:
+    return {"state_dict": model.state_dict(), "model": cfg["model"]["name"],
+            "settings": asdict(model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
+            "method_state": method.state_dict()}
+
+
+def build_model(name: str, settings, input_size: int, output_size: int, generator):
+    from salrun.models import ElmanRNN, MLP
+
+    cls = ElmanRNN if name == "rnn" else MLP
+    return cls(input_size, output_size, settings, generator=generator)
+
+
+def load_model(path: Path):
+    """Rebuild a model from a run folder's model.pt."""
+    import torch
+
+    from salrun.settings import InitSettings
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    settings_cls = MODEL_SETTINGS[payload["model"]]
+    raw = dict(payload["settings"])
+    raw["init"] = InitSettings(**raw["init"])
+    model = build_model(payload["model"], settings_cls(**raw), payload["input_size"], payload["output_size"], None)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def _layer_metrics(model, probe, writer: RunWriter, step: int) -> None:
+    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN)."""
+    import torch
+
+    with torch.no_grad():
+        _log_layers(model, probe, writer, step)
+
+
+def _log_layers(model, probe, writer: RunWriter, step: int) -> None:
+    import torch
+
+    from salrun.models import ElmanRNN
+    from salrun.sensitivity import log_sensitivity, sensitivity
+
+    layers = probe.layers()
+    if isinstance(model, ElmanRNN):
+        states = model.recorded_states()
+        for t, h in enumerate(states):
+            if h.grad is not None:
+                writer.log(step, "grad_norm", float(h.grad.norm(dim=1).mean()), t)
+        recurrent = layers[0]
+        s = sensitivity(recurrent.output, recurrent.weights).reshape(len(states), -1)
+        for t, rms in enumerate(s.pow(2).mean(1).sqrt().tolist()):
+            writer.log(step, "sensitivity_rms", rms, t)
+        writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
+        return
+    for index, linear in enumerate(model.linears()):
+        if linear.weight.grad is not None:
+            writer.log(step, "grad_norm", float(linear.weight.grad.norm()), index)
+    all_s = []
+    for index, layer in enumerate(layers):
+        s = sensitivity(layer.output, layer.weights, layer.activation)
+        writer.log(step, "sensitivity_rms", float(s.pow(2).mean().sqrt()), index)
+        all_s.append(s.pow(2).mean(0))
+    writer.log(step, "log_sensitivity", float(0.5 * torch.log(torch.cat(all_s).mean())))
+
+
+def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: Progress | None) -> dict:
+    """BP (or BPTT) with the chosen method; logs every `train.log_every` steps."""
+    import torch
+
+    from salrun.activity import probe_for
+    from salrun.methods import make_method
+    from salrun.runtime import prepare, resolve_device
+    from salrun.tasks import make_task
+
+    generator = prepare(cfg["seed"], cfg["threads"])
+    device = resolve_device(cfg["device"])
+    run, optim_s = settings["train"], settings["optim"]
+    task = make_task(settings["task"])
+    model = build_model(cfg["model"]["name"], settings["model"], task.input_size, task.output_size, generator)
+    model.to(device)
+    probe = probe_for(model)
+    method = make_method(cfg["method"]["name"], settings["method"])
+    method.on_init(model, probe)
+    if optim_s.name == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=optim_s.lr)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=optim_s.lr, momentum=optim_s.momentum)
+    test_x, test_y = (t.to(device) for t in task.test_set())
+    sequential = task.sequential
+
+    for step in range(1, run.steps + 1):
+        log_now = step == 1 or step % run.log_every == 0 or step == run.steps
+        model.train()
+        probe.clear()
+        x, y = (t.to(device) for t in task.train_batch(run.batch_size, generator))
+        prediction = model(x, keep_state_grads=log_now) if sequential else model(x)
+        loss = task.loss(prediction, y)
+        extra = method.loss_term(model)
+        if extra is not None:
+            loss = loss + extra
+        if not torch.isfinite(loss):
+            raise Diverged(step, "the loss")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if log_now:
+            _layer_metrics(model, probe, writer, step)
+        if optim_s.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim_s.clip)
+        optimizer.step()
+        method.after_step()
+        if hasattr(model, "apply_mask_"):
+            model.apply_mask_()
+        state["step"] = step
+        if log_now:
+            model.eval()
+            with torch.no_grad():
+                test_prediction = model(test_x)
+                test_loss = float(task.loss(test_prediction, test_y))
+                metric = task.evaluate(test_prediction, test_y)
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise Diverged(step, "a weight")
+            writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
+            writer.flush_metrics()
+        if progress is not None:
+            progress(step, writer.latest())
+    writer.save_model(_model_payload(model, cfg, (task.input_size, task.output_size), method))
+    final = writer.latest()
+    return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
+            "chance": task.chance, "criterion": task.criterion}
+
+
+def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: Progress | None) -> dict:
+    """The chaos study: the method (SAL by default) adapts an RNN that runs on its own
+    (or driven by random input); every `log_every` updates the MLE and the
+    log-sensitivity are measured on the same stretch of trajectory."""
+    import torch
+
+    from salrun.activity import probe_for
+    from salrun.lyapunov import max_lyapunov
+    from salrun.methods import make_method
+    from salrun.runtime import prepare, resolve_device
+
+    generator = prepare(cfg["seed"], cfg["threads"])
+    device = resolve_device(cfg["device"])
+    study = settings["lyapunov"]
+    model = build_model("rnn", settings["model"], study.input_size, 1, generator).to(device)
+    probe = probe_for(model)
+    method = make_method(cfg["method"]["name"], settings["method"])
+    method.on_init(model, probe)
+    include_inputs = getattr(settings["method"], "rnn_inputs", "all") == "all"
+    h = (torch.rand(study.trajectories, model.settings.hidden, generator=generator) * 2 - 1).to(device)
+
+    def inputs(steps: int):
+        return torch.randn(steps, study.trajectories, study.input_size, generator=generator).to(device)
+
+    def measure(step: int) -> torch.Tensor:
+        m = max_lyapunov(model.recurrent_weight().detach(), model.weight_ih.detach(), model.bias.detach(), h,
+                         inputs(study.transient + study.measure_steps), study.transient, study.measure_steps,
+                         generator=None, include_input_weights=include_inputs)
+        if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity])).all()):
+            raise Diverged(step, "the MLE")
+        writer.log_many(step, {"mle": m.mle, "log_sensitivity": m.log_sensitivity,
+                               "spectral_radius": float(torch.linalg.eigvals(
+                                   model.recurrent_weight().detach().double()).abs().max())})
+        writer.flush_metrics()
+        return m.state
+
+    model.train()
+    h = measure(0)
+    for step in range(1, study.sal_steps + 1):
+        probe.clear()
+        with torch.no_grad():
+            h = model.run(inputs(study.chunk), h)[-1]
+        method.after_step()
+        model.apply_mask_()
+        state["step"] = step
+        if step % study.log_every == 0 or step == study.sal_steps:
+            h = measure(step)
+        if progress is not None:
+            progress(step, writer.latest())
+    writer.save_model(_model_payload(model, cfg, (study.input_size, 1), method))
+    return {"final": writer.latest()}

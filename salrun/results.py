@@ -1,0 +1,145 @@
+"""Run folders: writing them atomically, reading them back, sweep tables.
+
+    DIR/config.yaml   the resolved config
+    DIR/metrics.csv   long format: step, metric, value, layer
+    DIR/summary.json  status, command, experiment, method, seed, steps, wall_seconds, final metrics, ...
+    DIR/model.pt      final state_dict with the settings needed to rebuild the model
+
+Every file is written to a temporary name and renamed, so a killed run
+leaves the last complete version, never a truncated one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+METRIC_COLUMNS = ("step", "metric", "value", "layer")
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def to_json(data: dict) -> str:
+    return json.dumps(_jsonable(data), indent=2) + "\n"
+
+
+class RunWriter:
+    """Collects metric rows in memory and writes the run folder's files."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rows: list[tuple] = []
+
+    def log(self, step: int, metric: str, value: float, layer: int | None = None) -> None:
+        self.rows.append((step, metric, float(value), "" if layer is None else layer))
+
+    def log_many(self, step: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.log(step, name, value)
+
+    def latest(self) -> dict[str, float]:
+        """The last value of each network-level metric (those without a layer)."""
+        return {metric: value for _, metric, value, layer in self.rows if layer == ""}
+
+    def flush_metrics(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(METRIC_COLUMNS)
+        writer.writerows(self.rows)
+        write_atomic(self.directory / "metrics.csv", buffer.getvalue())
+
+    def write_config(self, config: dict) -> None:
+        write_atomic(self.directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def write_summary(self, summary: dict) -> None:
+        write_atomic(self.directory / "summary.json", to_json(summary))
+
+    def save_model(self, payload: dict) -> None:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_atomic(self.directory / "model.pt", buffer.getvalue())
+
+
+class RunFolderError(ValueError):
+    """A run folder is missing, empty or unreadable."""
+
+
+def read_summary(directory: Path) -> dict:
+    path = Path(directory) / "summary.json"
+    if not path.is_file():
+        raise RunFolderError(f"{directory} has no summary.json (not a run folder, or the run never started)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunFolderError(f"{path} is unreadable: {err}") from None
+
+
+def read_config(directory: Path) -> dict:
+    path = Path(directory) / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise RunFolderError(f"{path} is unreadable: {err}") from None
+
+
+def read_metrics(directory: Path):
+    import pandas as pd
+
+    return pd.read_csv(Path(directory) / "metrics.csv")
+
+
+def sweep_rows(jobs: Iterable[tuple[list[str], Path]]) -> list[dict]:
+    """One row per job: overrides, status, final metrics, output folder."""
+    rows = []
+    for overrides, directory in jobs:
+        row: dict[str, Any] = {"overrides": " ".join(overrides)}
+        try:
+            summary = read_summary(directory)
+        except RunFolderError as err:
+            summary = {"status": "failed", "error": str(err)}
+        row["status"] = summary.get("status", "failed")
+        for key in ("experiment", "method", "seed", "steps", "wall_seconds", "success", "error"):
+            if key in summary:
+                row[key] = summary[key]
+        for name, value in (summary.get("final") or {}).items():
+            row[name] = value
+        row["output"] = str(directory)
+        rows.append(row)
+    return rows
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(Path(path), buffer.getvalue())

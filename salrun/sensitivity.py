@@ -1,0 +1,95 @@
+"""Sensitivity math (SCIENCE.md §1-2): pure tensor functions, no state, no I/O.
+
+A neuron j has weights w_j (one row of W), bias θ_j, input x and output
+o_j = f(U_j) with U_j = w_j·x + θ_j. Its sensitivity is s_j = f'(U_j)·‖w_j‖.
+Every function here works on a batch: x is (n, inputs), o is (n, neurons).
+A neuron's weights may be split into blocks (an RNN neuron sees external and
+recurrent inputs through two matrices); the row norm then spans all blocks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+ACTIVATIONS = ("tanh", "sigmoid_shifted", "linear")
+
+
+def activate(u: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "tanh":
+        return torch.tanh(u)
+    if activation == "sigmoid_shifted":  # the paper-era sigmoid, range (-0.5, 0.5)
+        return torch.sigmoid(u) - 0.5
+    if activation == "linear":
+        return u
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def derivative(o: torch.Tensor, activation: str) -> torch.Tensor:
+    """f'(U) written in terms of the output o = f(U)."""
+    if activation == "tanh":
+        return 1 - o * o
+    if activation == "sigmoid_shifted":
+        return 0.25 - o * o
+    if activation == "linear":
+        return torch.ones_like(o)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def curvature_ratio(o: torch.Tensor, activation: str) -> torch.Tensor:
+    """f''(U)/f'(U) in terms of o: -2·o for tanh and for the shifted sigmoid."""
+    if activation in ("tanh", "sigmoid_shifted"):
+        return -2 * o
+    if activation == "linear":
+        return torch.zeros_like(o)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def row_norm_sq(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """‖w_j‖² over all weight blocks of each neuron, shape (neurons,)."""
+    total = weights[0].pow(2).sum(1)
+    for w in weights[1:]:
+        total = total + w.pow(2).sum(1)
+    return total
+
+
+def sensitivity(o: torch.Tensor, weights: Sequence[torch.Tensor], activation: str = "tanh") -> torch.Tensor:
+    """s_j = f'(U_j)·‖w_j‖ for each sample and neuron, shape like o."""
+    return derivative(o, activation) * row_norm_sq(weights).sqrt()
+
+
+def log_sensitivity(s: torch.Tensor, kind: str = "rms") -> torch.Tensor:
+    """Log-sensitivity of a set of neurons: ln RMS(s) (default) or mean of ln s."""
+    if kind == "rms":
+        return 0.5 * torch.log(s.pow(2).mean())
+    if kind == "meanlog":
+        return torch.log(s).mean()
+    raise ValueError(f"unknown log-sensitivity kind {kind!r}")
+
+
+def log_sensitivity_gradient(
+    weights: Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    o: torch.Tensor,
+    activation: str = "tanh",
+    sample_weight: torch.Tensor | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Batch mean of ∂ln s_j/∂w_j and ∂ln s_j/∂θ_j with each input held fixed.
+
+        ∂ln s_j/∂w_j = w_j/‖w_j‖² + (f''/f')(U_j)·x,   ∂ln s_j/∂θ_j = (f''/f')(U_j)
+
+    `inputs[k]` is the input seen through `weights[k]`. `sample_weight` (n,
+    neurons) weights each sample's term per neuron; with s itself it turns
+    the gradient of ln s into the gradient of s (s·∇ln s).
+    """
+    n = o.shape[0]
+    ratio = curvature_ratio(o, activation)
+    # A neuron with no nonzero weight (possible in a sparse RNN) has no radial direction.
+    norm_sq = row_norm_sq(weights).clamp_min(1e-30)
+    if sample_weight is None:
+        radial_coef = 1.0 / norm_sq
+    else:
+        radial_coef = sample_weight.mean(0) / norm_sq
+        ratio = ratio * sample_weight
+    grads = [radial_coef[:, None] * w + ratio.T @ x / n for w, x in zip(weights, inputs)]
+    return grads, ratio.mean(0)
