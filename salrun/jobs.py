@@ -14,7 +14,7 @@ from typing import Callable
 
 from salrun.results import RunWriter
 from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, ConfigError, LyapunovSettings, OptimSettings,
-                             TaskSettings, TrainSettings, build)
+                             TaskSettings, TrainSettings, build, method_settings)
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
@@ -37,19 +37,19 @@ def _settings(command: str, cfg: dict) -> dict:
         raise ConfigError(f"unknown model {model_name!r} (choose from: {', '.join(MODEL_SETTINGS)})")
     if method_name not in METHOD_SETTINGS:
         raise ConfigError(f"unknown method {method_name!r} (choose from: {', '.join(METHOD_SETTINGS)})")
+    if command == "lyapunov" and model_name != "rnn":
+        raise ConfigError(f"lyapunov needs model=rnn, got model={model_name}")
     for key in ("seed", "threads"):
         if isinstance(cfg.get(key), bool) or not isinstance(cfg.get(key), int) or cfg[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer, got {cfg.get(key)!r}")
     settings = {
         "model": build(MODEL_SETTINGS[model_name], cfg["model"], "model"),
-        "method": build(METHOD_SETTINGS[method_name], cfg["method"], "method"),
+        "method": method_settings(method_name, cfg["method"]),
         "task": build(TaskSettings, cfg["task"], "task"),
         "optim": build(OptimSettings, cfg["optim"], "optim"),
         "train": build(TrainSettings, cfg["train"], "train"),
         "lyapunov": build(LyapunovSettings, cfg["lyapunov"], "lyapunov"),
     }
-    if command == "lyapunov" and model_name != "rnn":
-        raise ConfigError(f"lyapunov needs model=rnn, got model={model_name}")
     if command == "train":
         sequential = settings["task"].name.startswith("lag_")
         if sequential != (model_name == "rnn"):
@@ -138,8 +138,8 @@ def _log_layers(model, probe, writer: RunWriter, step: int) -> None:
         for t, h in enumerate(states):
             if h.grad is not None:
                 writer.log(step, "grad_norm", float(h.grad.norm(dim=1).mean()), t)
-        recurrent = layers[0]
-        s = sensitivity(recurrent.output, recurrent.weights).reshape(len(states), -1)
+        # Through time only the recurrent weights carry the signal: gain from h_{t-1} to h_t.
+        s = sensitivity(layers[0].output, [model.recurrent_weight()]).reshape(len(states), -1)
         for t, rms in enumerate(s.pow(2).mean(1).sqrt().tolist()):
             writer.log(step, "sensitivity_rms", rms, t)
         writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
@@ -239,7 +239,6 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     probe = probe_for(model)
     method = make_method(cfg["method"]["name"], settings["method"])
     method.on_init(model, probe)
-    include_inputs = getattr(settings["method"], "rnn_inputs", "all") == "all"
     h = (torch.rand(study.trajectories, model.settings.hidden, generator=generator) * 2 - 1).to(device)
 
     def inputs(steps: int):
@@ -248,7 +247,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     def measure(step: int) -> torch.Tensor:
         m = max_lyapunov(model.recurrent_weight().detach(), model.weight_ih.detach(), model.bias.detach(), h,
                          inputs(study.transient + study.measure_steps), study.transient, study.measure_steps,
-                         generator=None, include_input_weights=include_inputs)
+                         generator=None)
         if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity])).all()):
             raise Diverged(step, "the MLE")
         writer.log_many(step, {"mle": m.mle, "log_sensitivity": m.log_sensitivity,

@@ -19,7 +19,7 @@ from salrun.sensitivity import row_norm_sq
 @dataclass
 class ChaosMeasurement:
     mle: float                  # mean over trajectories
-    log_sensitivity: float      # ln RMS sensitivity over the same steps and trajectories
+    log_sensitivity: float      # ln RMS recurrent sensitivity over the same steps and trajectories
     state: torch.Tensor         # the final states, to continue from
 
 
@@ -33,11 +33,12 @@ def _drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, 
 @torch.no_grad()
 def max_lyapunov(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
                  inputs: torch.Tensor | None, transient: int, steps: int,
-                 generator: torch.Generator | None = None, include_input_weights: bool = True) -> ChaosMeasurement:
+                 generator: torch.Generator | None = None) -> ChaosMeasurement:
     """MLE and log-sensitivity along the trajectory from states h (batch, hidden).
 
     `inputs` is (transient + steps, batch, inputs) or None for an autonomous net.
-    `include_input_weights` chooses which weights enter ‖w_j‖ (SAL's `rnn_inputs`).
+    The log-sensitivity uses the recurrent weights: the gain from h_{t-1} to h_t
+    that the MLE measures.
     """
     total = transient + steps
     drive = _drive(w_ih, bias, inputs, total, h.shape[0])
@@ -46,8 +47,7 @@ def max_lyapunov(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: 
     w_t = w_hh.T
     log_growth = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
     gain_sq = torch.zeros((), dtype=h.dtype, device=h.device)
-    weights = [w_hh, w_ih] if include_input_weights else [w_hh]
-    norm_sq = row_norm_sq(weights)
+    norm_sq = row_norm_sq([w_hh])
     for t in range(total):
         h = torch.tanh(torch.addmm(drive[t], h, w_t))
         slope = 1 - h * h

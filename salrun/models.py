@@ -133,7 +133,7 @@ class ElmanRNN(nn.Module):
         previous, output = states[:-1].reshape(-1, n), states[1:].reshape(-1, n)
         if rnn_inputs == "all":
             weights = [self.weight_ih, self.weight_hh]
-            inputs = [self._inputs.reshape(-1, self._inputs.shape[-1]), previous]
+            inputs = [self._inputs.flatten(0, 1), previous]
             masks = [None, self.mask]
         else:
             weights, inputs, masks = [self.weight_hh], [previous], [self.mask]

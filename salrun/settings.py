@@ -94,7 +94,7 @@ class SALSettings:
 
     lr: float = 0.01
     target: float = 1.0
-    beta: float = 0.9
+    beta: float = 0.5
     gate: Literal["one_sided", "two_sided"] = "one_sided"
     objective: Literal["log", "linear"] = "log"
     include_output: bool = False
@@ -172,14 +172,14 @@ METHOD_SETTINGS: dict[str, type] = {
 MODEL_SETTINGS: dict[str, type] = {"mlp": MLPSettings, "rnn": RNNSettings}
 
 
-def build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+def build(cls: type, data: Mapping[str, Any] | None, where: str, ignore: frozenset[str] = frozenset()) -> Any:
     """Build dataclass `cls` from `data`, checking names and types.
 
     `where` prefixes messages ("model") so that errors name the config key.
     Extra keys in `data` that `cls` lacks are errors, except `name`, which
-    selects the class and is consumed by the caller.
+    selects the class and is consumed by the caller, and those in `ignore`.
     """
-    data = dict(data or {})
+    data = {k: v for k, v in (data or {}).items() if k not in ignore or k in _field_names(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
@@ -190,6 +190,18 @@ def build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
     if data:
         raise ConfigError(f"unknown key {where}.{sorted(data)[0]}")
     return cls(**kwargs)
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def method_settings(name: str, data: Mapping[str, Any]) -> Any:
+    """The settings of method `name`. A preset may tune several methods at once
+    (method.lr for sal, method.rho for spectral), so that one sweep can span
+    them; the keys of the other methods are dropped here."""
+    others = frozenset().union(*(_field_names(c) for n, c in METHOD_SETTINGS.items() if n != name))
+    return build(METHOD_SETTINGS[name], data, "method", ignore=others)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -9,7 +9,7 @@ from salrun.settings import InitSettings, MLPSettings, RNNSettings, SALSettings
 
 
 def rms_sensitivity(layer) -> float:
-    return float(sensitivity(layer.output, layer.weights).pow(2).mean().sqrt())
+    return float(sensitivity(layer.output, [w.detach() for w in layer.weights]).pow(2).mean().sqrt())
 
 
 def test_sal_lifts_random_layer_to_target():

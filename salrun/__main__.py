@@ -1,0 +1,3 @@
+from salrun.cli import main
+
+main()
