@@ -149,6 +149,28 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     raise typer.Exit(0 if all(row["status"] == "ok" for row in rows) else 1)
 
 
+@app.command()
+def report(path: Path = typer.Argument(..., help="A run folder (summary.json) or a sweep folder (sweep.csv)"),
+           fmt: Optional[str] = typer.Option(None, "--format",
+                                             help="csv | json | markdown: print the table in this format to "
+                                                  "stdout instead of the rich table (or into --table FILE)"),
+           table: Optional[Path] = typer.Option(None, "--table",
+                                                help="Write the table to FILE (format: --format, else the "
+                                                     "suffix .csv/.json/.md); the rich table still prints"),
+           figures: Optional[Path] = typer.Option(None, "--figures", help="Folder for PNG figures "
+                                                                          "(default: PATH/figures)"),
+           no_figures: bool = typer.Option(False, "--no-figures", help="Write no figures")) -> None:
+    """Summary table (grouped by method and swept settings, over seeds) and PNG figures
+    for a run folder or a sweep folder."""
+    from salrun.report import make_report
+    from salrun.results import RunFolderError
+
+    try:
+        make_report(path, fmt, table, figures, not no_figures)
+    except RunFolderError as err:
+        fail_usage(str(err))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,270 @@
+"""Figures for `salrun report`: pandas frames in, PNG files out (matplotlib's Agg canvas).
+
+Every figure function takes the two frames that `salrun.report.load_collection` builds,
+
+    runs     one row per run: run, group, command, model, status, success, metric, final, chance
+    metrics  long format: run, group, step, metric, value, layer (NaN for network-level rows)
+
+and returns a matplotlib Figure, or None when the data does not support that figure (for
+example no Lyapunov runs, or no per-layer rows). `make_figures` writes the ones that exist.
+Curves are the mean over a group's runs (its seeds); the shaded band spans their min to max.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+METRIC_LABELS = {
+    "accuracy": "test accuracy",
+    "nmse": "test NMSE (MSE / target variance, log scale)",
+    "test_loss": "test loss",
+}
+
+
+def _figure(columns: int = 1, width: float = 6.4, height: float = 4.4):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * columns, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = [figure.add_subplot(1, columns, i + 1) for i in range(columns)]
+    return figure, axes
+
+
+def _colors(groups) -> dict:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(groups) <= 10 else "tab20"].colors
+    return {group: palette[i % len(palette)] for i, group in enumerate(groups)}
+
+
+def _curve(ax, frame, color, label: str, linestyle: str = "-", geometric: bool = False) -> None:
+    """Mean over runs at each x (geometric for log axes), band from min to max."""
+    import numpy as np
+
+    values = frame.assign(value=np.log(frame["value"]) if geometric else frame["value"])
+    stats = values.groupby("x")["value"].agg(["mean", "min", "max"]).sort_index()
+    if geometric:
+        stats = np.exp(stats)
+    runs = frame["run"].nunique()
+    marker = "o" if len(stats) <= 12 else None
+    ax.plot(stats.index, stats["mean"], color=color, linestyle=linestyle, marker=marker, markersize=4,
+            label=f"{label} (n={runs})" if label else None)
+    if runs > 1:
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, linewidth=0)
+
+
+def _network_rows(metrics, name: str, runs=None):
+    rows = metrics[(metrics["metric"] == name) & metrics["layer"].isna()]
+    if runs is not None:
+        rows = rows[rows["run"].isin(runs)]
+    return rows.rename(columns={"step": "x"})
+
+
+def _legend(ax, **kwargs) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize="small", **kwargs)
+
+
+def learning_curves(runs, metrics):
+    """Test metric against training step, one panel per metric, chance level dashed."""
+    trained = runs[(runs["command"] == "train") & runs["metric"].notna()]
+    names = [m for m in trained["metric"].unique() if len(_network_rows(metrics, m, trained["run"]))]
+    if not names:
+        return None
+    figure, axes = _figure(len(names))
+    colors = _colors(runs["group"].unique())
+    for ax, name in zip(axes, names):
+        these = trained[trained["metric"] == name]
+        chances = these.groupby("group", sort=False)["chance"].first()
+        for group, members in these.groupby("group", sort=False):
+            _curve(ax, _network_rows(metrics, name, members["run"]), colors[group], group,
+                   geometric=name == "nmse")
+            if chances.nunique() > 1:
+                ax.axhline(chances[group], color=colors[group], linestyle="--", linewidth=1)
+        if chances.nunique() == 1 and chances.notna().all():
+            ax.axhline(chances.iloc[0], color="black", linestyle="--", linewidth=1, zorder=1,
+                       label=f"chance ({chances.iloc[0]:.3g})")
+        elif chances.nunique() > 1:
+            ax.plot([], [], color="gray", linestyle="--", label="chance (group colour)")
+        if name == "nmse":
+            ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(METRIC_LABELS.get(name, f"test {name}"))
+        ax.set_title(f"Learning curves: {name} (line = mean over seeds, band = min–max)", fontsize="medium")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return figure
+
+
+def sensitivity_vs_mle(runs, metrics):
+    """Chaos study: log-sensitivity and the maximum Lyapunov exponent over SAL updates, and
+    one against the other (they agree on the diagonal while the MLE is negative)."""
+    chaos = runs[runs["command"] == "lyapunov"]
+    mle = _network_rows(metrics, "mle", chaos["run"])
+    log_s = _network_rows(metrics, "log_sensitivity", chaos["run"])
+    if mle.empty or log_s.empty:
+        return None
+    figure, (over_time, scatter) = _figure(2)
+    colors = _colors(runs["group"].unique())
+    for group, members in chaos.groupby("group", sort=False):
+        _curve(over_time, mle[mle["run"].isin(members["run"])], colors[group], group)
+        _curve(over_time, log_s[log_s["run"].isin(members["run"])], colors[group], "", linestyle="--")
+        paired = mle.merge(log_s, on=["run", "x"], suffixes=("_mle", "_log_s"))
+        paired = paired[paired["run"].isin(members["run"])]
+        scatter.scatter(paired["value_log_s"], paired["value_mle"], s=14, color=colors[group], alpha=0.7,
+                        label=group)
+    over_time.axhline(0, color="black", linewidth=1, linestyle=":")
+    over_time.plot([], [], color="gray", linestyle="-", label="MLE (solid)")
+    over_time.plot([], [], color="gray", linestyle="--", label="log-sensitivity (dashed)")
+    over_time.set_xlabel("SAL update")
+    over_time.set_ylabel("exponent (natural log, per time step)")
+    over_time.set_title("Log-sensitivity and MLE over SAL updates (0 = edge of chaos)", fontsize="medium")
+    over_time.grid(alpha=0.3)
+    _legend(over_time)
+    both = list(mle["value"]) + list(log_s["value"])
+    low, high = min(both), max(both)
+    pad = 0.05 * (high - low or 1)
+    scatter.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=1,
+                 label="MLE = log-sensitivity")
+    scatter.axhline(0, color="black", linewidth=1, linestyle=":")
+    scatter.set_xlabel("log-sensitivity  ln RMS(s) (per time step)")
+    scatter.set_ylabel("maximum Lyapunov exponent (per time step)")
+    scatter.set_title("Each logged step of each run", fontsize="medium")
+    scatter.grid(alpha=0.3)
+    _legend(scatter)
+    return figure
+
+
+def gradient_profile(runs, metrics):
+    """Per-layer gradient norm at each run's first and last logged step (for an RNN the
+    'layer' is the time step); log scale, geometric mean over seeds."""
+    rows = metrics[(metrics["metric"] == "grad_norm") & metrics["layer"].notna()]
+    if rows.empty:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    bounds = rows.groupby("run")["step"].agg(["min", "max"])
+    figure, axes = _figure(2)
+    colors = _colors(runs["group"].unique())
+    recurrent = set(runs.loc[runs["run"].isin(rows["run"]), "model"].dropna()) == {"rnn"}
+    dropped = False
+    for ax, (edge, title) in zip(axes, [("min", "first logged step"), ("max", "last logged step")]):
+        at = rows[rows["step"] == rows["run"].map(bounds[edge])]
+        dropped |= bool((at["value"] <= 0).any())
+        at = at[at["value"] > 0].rename(columns={"layer": "x"})
+        for group, frame in at.groupby("group", sort=False):
+            steps = sorted(frame["step"].unique())
+            label = f"{group}, step {steps[0]:.0f}" + ("…" if len(steps) > 1 else "")
+            _curve(ax, frame, colors[group], label, geometric=True)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("time step t (0 = the first input)" if recurrent else "layer (0 = nearest the input)")
+        ax.set_ylabel("‖∂loss/∂h_t‖, batch mean (log scale)" if recurrent else "‖∂loss/∂W‖ of the layer (log scale)")
+        ax.set_title(f"Gradient norm per {'time step' if recurrent else 'layer'}: {title}", fontsize="medium")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    if dropped:
+        figure.suptitle("zero gradients (underflow) are not drawn on the log scale", fontsize="small")
+    axes[1].sharey(axes[0])
+    return figure
+
+
+def sensitivity_rms(runs, metrics):
+    """RMS sensitivity of the network's neurons over training (exp of log_sensitivity)."""
+    import numpy as np
+
+    trained = runs[runs["command"] == "train"]
+    log_s = _network_rows(metrics, "log_sensitivity", trained["run"])
+    if log_s.empty:
+        return None
+    figure, (ax,) = _figure(1, width=7.5)
+    colors = _colors(runs["group"].unique())
+    for group, members in trained.groupby("group", sort=False):
+        frame = log_s[log_s["run"].isin(members["run"])]
+        if len(frame):
+            _curve(ax, frame.assign(value=np.exp(frame["value"])), colors[group], group, geometric=True)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="s = 1 (gain 1 per layer / step)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("RMS sensitivity over neurons (log scale)")
+    ax.set_title("Sensitivity over training (line = geometric mean over seeds, band = min–max)",
+                 fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax)
+    return figure
+
+
+def success_rate(runs, metrics):
+    """Success rate per group over seeds, and the final test metric against the chance level."""
+    import numpy as np
+
+    trained = runs[runs["command"] == "train"]
+    if len(trained) < 2:
+        return None
+    groups = list(trained["group"].unique())
+    figure, (rates, finals) = _figure(2, width=max(4.0, 0.9 * len(groups) + 2.5), height=4.8)
+    colors = _colors(runs["group"].unique())
+    x = np.arange(len(groups))
+    names = [g.replace(", ", "\n") for g in groups]
+    for i, group in enumerate(groups):
+        members = trained[trained["group"] == group]
+        wins = int(members["success"].map(lambda v: v is True or str(v).lower() == "true").sum())
+        rate = wins / len(members)
+        rates.bar(i, 100 * rate, color=colors[group], width=0.7)
+        rates.annotate(f"{wins}/{len(members)}", (i, 100 * rate), ha="center", va="bottom", fontsize="small",
+                       xytext=(0, 2), textcoords="offset points")
+        done = members[members["status"] == "ok"]
+        values = done["final"].astype(float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            finals.bar(i, values.mean(), color=colors[group], width=0.7, alpha=0.6,
+                       yerr=values.std(ddof=1) if len(values) > 1 else None, capsize=4)
+            finals.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values,
+                           color="black", s=10, zorder=3, label="one seed" if i == 0 else None)
+        chance = members["chance"].astype(float).dropna()
+        if len(chance):
+            finals.hlines(chance.iloc[0], i - 0.45, i + 0.45, color="red", linestyle="--", linewidth=1.5,
+                          label="chance level" if "chance level" not in finals.get_legend_handles_labels()[1]
+                          else None, zorder=4)
+    rates.set_ylim(0, 110)
+    finals.margins(y=0.15)  # room for the legend above the bars
+    rates.set_ylabel("success rate over seeds (%)")
+    rates.set_title("Runs that met the task's success criterion", fontsize="medium")
+    metric_names = trained["metric"].dropna().unique()
+    metric = metric_names[0] if len(metric_names) == 1 else "test metric"
+    finals.set_ylabel(f"final {METRIC_LABELS.get(metric, metric).replace(', log scale', '')}")
+    finals.set_title("Final test metric: mean ± std, dots = seeds", fontsize="medium")
+    for ax in (rates, finals):
+        ax.set_xticks(x, names, fontsize="small")
+        ax.grid(alpha=0.3, axis="y")
+    _legend(finals)
+    return figure
+
+
+FIGURES = {
+    "learning_curves.png": learning_curves,
+    "sensitivity_vs_mle.png": sensitivity_vs_mle,
+    "gradient_profile.png": gradient_profile,
+    "sensitivity_rms.png": sensitivity_rms,
+    "success_rate.png": success_rate,
+}
+
+
+def make_figures(runs, metrics, directory: Path) -> list[Path]:
+    """Write every figure the data supports into `directory`; returns their paths."""
+    from salrun.results import write_atomic
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, draw in FIGURES.items():
+        figure = draw(runs, metrics)
+        if figure is None:
+            continue
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        write_atomic(directory / name, buffer.getvalue())
+        made.append(directory / name)
+    return made
