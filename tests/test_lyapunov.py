@@ -33,3 +33,18 @@ def test_mle_of_small_weights_is_log_spectral_radius():
     assert abs(measured.mle - math.log(rho)) < 0.02
     # and the log-sensitivity there is ln of the RMS row norm
     assert abs(measured.log_sensitivity - 0.5 * math.log(w_hh.pow(2).sum(1).mean())) < 1e-3
+
+
+def test_sal_brings_small_chaos_net_to_the_edge(run_cli, tmp_path):
+    """Claim 1 at small size: log-sensitivity tracks the MLE below 0, then the MLE ends near 0."""
+    import pandas as pd
+
+    out = tmp_path / "chaos"
+    result = run_cli("lyapunov", "model.hidden=100", "method.lr=0.005", "lyapunov.sal_steps=150",
+                     "lyapunov.log_every=10", "lyapunov.measure_steps=200", "threads=1", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    m = pd.read_csv(out / "metrics.csv").pivot_table(index="step", columns="metric", values="value")
+    below = m[m.mle < -0.1]
+    assert len(below) >= 3 and m.mle.iloc[0] < -1  # it started far from the edge
+    assert (below.log_sensitivity - below.mle).abs().max() <= 0.1
+    assert abs(m.mle.iloc[-1]) <= 0.1
