@@ -33,34 +33,68 @@ def _default_out(command: str) -> Path:
 
 
 def check_out_dir(out: Path, what: str = "run") -> None:
+    try:
+        _check_out_dir(out, what)
+    except OSError as err:  # a name too long, a path through a file, ...
+        fail_usage(f"--out {out} cannot be used: {err.strerror or err}")
+
+
+def _check_out_dir(out: Path, what: str) -> None:
+    import tempfile
+
     if out.exists() and not out.is_dir():
         fail_usage(f"--out {out} exists and is a file")
-    marker = "summary.json" if what == "run" else "sweep.csv"
-    if (out / marker).exists():
-        fail_usage(f"--out {out} already holds a {what}; choose another folder or delete it")
+    markers = ("summary.json",) if what == "run" else ("sweep.csv", "sweep.yaml")
+    if any((out / marker).exists() for marker in markers):
+        hint = "continue it with --resume, or choose another folder" if what == "sweep" else "choose another folder"
+        fail_usage(f"--out {out} already holds a {what}; {hint} or delete it")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    import os
-
-    if not os.access(probe, os.W_OK):
+    if not probe.is_dir():
+        fail_usage(f"--out {out} cannot be created: {probe} is a file")
+    try:  # os.access says yes to root even on a read-only file system
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
         fail_usage(f"--out {out} is not writable")
+
+
+def make_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail_usage(f"--out {out} cannot be created: {err.strerror or err}")
 
 
 def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
     raise KeyboardInterrupt
 
 
-def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool) -> None:
-    from salrun.jobs import EXIT_CODES, run_job, validate
+def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool,
+         resume: Optional[Path] = None) -> None:
+    from salrun.jobs import EXIT_CODES, resumable_config, run_job, validate
     from salrun.launch import compose
+    from salrun.results import RunFolderError
     from salrun.settings import ConfigError
 
-    out = out or _default_out(command)
-    check_out_dir(out)
-    try:
-        cfg = compose(command, overrides)
-        validate(command, cfg)
-    except ConfigError as err:
-        fail_usage(str(err))
+    if resume is not None:
+        if overrides:
+            fail_usage("--resume takes no overrides: the run folder's config.yaml is the config")
+        if out is not None:
+            fail_usage("--resume continues the run in its own folder; drop --out")
+        try:
+            cfg = resumable_config(resume)
+        except RunFolderError as err:
+            fail_usage(str(err))
+        out = resume
+    else:
+        out = out or _default_out(command)
+        check_out_dir(out)
+        try:
+            cfg = compose(command, overrides)
+            validate(command, cfg)
+        except ConfigError as err:
+            fail_usage(str(err))
+        make_out_dir(out)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     show_progress = not quiet and sys.stderr.isatty()
     total = cfg["train"]["steps"] if command == "train" else cfg["lyapunov"]["sal_steps"]
@@ -69,10 +103,10 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
             from salrun.report import progress_bar
 
             with progress_bar(f"{command} {cfg['experiment'] or ''}", total) as update:
-                summary = run_job(command, cfg, out, update)
+                summary = run_job(command, cfg, out, update, resume=resume is not None)
         else:
-            summary = run_job(command, cfg, out)
-    except ConfigError as err:  # found only once data exists (for example a task's shape)
+            summary = run_job(command, cfg, out, resume=resume is not None)
+    except (ConfigError, RunFolderError) as err:  # found only once data exists (for example a task's shape)
         fail_usage(str(err))
     if as_json:
         typer.echo((out / "summary.json").read_text(), nl=False)
@@ -85,9 +119,12 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
 
 @app.command()
 def train(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] = OutOpt,
-          as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+          as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+          resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR",
+                                                help="Continue the interrupted train run in DIR from its "
+                                                     "checkpoint; DIR/config.yaml is the config")) -> None:
     """Train a deep tanh MLP (BP) or a tanh RNN (BPTT) with a method (default: experiment=deep_ffn)."""
-    _run("train", overrides or [], out, as_json, quiet)
+    _run("train", overrides or [], out, as_json, quiet, resume)
 
 
 @app.command()
@@ -100,33 +137,58 @@ def lyapunov(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] 
 
 @app.command()
 def sweep(overrides: Optional[List[str]] = OverridesArg,
-          command: str = typer.Option("train", "--command", help="train | lyapunov"),
-          launcher: str = typer.Option("basic", "--launcher",
-                                       help="basic | joblib | submitit_local | submitit_slurm"),
+          command: Optional[str] = typer.Option(None, "--command", help="train (default) | lyapunov"),
+          launcher: Optional[str] = typer.Option(None, "--launcher",
+                                                 help="basic (default) | joblib | submitit_local | submitit_slurm | "
+                                                      "slurm_cpu | slurm_gpu (presets of submitit_slurm)"),
           out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default: outputs/sweep/TIMESTAMP)"),
+          resume: bool = typer.Option(False, "--resume",
+                                      help="Continue the sweep in --out: skip jobs that completed (status ok), "
+                                           "rerun the rest; train jobs continue from their checkpoints"),
           quiet: bool = QuietOpt) -> None:
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
     from salrun.jobs import validate
     from salrun.launch import LAUNCHERS, compose, run_sweep, sweep_jobs
-    from salrun.results import sweep_rows, write_table
+    from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
     from salrun.settings import ConfigError
 
+    overrides = overrides or []
+    if resume:
+        if out is None:
+            fail_usage("--resume needs --out SWEEP_DIR, the folder of the sweep to continue")
+        out = out.resolve()
+        try:
+            plan = read_sweep_plan(out)
+        except RunFolderError as err:
+            fail_usage(str(err))
+        grid = [o for o in overrides if not o.startswith("hydra.")]
+        if overrides and grid != [o for o in plan["overrides"] if not o.startswith("hydra.")]:
+            fail_usage(f"--resume reruns the recorded grid ({' '.join(plan['overrides'])}); give the same "
+                       "overrides (hydra.* may change) or none")
+        if command not in (None, plan["command"]):
+            fail_usage(f"--resume: the sweep in {out} ran --command {plan['command']}, not {command}")
+        overrides = overrides or plan["overrides"]
+        command, launcher = plan["command"], launcher or plan["launcher"]
+    command, launcher = command or "train", launcher or "basic"
     if command not in ("train", "lyapunov"):
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
     if launcher not in LAUNCHERS:
         fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    out = (out or _default_out("sweep")).resolve()
-    check_out_dir(out, "sweep")
-    overrides = overrides or []
+    if not resume:
+        out = (out or _default_out("sweep")).resolve()
+        check_out_dir(out, "sweep")
     try:
         jobs = sweep_jobs(overrides)
         for job in jobs:  # every grid point must be valid before anything runs
             validate(command, compose(command, [o for o in job if not o.startswith("hydra")]))
     except ConfigError as err:
         fail_usage(str(err))
+    make_out_dir(out)
+    write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
     if not quiet:
-        typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}", err=True)
+        again = " (resumed: completed jobs are skipped)" if resume else ""
+        typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     interrupted = False
     try:

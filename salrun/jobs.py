@@ -4,6 +4,12 @@
 the job, and whatever happens (success, divergence, an exception, Ctrl-C)
 it leaves metrics.csv and summary.json with the status. Only this layer
 reads config; everything below takes settings dataclasses.
+
+Training writes DIR/checkpoint.pt every `train.checkpoint_every` steps, on
+interrupt and at the end: model, optimizer, method state (SAL's averages),
+every RNG state, the step and the metric rows so far. `run_job(...,
+resume=True)` continues from it and ends with the same metrics as a run
+that was never stopped.
 """
 from __future__ import annotations
 
@@ -12,12 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from salrun.results import RunWriter
+from salrun.results import RunFolderError, RunWriter
 from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, ConfigError, LyapunovSettings, OptimSettings,
                              TaskSettings, TrainSettings, build, method_settings)
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+CHECKPOINT = "checkpoint.pt"
 
 
 class Diverged(RuntimeError):
@@ -58,9 +65,16 @@ def _settings(command: str, cfg: dict) -> dict:
     return settings
 
 
-def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None) -> dict:
-    """Run `command` ("train" or "lyapunov") and write the run folder; returns the summary."""
+def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None,
+            resume: bool = False) -> dict:
+    """Run `command` ("train" or "lyapunov") and write the run folder; returns the summary.
+
+    With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
+    has none); `cfg` must be the config the run started with."""
     settings = _settings(command, cfg)
+    checkpoint = load_checkpoint(Path(out_dir)) if resume and command == "train" else None
+    if checkpoint is not None and checkpoint["config"] != cfg:
+        raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
     writer = RunWriter(out_dir)
     writer.write_config(cfg)
     summary = {
@@ -69,8 +83,13 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         "seed": cfg["seed"], "steps": 0,
     }
     body = train if command == "train" else lyapunov
-    state = {"step": 0}
+    state: dict = {"step": 0, "wall_before": 0.0}
+    if checkpoint is not None:
+        writer.rows = [tuple(row) for row in checkpoint["rows"]]
+        state.update(step=checkpoint["step"], checkpoint=checkpoint, wall_before=checkpoint["wall_seconds"])
+        summary["resumed_from_step"] = checkpoint["step"]
     started = time.perf_counter()
+    state["started"] = started
     try:
         summary.update(body(cfg, settings, writer, state, progress))
         summary["status"] = "ok"
@@ -83,7 +102,7 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
     summary["steps"] = state["step"]
-    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    summary["wall_seconds"] = round(state["wall_before"] + time.perf_counter() - started, 3)
     summary.setdefault("final", writer.latest())
     writer.flush_metrics()
     writer.write_summary(summary)
@@ -94,6 +113,75 @@ def _model_payload(model, cfg: dict, task_sizes: tuple[int, int], method) -> dic
     return {"state_dict": model.state_dict(), "model": cfg["model"]["name"],
             "settings": asdict(model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
             "method_state": method.state_dict()}
+
+
+def load_checkpoint(out_dir: Path) -> dict | None:
+    """out_dir's checkpoint, or None if it has none; RunFolderError if it is unreadable."""
+    import torch
+
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise RunFolderError(f"{path} is unreadable ({type(err).__name__}); delete it to restart the run "
+                             "from step 0") from None
+    keys = {"step", "config", "model", "optimizer", "method", "rng", "rows", "wall_seconds"}
+    if not isinstance(checkpoint, dict) or not keys <= set(checkpoint):
+        raise RunFolderError(f"{path} is not a salrun checkpoint")
+    return checkpoint
+
+
+def resumable_config(out_dir: Path) -> dict:
+    """The config of the train run in out_dir if it can resume; RunFolderError naming the problem if not."""
+    from salrun.results import read_config, read_summary
+
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder} is not a run folder (no such folder)")
+    if not (folder / "config.yaml").is_file():
+        raise RunFolderError(f"{folder} has no config.yaml (not a run folder, or the run never started)")
+    cfg = read_config(folder)
+    if (folder / "summary.json").is_file():
+        summary = read_summary(folder)
+        if not isinstance(summary, dict):
+            raise RunFolderError(f"{folder / 'summary.json'} is not a salrun summary")
+        if summary.get("command", "train") != "train":
+            raise RunFolderError(f"{folder} is a {summary.get('command')} run; only train runs resume")
+        if summary.get("status") == "ok":
+            raise RunFolderError(f"{folder} already completed (status ok); nothing to resume")
+        if summary.get("status") == "diverged":
+            raise RunFolderError(f"{folder} diverged at step {summary.get('diverged_step')}; "
+                                 "resuming would diverge again")
+    if not isinstance(cfg, dict):
+        raise RunFolderError(f"{folder / 'config.yaml'} is not a salrun config")
+    try:
+        validate("train", cfg)
+    except ConfigError as err:
+        raise RunFolderError(f"{folder / 'config.yaml'}: {err}") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise RunFolderError(f"{folder / 'config.yaml'} is not a salrun train config "
+                             f"({type(err).__name__}: {err})") from None
+    load_checkpoint(folder)
+    return cfg
+
+
+def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
+    """A sweep job (or one a cluster requeued): skip it if its folder already completed with
+    this config, continue it from its checkpoint if it has one, else start it."""
+    from salrun.results import read_config, read_summary
+
+    folder = Path(out_dir)
+    if not (folder / "config.yaml").is_file():
+        return run_job(command, cfg, folder)
+    if read_config(folder) != cfg:
+        raise RunFolderError(f"{folder} holds a run with another config; not overwriting it")
+    if (folder / "summary.json").is_file():
+        summary = read_summary(folder)
+        if isinstance(summary, dict) and summary.get("status") == "ok":
+            return summary
+    return run_job(command, cfg, folder, resume=True)
 
 
 def build_model(name: str, settings, input_size: int, output_size: int, generator):
@@ -161,7 +249,7 @@ def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: P
 
     from salrun.activity import probe_for
     from salrun.methods import make_method
-    from salrun.runtime import prepare, resolve_device
+    from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
     from salrun.tasks import make_task
 
     generator = prepare(cfg["seed"], cfg["threads"])
@@ -180,42 +268,68 @@ def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: P
     test_x, test_y = (t.to(device) for t in task.test_set())
     sequential = task.sequential
 
-    for step in range(1, run.steps + 1):
-        log_now = step == 1 or step % run.log_every == 0 or step == run.steps
-        model.train()
-        probe.clear()
-        x, y = (t.to(device) for t in task.train_batch(run.batch_size, generator))
-        prediction = model(x, keep_state_grads=log_now) if sequential else model(x)
-        loss = task.loss(prediction, y)
-        extra = method.loss_term(model)
-        if extra is not None:
-            loss = loss + extra
-        if not torch.isfinite(loss):
-            raise Diverged(step, "the loss")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if log_now:
-            _layer_metrics(model, probe, writer, step)
-        if optim_s.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), optim_s.clip)
-        optimizer.step()
-        method.after_step()
-        if hasattr(model, "apply_mask_"):
-            model.apply_mask_()
-        state["step"] = step
-        if log_now:
-            model.eval()
-            with torch.no_grad():
-                test_prediction = model(test_x)
-                test_loss = float(task.loss(test_prediction, test_y))
-                metric = task.evaluate(test_prediction, test_y)
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise Diverged(step, "a weight")
-            writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
-            writer.flush_metrics()
-        if progress is not None:
-            progress(step, writer.latest())
+    def save_checkpoint(step: int) -> None:
+        writer.flush_metrics()  # metrics.csv never lags behind the checkpoint
+        writer.save_checkpoint({
+            "step": step, "config": cfg, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "method": method.state_dict(), "rng": rng_state(generator), "rows": list(writer.rows),
+            "wall_seconds": state["wall_before"] + time.perf_counter() - state["started"]})
+
+    checkpoint = state.pop("checkpoint", None)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        method.load_state_dict(checkpoint["method"])
+        set_rng_state(generator, checkpoint["rng"])
+    with interrupts_at_step_boundaries() as check_interrupt:
+        try:
+            state["at_boundary"] = True
+            for step in range(state["step"] + 1, run.steps + 1):
+                state["at_boundary"] = False
+                log_now = step == 1 or step % run.log_every == 0 or step == run.steps
+                model.train()
+                probe.clear()
+                x, y = (t.to(device) for t in task.train_batch(run.batch_size, generator))
+                prediction = model(x, keep_state_grads=log_now) if sequential else model(x)
+                loss = task.loss(prediction, y)
+                extra = method.loss_term(model)
+                if extra is not None:
+                    loss = loss + extra
+                if not torch.isfinite(loss):
+                    raise Diverged(step, "the loss")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if log_now:
+                    _layer_metrics(model, probe, writer, step)
+                if optim_s.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim_s.clip)
+                optimizer.step()
+                method.after_step()
+                if hasattr(model, "apply_mask_"):
+                    model.apply_mask_()
+                state["step"] = step
+                if log_now:
+                    model.eval()
+                    with torch.no_grad():
+                        test_prediction = model(test_x)
+                        test_loss = float(task.loss(test_prediction, test_y))
+                        metric = task.evaluate(test_prediction, test_y)
+                    if not all(torch.isfinite(p).all() for p in model.parameters()):
+                        raise Diverged(step, "a weight")
+                    writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
+                    writer.flush_metrics()
+                if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+                    save_checkpoint(step)
+                state["at_boundary"] = True
+                if progress is not None:
+                    progress(step, writer.latest())
+                check_interrupt()
+        except KeyboardInterrupt:
+            if state.get("at_boundary"):  # else the periodic checkpoint stays the latest consistent state
+                save_checkpoint(state["step"])
+            raise
     writer.save_model(_model_payload(model, cfg, (task.input_size, task.output_size), method))
+    save_checkpoint(run.steps)
     final = writer.latest()
     return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
             "chance": task.chance, "criterion": task.criterion}

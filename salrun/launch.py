@@ -7,13 +7,16 @@ live at module level because launchers pickle them.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from salrun.settings import ConfigError
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
-LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm",
+             "slurm_cpu", "slurm_gpu")  # the last two: presets in conf/hydra/launcher
+_DRIVER_PID: int | None = None  # the process running the sweep (jobs of the basic launcher run in it)
 
 
 def config_dir() -> str:
@@ -57,7 +60,8 @@ def _hydra_errors() -> tuple[type[Exception], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return HydraException, OmegaConfBaseException
+    # Hydra raises a bare ValueError for some bad overrides (a number as a group choice: method=0).
+    return HydraException, OmegaConfBaseException, ValueError
 
 
 def compose(command: str, overrides: list[str]) -> dict:
@@ -95,16 +99,19 @@ def _sweep_task(command: str, cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from salrun.jobs import run_job
+    from salrun.jobs import run_or_resume
+    from salrun.results import RunFolderError
 
     runtime = HydraConfig.get()
     out = Path(runtime.runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved = {"experiment": runtime.runtime.choices.get("experiment"), **resolved}
-    try:
-        summary = run_job(command, resolved, out)
-    except ConfigError as err:
+    try:  # a rerun (sweep --resume, or a job the cluster requeued) skips or continues the job
+        summary = run_or_resume(command, resolved, out)
+    except (ConfigError, RunFolderError) as err:
         summary = {"status": "failed", "error": str(err)}
+    if summary["status"] == "interrupted" and os.getpid() == _DRIVER_PID:
+        raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not just the job that was running
     return {"status": summary["status"], "output": str(out)}
 
 
@@ -129,6 +136,8 @@ def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path) 
         f"hydra/launcher={launcher}",
     ]
     task = sweep_train if command == "train" else sweep_lyapunov
+    global _DRIVER_PID
+    _DRIVER_PID = os.getpid()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=f"salrun_{command}"):
         returns = GlobalHydra.instance().hydra.multirun(
             config_name="config", task_function=task, overrides=hydra_overrides + overrides)

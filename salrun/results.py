@@ -4,6 +4,7 @@
     DIR/metrics.csv   long format: step, metric, value, layer
     DIR/summary.json  status, command, experiment, method, seed, steps, wall_seconds, final metrics, ...
     DIR/model.pt      final state_dict with the settings needed to rebuild the model
+    DIR/checkpoint.pt train only: the latest consistent state, to resume from (see jobs.py)
 
 Every file is written to a temporary name and renamed, so a killed run
 leaves the last complete version, never a truncated one.
@@ -79,11 +80,17 @@ class RunWriter:
         write_atomic(self.directory / "summary.json", to_json(summary))
 
     def save_model(self, payload: dict) -> None:
+        self._save_torch("model.pt", payload)
+
+    def save_checkpoint(self, payload: dict) -> None:
+        self._save_torch("checkpoint.pt", payload)
+
+    def _save_torch(self, name: str, payload: dict) -> None:
         import torch
 
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        write_atomic(self.directory / "model.pt", buffer.getvalue())
+        write_atomic(self.directory / name, buffer.getvalue())
 
 
 class RunFolderError(ValueError):
@@ -96,7 +103,7 @@ def read_summary(directory: Path) -> dict:
         raise RunFolderError(f"{directory} has no summary.json (not a run folder, or the run never started)")
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFolderError(f"{path} is unreadable: {err}") from None
 
 
@@ -105,13 +112,35 @@ def read_config(directory: Path) -> dict:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise RunFolderError(f"{path} is unreadable: {err}") from None
+        raise RunFolderError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
 
 
 def read_metrics(directory: Path):
     import pandas as pd
 
     return pd.read_csv(Path(directory) / "metrics.csv")
+
+
+def write_sweep_plan(directory: Path, command: str, overrides: list[str], launcher: str) -> None:
+    """DIR/sweep.yaml: the grid as given, so that `salrun sweep --resume` reruns the same jobs
+    (Hydra numbers job folders by their place in the grid)."""
+    plan = {"command": command, "overrides": list(overrides), "launcher": launcher}
+    write_atomic(Path(directory) / "sweep.yaml", yaml.safe_dump(plan, sort_keys=False))
+
+
+def read_sweep_plan(directory: Path) -> dict:
+    path = Path(directory) / "sweep.yaml"
+    if not path.is_file():
+        raise RunFolderError(f"{directory} has no sweep.yaml (not a sweep folder, or one made before --resume "
+                             "existed)")
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise RunFolderError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
+    if not (isinstance(plan, dict) and isinstance(plan.get("command"), str) and isinstance(plan.get("launcher"), str)
+            and isinstance(plan.get("overrides"), list) and all(isinstance(o, str) for o in plan["overrides"])):
+        raise RunFolderError(f"{path} is not a salrun sweep plan")
+    return plan
 
 
 def sweep_rows(jobs: Iterable[tuple[list[str], Path]]) -> list[dict]:

@@ -137,11 +137,13 @@ class TrainSettings:
     steps: int = 1000
     batch_size: int = 32
     log_every: int = 50
+    checkpoint_every: int = 100  # steps between checkpoints; 0: only on interrupt and at the end
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        _require(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclass

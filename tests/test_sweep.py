@@ -37,3 +37,32 @@ def test_bad_grid_point_stops_the_sweep_before_it_runs(run_cli, tmp_path):
     assert result.returncode == 2
     assert "model.depth" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (out / "sweep.csv").exists()
+
+
+def test_sweep_resume_skips_completed_jobs_and_reruns_the_rest(tmp_path):
+    """In-process (Typer's runner) to keep it quick; the basic launcher runs jobs in this process."""
+    from typer.testing import CliRunner
+
+    from salrun.cli import app
+
+    def sweep(*args):
+        return CliRunner().invoke(app, ["sweep", *args, "--out", str(out), "--quiet"])
+
+    out = tmp_path / "sweep"
+    first = sweep("seed=0,1,2", *TINY_FFN)
+    assert first.exit_code == 0, first.stderr
+    done = (out / "0" / "summary.json").read_bytes()
+    (out / "1" / "summary.json").unlink()  # killed before it finished
+    (out / "2" / "summary.json").write_text('{"status": "failed", "error": "node died"}')
+    refused = sweep("seed=0,1,2", *TINY_FFN)
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
+    changed = sweep("seed=0,5", *TINY_FFN, "--resume")
+    assert changed.exit_code == 2 and "recorded grid" in changed.stderr
+    resumed = CliRunner().invoke(app, ["sweep", "--resume", "--out", str(out), "--quiet"])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert (out / "0" / "summary.json").read_bytes() == done  # skipped, not rerun
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table.status) == ["ok"] * 3 and list(table.seed) == [0, 1, 2]
+    assert "resumed_from_step" in (out / "2" / "summary.json").read_text()  # continued from its checkpoint
+    missing = CliRunner().invoke(app, ["sweep", "--resume", "--out", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no sweep.yaml" in missing.stderr
