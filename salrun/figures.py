@@ -21,13 +21,14 @@ METRIC_LABELS = {
 }
 
 
-def _figure(columns: int = 1, width: float = 6.4, height: float = 4.4):
+def _figure(columns: int = 1, width: float = 6.4, height: float = 4.4, sharey: bool = False):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width * columns, height), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = [figure.add_subplot(1, columns, i + 1) for i in range(columns)]
+    axes = [figure.add_subplot(1, columns, 1)]
+    axes += [figure.add_subplot(1, columns, i + 1, sharey=axes[0] if sharey else None) for i in range(1, columns)]
     return figure, axes
 
 
@@ -38,7 +39,13 @@ def _colors(groups) -> dict:
     return {group: palette[i % len(palette)] for i, group in enumerate(groups)}
 
 
-def _curve(ax, frame, color, label: str, linestyle: str = "-", geometric: bool = False) -> None:
+def _widths(groups) -> dict:
+    """Earlier groups draw thicker, so that identical curves (same start) stay visible."""
+    return {group: max(1.2, 3.0 - 0.5 * i) for i, group in enumerate(groups)}
+
+
+def _curve(ax, frame, color, label: str, linestyle: str = "-", geometric: bool = False,
+           linewidth: float = 1.5) -> None:
     """Mean over runs at each x (geometric for log axes), band from min to max."""
     import numpy as np
 
@@ -49,6 +56,7 @@ def _curve(ax, frame, color, label: str, linestyle: str = "-", geometric: bool =
     runs = frame["run"].nunique()
     marker = "o" if len(stats) <= 12 else None
     ax.plot(stats.index, stats["mean"], color=color, linestyle=linestyle, marker=marker, markersize=4,
+            linewidth=linewidth,
             label=f"{label} (n={runs})" if label else None)
     if runs > 1:
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, linewidth=0)
@@ -74,13 +82,13 @@ def learning_curves(runs, metrics):
     if not names:
         return None
     figure, axes = _figure(len(names))
-    colors = _colors(runs["group"].unique())
+    colors, widths = _colors(runs["group"].unique()), _widths(runs["group"].unique())
     for ax, name in zip(axes, names):
         these = trained[trained["metric"] == name]
         chances = these.groupby("group", sort=False)["chance"].first()
         for group, members in these.groupby("group", sort=False):
             _curve(ax, _network_rows(metrics, name, members["run"]), colors[group], group,
-                   geometric=name == "nmse")
+                   geometric=name == "nmse", linewidth=widths[group])
             if chances.nunique() > 1:
                 ax.axhline(chances[group], color=colors[group], linestyle="--", linewidth=1)
         if chances.nunique() == 1 and chances.notna().all():
@@ -146,8 +154,8 @@ def gradient_profile(runs, metrics):
     from matplotlib.ticker import MaxNLocator
 
     bounds = rows.groupby("run")["step"].agg(["min", "max"])
-    figure, axes = _figure(2)
-    colors = _colors(runs["group"].unique())
+    figure, axes = _figure(2, sharey=True)
+    colors, widths = _colors(runs["group"].unique()), _widths(runs["group"].unique())
     recurrent = set(runs.loc[runs["run"].isin(rows["run"]), "model"].dropna()) == {"rnn"}
     dropped = False
     for ax, (edge, title) in zip(axes, [("min", "first logged step"), ("max", "last logged step")]):
@@ -157,17 +165,16 @@ def gradient_profile(runs, metrics):
         for group, frame in at.groupby("group", sort=False):
             steps = sorted(frame["step"].unique())
             label = f"{group}, step {steps[0]:.0f}" + ("…" if len(steps) > 1 else "")
-            _curve(ax, frame, colors[group], label, geometric=True)
+            _curve(ax, frame, colors[group], label, geometric=True, linewidth=widths[group])
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("time step t (0 = the first input)" if recurrent else "layer (0 = nearest the input)")
+        ax.set_xlabel("time step t (0 = the first input)" if recurrent else "layer (0 = nearest the input, last = readout)")
         ax.set_ylabel("‖∂loss/∂h_t‖, batch mean (log scale)" if recurrent else "‖∂loss/∂W‖ of the layer (log scale)")
         ax.set_title(f"Gradient norm per {'time step' if recurrent else 'layer'}: {title}", fontsize="medium")
         ax.grid(alpha=0.3)
         _legend(ax)
     if dropped:
         figure.suptitle("zero gradients (underflow) are not drawn on the log scale", fontsize="small")
-    axes[1].sharey(axes[0])
     return figure
 
 
@@ -180,11 +187,12 @@ def sensitivity_rms(runs, metrics):
     if log_s.empty:
         return None
     figure, (ax,) = _figure(1, width=7.5)
-    colors = _colors(runs["group"].unique())
+    colors, widths = _colors(runs["group"].unique()), _widths(runs["group"].unique())
     for group, members in trained.groupby("group", sort=False):
         frame = log_s[log_s["run"].isin(members["run"])]
         if len(frame):
-            _curve(ax, frame.assign(value=np.exp(frame["value"])), colors[group], group, geometric=True)
+            _curve(ax, frame.assign(value=np.exp(frame["value"])), colors[group], group, geometric=True,
+                   linewidth=widths[group])
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="s = 1 (gain 1 per layer / step)")
     ax.set_yscale("log")
     ax.set_xlabel("training step")

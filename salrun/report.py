@@ -143,7 +143,7 @@ def _job_folder(sweep: Path, output, index: int) -> Path:
     if isinstance(output, str) and output:
         candidates += [sweep / Path(output).name, Path(output)]
     candidates.append(sweep / str(index))
-    return next((c for c in candidates if (c / "summary.json").is_file()), candidates[0])
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def load_collection(path: Path) -> Collection:
@@ -176,7 +176,8 @@ def load_collection(path: Path) -> Collection:
             if (folder / "summary.json").is_file():
                 summary = _summary(folder)
             else:  # the job never wrote its summary: the sweep table says what happened
-                summary = {k: record.get(k) for k in ("method", "seed", "command") if record.get(k)}
+                summary = {k: record.get(k) or settings[index].get(k) for k in ("method", "seed", "command")}
+                summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
             summary["status"] = record["status"] or summary.get("status", "failed")
             metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
             row = _run_row(summary, metrics)
@@ -197,6 +198,8 @@ def load_collection(path: Path) -> Collection:
     runs = pd.DataFrame(rows)
     runs.insert(0, "run", range(len(runs)))
     runs["method"] = runs["method"].fillna("?").astype(str)
+    known = runs["command"].dropna()  # a job that wrote no summary ran the sweep's command
+    runs["command"] = runs["command"].fillna(known.mode().iloc[0] if len(known) else "train")
     runs["group"] = [", ".join([r["method"], *(f"{k}={r[k]}" for k in keys)]) for r in runs.to_dict("records")]
     metrics = pd.concat(frames, ignore_index=True) if frames else \
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
@@ -339,7 +342,7 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
                 figures_dir: Path | None = None, figures: bool = True) -> None:
     """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
     `table_file`); PNG figures into `figures_dir` (default PATH/figures). Raises RunFolderError
-    for a bad PATH, a corrupt file or bad options, before anything is written."""
+    for a bad PATH, a corrupt file or bad options (all checked before anything is written)."""
     from salrun.results import RunFolderError, write_atomic
 
     if fmt is not None and fmt not in TABLE_FORMATS:
