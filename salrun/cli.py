@@ -212,7 +212,8 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
 
 
 @app.command()
-def report(path: Path = typer.Argument(..., help="A run folder (summary.json) or a sweep folder (sweep.csv)"),
+def report(path: Optional[Path] = typer.Argument(None, help="A run folder (summary.json) or a sweep folder "
+                                                            "(sweep.csv)"),
            fmt: Optional[str] = typer.Option(None, "--format",
                                              help="csv | json | markdown: print the table in this format to "
                                                   "stdout instead of the rich table (or into --table FILE)"),
@@ -227,6 +228,8 @@ def report(path: Path = typer.Argument(..., help="A run folder (summary.json) or
     from salrun.report import make_report
     from salrun.results import RunFolderError
 
+    if path is None:
+        fail_usage("report needs PATH, a run folder or a sweep folder")
     try:
         make_report(path, fmt, table, figures, not no_figures)
     except RunFolderError as err:

@@ -191,3 +191,9 @@ def test_corrupt_job_in_a_sweep_exits_2(sweep_copy):
     corrupt(sweep_copy, "sweep.csv", "")
     result = salrun("report", str(sweep_copy))
     assert result.returncode == 2 and "sweep.csv" in result.stderr
+
+
+def test_missing_path_argument_exits_2_with_one_line():
+    result = salrun("report")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["salrun: error: report needs PATH, a run folder or a sweep folder"]
