@@ -9,7 +9,7 @@ Nothing is copied: the tensors are those the forward pass made anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
@@ -26,6 +26,50 @@ class LayerActivity:
     activation: str = "tanh"
     masks: list[torch.Tensor | None] = field(default_factory=list)  # fixed zeros of sparse W_k
     name: str = ""
+
+    def chunks(self, rows: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """(inputs, output) in row blocks; the data is already in one block here."""
+        yield self.inputs, self.output
+
+
+class SequenceActivity(LayerActivity):
+    """A recurrent layer whose steps are kept as the forward pass made them.
+
+    `states` is [h_{-1}, h_0, …, h_{T-1}] (each (batch, hidden)) and `drive_inputs`
+    the external inputs (T, batch, inputs), or None when only the recurrent
+    weights count. `inputs` and `output` stack the steps on demand (a copy, for
+    metrics); SAL reads `chunks`, which never holds more than `rows` stacked rows,
+    so it keeps no second copy of the per-step activations.
+    """
+
+    def __init__(self, weights, states: list[torch.Tensor], drive_inputs: torch.Tensor | None, bias,
+                 activation: str = "tanh", masks=None, name: str = ""):
+        self.weights, self.bias, self.activation, self.name = weights, bias, activation, name
+        self.masks = masks if masks is not None else [None] * len(weights)
+        self.states, self.drive_inputs = states, drive_inputs
+
+    def _block(self, start: int, stop: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        hidden = self.states[0].shape[-1]
+        window = self.states[start:stop + 1]
+        both = window[0] if len(window) == 1 else torch.stack(window)  # steps start-1 … stop-1
+        previous, output = both[:-1].reshape(-1, hidden), both[1:].reshape(-1, hidden)
+        if self.drive_inputs is None:
+            return [previous], output
+        return [self.drive_inputs[start:stop].flatten(0, 1), previous], output
+
+    @property
+    def inputs(self) -> list[torch.Tensor]:  # type: ignore[override]
+        return self._block(0, len(self.states) - 1)[0]
+
+    @property
+    def output(self) -> torch.Tensor:  # type: ignore[override]
+        return self._block(0, len(self.states) - 1)[1]
+
+    def chunks(self, rows: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        steps = len(self.states) - 1
+        per = steps if rows <= 0 else max(1, rows // max(self.states[0].shape[0], 1))
+        for start in range(0, steps, per):
+            yield self._block(start, min(start + per, steps))
 
 
 class Probe(Protocol):
@@ -66,7 +110,8 @@ class HookProbe:
     def _record_input(self, k: int, module: nn.Module, record_output: bool):
         def hook(_module, args, out):
             if module.training:
-                self._x[k].append(args[0].detach().reshape(-1, args[0].shape[-1]))
+                x = args[0].detach()
+                self._x[k].append(x if x.dim() == 2 else x.reshape(-1, x.shape[-1]))
                 if record_output:
                     self._o[k].append(out.detach().reshape(-1, out.shape[-1]))
         return hook
@@ -74,7 +119,8 @@ class HookProbe:
     def _record_output(self, k: int, module: nn.Module):
         def hook(_module, _args, out):
             if module.training:
-                self._o[k].append(out.detach().reshape(-1, out.shape[-1]))
+                o = out.detach()
+                self._o[k].append(o if o.dim() == 2 else o.reshape(-1, o.shape[-1]))
         return hook
 
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:

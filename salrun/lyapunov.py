@@ -6,6 +6,8 @@ J_t = diag(1 - h_t²)·W_hh, renormalised every step, and the log growth is
 averaged after a transient (natural log, per step). The same pass measures
 the log-sensitivity of the same steps, so the two are comparable.
 `mle_two_trajectory` is an independent finite-difference estimate, for tests.
+`max_lyapunov_ensemble` measures several networks (seeds) in one batched
+pass: the same products, one bmm per step for all of them.
 """
 from __future__ import annotations
 
@@ -33,33 +35,72 @@ def _drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, 
 @torch.no_grad()
 def max_lyapunov(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
                  inputs: torch.Tensor | None, transient: int, steps: int,
-                 generator: torch.Generator | None = None) -> ChaosMeasurement:
+                 generator: torch.Generator | None = None, v: torch.Tensor | None = None) -> ChaosMeasurement:
     """MLE and log-sensitivity along the trajectory from states h (batch, hidden).
 
     `inputs` is (transient + steps, batch, inputs) or None for an autonomous net.
     The log-sensitivity uses the recurrent weights: the gain from h_{t-1} to h_t
-    that the MLE measures.
+    that the MLE measures. `v` is the initial perturbation (random if None).
     """
     total = transient + steps
     drive = _drive(w_ih, bias, inputs, total, h.shape[0])
-    v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
-    v = v / v.norm(dim=1, keepdim=True)
+    if v is None:
+        v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
+    v = v / v.norm(dim=-1, keepdim=True)
     w_t = w_hh.T
-    log_growth = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
-    gain_sq = torch.zeros((), dtype=h.dtype, device=h.device)
-    norm_sq = row_norm_sq([w_hh])
+    # Per step only what the tangent dynamics need; logs and sums once at the end.
+    growth = torch.empty(steps, h.shape[0], 1, dtype=h.dtype, device=h.device)
+    slope_sq = torch.zeros_like(h)
+    batch = h.shape[0]
+    hv = torch.cat([h, v])  # state and tangent vector meet the same W: one product per step
     for t in range(total):
-        h = torch.tanh(torch.addmm(drive[t], h, w_t))
+        hv = hv @ w_t
+        h = hv[:batch].add_(drive[t]).tanh_()
         slope = 1 - h * h
-        v = slope * (v @ w_t)
-        norm = v.norm(dim=1, keepdim=True)
-        v = v / norm
+        v = hv[batch:].mul_(slope)
+        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True, out=growth[t - transient] if t >= transient else None)
+        v.div_(norm)
         if t >= transient:
-            log_growth += norm[:, 0].log()
-            gain_sq += (slope * slope * norm_sq).mean()
-    mle = float(log_growth.mean() / steps)
-    log_sens = float(0.5 * torch.log(gain_sq / steps))
+            slope_sq.addcmul_(slope, slope)
+    mle = float(growth.log().sum(0).mean() / steps)
+    log_sens = float(0.5 * torch.log((slope_sq * row_norm_sq([w_hh])).mean() / steps))
     return ChaosMeasurement(mle, log_sens, h)
+
+
+@torch.no_grad()
+def max_lyapunov_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
+                          inputs: torch.Tensor | None, transient: int, steps: int,
+                          generator: torch.Generator | None = None,
+                          v: torch.Tensor | None = None) -> list[ChaosMeasurement]:
+    """`max_lyapunov` for E networks at once: w_hh (E, n, n), w_ih (E, n, k), bias (E, n),
+    h and v (E, batch, n), inputs (transient + steps, E, batch, k) or None.
+    Member e gets exactly the estimate `max_lyapunov` gives for its slices."""
+    total = transient + steps
+    members, batch = h.shape[0], h.shape[1]
+    if inputs is None or inputs.shape[-1] == 0:
+        drive = bias[None, :, None, :].expand(total, members, batch, -1)
+    else:
+        drive = torch.einsum("temk,enk->temn", inputs, w_ih) + bias[None, :, None, :]
+    if v is None:
+        v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
+    v = v / v.norm(dim=-1, keepdim=True)
+    w_t = w_hh.transpose(1, 2)
+    growth = torch.empty(steps, members, batch, 1, dtype=h.dtype, device=h.device)
+    slope_sq = torch.zeros_like(h)
+    hv = torch.cat([h, v], dim=1)  # state and tangent vector meet the same W: one bmm per step
+    for t in range(total):
+        hv = torch.bmm(hv, w_t)
+        h = hv[:, :batch].add_(drive[t]).tanh_()
+        slope = 1 - h * h
+        v = hv[:, batch:].mul_(slope)
+        norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True, out=growth[t - transient] if t >= transient else None)
+        v.div_(norm)
+        if t >= transient:
+            slope_sq.addcmul_(slope, slope)
+    mle = (growth.log().sum(0)[..., 0].mean(1) / steps).tolist()
+    norm_sq = w_hh.pow(2).sum(-1)[:, None, :]  # (E, 1, n)
+    log_sens = (0.5 * torch.log((slope_sq * norm_sq).mean((1, 2)) / steps)).tolist()
+    return [ChaosMeasurement(m, s, h[e]) for e, (m, s) in enumerate(zip(mle, log_sens))]
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from salrun.activity import LayerActivity
+from salrun.activity import LayerActivity, SequenceActivity
 from salrun.settings import InitSettings, MLPSettings, RNNSettings
 
 
@@ -37,6 +37,20 @@ def init_bias_(bias: torch.Tensor, init: InitSettings, generator: torch.Generato
             bias.normal_(0.0, init.bias_scale, generator=generator)
 
 
+def _share_storage(params: list[nn.Parameter]) -> None:
+    """Make equal-shaped parameters consecutive slices of one tensor (values kept).
+
+    Each stays its own Parameter (optimizers, state_dict and hooks see no
+    change), but SAL can then update a whole stack of layers with a few
+    batched operations on a strided view instead of a loop over layers.
+    """
+    if len(params) < 2:
+        return
+    block = torch.stack([p.detach() for p in params])
+    for p, view in zip(params, block):
+        p.data = view
+
+
 class MLP(nn.Sequential):
     """`depth` hidden tanh layers of `width` neurons and a linear readout."""
 
@@ -50,9 +64,21 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(size, output_size))
         super().__init__(*layers)
         self.settings = settings
+        self._share_hidden_storage()
         for linear in self.linears():
             init_weights_(linear.weight, settings.init, generator=generator)
             init_bias_(linear.bias, settings.init, generator=generator)
+
+    def _share_hidden_storage(self) -> None:
+        hidden = self.hidden_linears()
+        _share_storage([m.weight for m in hidden[1:]])
+        _share_storage([m.bias for m in hidden])
+
+    def _apply(self, fn, *args, **kwargs):
+        """Conversions (.to, .double) replace every parameter's data; share it again."""
+        result = super()._apply(fn, *args, **kwargs)
+        self._share_hidden_storage()
+        return result
 
     def linears(self) -> list[nn.Linear]:
         return [m for m in self if isinstance(m, nn.Linear)]
@@ -128,16 +154,12 @@ class ElmanRNN(nn.Module):
     def layer_activity(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
         if self._inputs is None:
             return []
-        states = torch.stack([h.detach() for h in self._states])  # (T+1, batch, hidden)
-        n = self.settings.hidden
-        previous, output = states[:-1].reshape(-1, n), states[1:].reshape(-1, n)
+        detached = [h.detach() for h in self._states]  # views, not copies
         if rnn_inputs == "all":
-            weights = [self.weight_ih, self.weight_hh]
-            inputs = [self._inputs.flatten(0, 1), previous]
-            masks = [None, self.mask]
+            weights, drive, masks = [self.weight_ih, self.weight_hh], self._inputs, [None, self.mask]
         else:
-            weights, inputs, masks = [self.weight_hh], [previous], [self.mask]
-        layers = [LayerActivity(weights, inputs, output, self.bias, "tanh", masks, "recurrent")]
+            weights, drive, masks = [self.weight_hh], None, [self.mask]
+        layers: list[LayerActivity] = [SequenceActivity(weights, detached, drive, self.bias, "tanh", masks, "recurrent")]
         if include_output and self._last is not None:
             readout = self.readout
             layers.append(LayerActivity([readout.weight], [self._last], readout(self._last).detach(),

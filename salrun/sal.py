@@ -11,6 +11,15 @@ For tanh, f''/f' = -2·o_j. Use it after each optimizer step:
 
     sal = SAL(model)           # any Linear → Tanh model, or a salrun model
     loss.backward(); optimizer.step(); sal.step()
+
+How it is computed (the numbers are those of the formula; `fused=False`
+runs the formula as written, `log_sensitivity_gradient`, as the reference):
+the radial term is a per-row rescaling, w_j ← (1 + η g_j/‖w_j‖²)·w_j, and the
+data term is written straight into W by one addmm, W += Aᵀ·X with
+A = η g (f''/f')(U)/n: no gradient tensor is materialised. Layers of equal
+shape whose weights lie in one tensor (salrun's MLP) are updated together
+with batched operations; a recurrent layer is read in blocks of steps
+(`LayerActivity.chunks`), so the per-step states are never copied whole.
 """
 from __future__ import annotations
 
@@ -18,11 +27,15 @@ import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, probe_for
-from salrun.sensitivity import log_sensitivity_gradient, sensitivity
+from salrun.sensitivity import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
 from salrun.settings import SALSettings
+
+CHUNK_ROWS = 8192  # rows (steps × batch) of a recurrent layer stacked at a time
 
 
 class SAL:
+    fused = True  # False: the reference path (the formula as written), for tests and benchmarks
+
     def __init__(self, model: nn.Module, settings: SALSettings | None = None, probe: Probe | None = None,
                  **overrides):
         if settings is None:
@@ -32,6 +45,7 @@ class SAL:
         self.settings = settings
         self.probe = probe if probe is not None else probe_for(model)
         self.averages: list[torch.Tensor] = []  # s̄_j per layer, created on the first step
+        self._stacks: dict[tuple[int, ...], torch.Tensor] = {}  # averages of a layer group, stacked
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -39,31 +53,183 @@ class SAL:
     @torch.no_grad()
     def step(self) -> None:
         """Update every layer from the activity of the forward passes since the last step."""
-        cfg = self.settings
-        for i, layer in enumerate(self.layers()):
-            s = sensitivity(layer.output, layer.weights, layer.activation)
-            batch_mean = s.mean(0)
-            if i == len(self.averages):
-                self.averages.append(batch_mean.clone())
-            else:
-                self.averages[i].mul_(cfg.beta).add_(batch_mean, alpha=1 - cfg.beta)
-            gate = (self.averages[i] < cfg.target).to(s.dtype)
-            if cfg.gate == "two_sided":
-                gate = 2 * gate - 1
-            grads, bias_grad = log_sensitivity_gradient(
-                layer.weights, layer.inputs, layer.output, layer.activation,
-                sample_weight=s if cfg.objective == "linear" else None,
-            )
-            step = cfg.lr * gate
-            for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
-                update = step[:, None] * grad
-                w.add_(update if mask is None else update * mask)
-            if layer.bias is not None:
-                layer.bias.add_(step * bias_grad)
+        layers = self.layers()
+        if not self.fused:
+            for i, layer in enumerate(layers):
+                self._reference_step(i, layer)
+        else:
+            for group in _groups(layers):
+                if len(group) == 1:
+                    self._layer_step(group[0], layers[group[0]])
+                else:
+                    self._group_step(group, [layers[i] for i in group])
         self.probe.clear()
+
+    # -- moving average and gate -------------------------------------------------
+
+    def _gate_step(self, i: int, batch_mean: torch.Tensor) -> torch.Tensor:
+        """Update s̄ of layer i from this batch's mean sensitivity; returns η·g per neuron."""
+        cfg = self.settings
+        if i == len(self.averages):
+            self.averages.append(batch_mean.clone())
+        else:
+            self.averages[i].mul_(cfg.beta).add_(batch_mean, alpha=1 - cfg.beta)
+        return self._rate(self.averages[i])
+
+    def _rate(self, average: torch.Tensor) -> torch.Tensor:
+        gate = (average < self.settings.target).to(average.dtype)
+        if self.settings.gate == "two_sided":
+            gate = 2 * gate - 1
+        return self.settings.lr * gate
+
+    # -- the formula as written (reference) ----------------------------------------
+
+    def _reference_step(self, i: int, layer: LayerActivity) -> None:
+        cfg = self.settings
+        inputs, output = layer.inputs, layer.output
+        s = sensitivity(output, layer.weights, layer.activation)
+        step = self._gate_step(i, s.mean(0))
+        grads, bias_grad = log_sensitivity_gradient(
+            layer.weights, inputs, output, layer.activation,
+            sample_weight=s if cfg.objective == "linear" else None,
+        )
+        for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
+            update = step[:, None] * grad
+            w.add_(update if mask is None else update * mask)
+        if layer.bias is not None:
+            layer.bias.add_(step * bias_grad)
+
+    # -- fused: one layer, read in blocks of rows ----------------------------------
+
+    def _layer_step(self, i: int, layer: LayerActivity) -> None:
+        linear = self.settings.objective == "linear"
+        weights = layer.weights
+        norm_sq = row_norm_sq(weights)
+        norm = norm_sq.sqrt()
+        # One pass over the rows: Σ f', Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
+        rows, slope_sum, ratio_sum, raw = 0, None, None, None
+        for inputs, output in layer.chunks(CHUNK_ROWS):
+            slope = derivative(output, layer.activation)
+            ratio = curvature_ratio(output, layer.activation)
+            if linear:
+                ratio = ratio * (slope * norm)
+            if raw is None:
+                raw = [ratio.T @ x for x in inputs]
+            else:
+                for r, x in zip(raw, inputs):
+                    r.addmm_(ratio.T, x)
+            rows += output.shape[0]
+            slope_sum = slope.sum(0) if slope_sum is None else slope_sum + slope.sum(0)
+            ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum + ratio.sum(0)
+        mean_s = slope_sum / rows * norm
+        step = self._gate_step(i, mean_s)
+        radial = step / norm_sq.clamp_min(1e-30)
+        if linear:
+            radial = radial * mean_s
+        data = step / rows
+        for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
+            if mask is None:
+                w.mul_((1 + radial)[:, None]).add_(r.mul_(data[:, None]))
+            else:
+                w.add_((w * radial[:, None]).add_(r.mul_(data[:, None])).mul_(mask))
+        if layer.bias is not None:
+            layer.bias.add_(step * ratio_sum / rows)
+
+    # -- fused: a stack of equal layers at once -----------------------------------
+
+    def _group_step(self, index: list[int], layers: list[LayerActivity]) -> None:
+        cfg = self.settings
+        weights = [layer.weights[0] for layer in layers]
+        w = _stacked(weights)
+        xs = [layer.inputs[0] for layer in layers]
+        os_ = [layer.output for layer in layers]
+        if all(x.data_ptr() == o.data_ptr() for x, o in zip(xs[1:], os_[:-1])):  # a chain: x_{l+1} is o_l
+            chain = torch.stack([xs[0], *os_]) if xs[0].shape == os_[0].shape else None
+        else:
+            chain = None
+        x = chain[:-1] if chain is not None else torch.stack(xs)
+        o = chain[1:] if chain is not None else torch.stack(os_)
+        rows = o.shape[1]
+        activation = layers[0].activation
+        norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
+        norm_sq = norm * norm
+        slope = derivative(o, activation)                         # (L, rows, neurons)
+        ratio = curvature_ratio(o, activation)
+        if cfg.objective == "linear":
+            ratio = ratio * (slope * norm[:, None, :])
+        mean_s = slope.mean(1) * norm
+        step = self._group_rate(index, mean_s)
+        radial = step / norm_sq.clamp_min(1e-30)
+        if cfg.objective == "linear":
+            radial = radial * mean_s
+        a = ratio * (step / rows)[:, None, :]
+        w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
+        if w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
+            torch._foreach_copy_(weights, list(w.unbind(0)))
+        biases = [layer.bias for layer in layers]
+        if all(b is not None for b in biases):
+            update = step * ratio.mean(1)
+            b = _stacked(biases, allow_copy=False)
+            if b is not None:
+                b.add_(update)
+            else:
+                torch._foreach_add_(biases, list(update.unbind(0)))
+
+    def _group_rate(self, index: list[int], mean_s: torch.Tensor) -> torch.Tensor:
+        """`_gate_step` for a group: the group's averages live in one (L, neurons) tensor,
+        and `self.averages` holds its rows (views), so state_dict and users see per-layer tensors."""
+        cfg = self.settings
+        key = tuple(index)
+        stack = self._stacks.get(key)
+        if index[0] == len(self.averages):
+            stack = mean_s.clone()
+            self._stacks[key] = stack
+            self.averages.extend(stack.unbind(0))
+            return self._rate(stack)
+        if stack is None or any(self.averages[i]._base is not stack for i in index):  # loaded or replaced
+            stack = torch.stack([self.averages[i] for i in index])
+            self._stacks[key] = stack
+            for i, row in zip(index, stack.unbind(0)):
+                self.averages[i] = row
+        stack.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
+        return self._rate(stack)
 
     def state_dict(self) -> dict:
         return {"averages": [a.clone() for a in self.averages]}
 
     def load_state_dict(self, state: dict) -> None:
         self.averages = [a.clone() for a in state["averages"]]
+        self._stacks = {}
+
+
+def _groups(layers: list[LayerActivity]) -> list[list[int]]:
+    """Runs of consecutive layers that can be updated as one batch: one weight block,
+    no mask, the same shapes, activation, dtype and device."""
+    groups: list[list[int]] = []
+    previous = None
+    for i, layer in enumerate(layers):
+        w = layer.weights[0]
+        simple = (len(layer.weights) == 1 and not any(m is not None for m in layer.masks)
+                  and type(layer).chunks is LayerActivity.chunks)
+        key = (tuple(w.shape), tuple(layer.output.shape), tuple(layer.inputs[0].shape), layer.activation,
+               w.dtype, w.device, layer.bias is not None) if simple else None
+        if key is not None and key == previous:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+        previous = key
+    return groups
+
+
+def _stacked(tensors: list[torch.Tensor], allow_copy: bool = True) -> torch.Tensor | None:
+    """A (L, …) view of equal tensors that lie one after another in one storage,
+    or (if allowed) a stacked copy."""
+    first = tensors[0]
+    size = first.numel()
+    contiguous = first.is_contiguous() and all(
+        t.is_contiguous() and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        and t.storage_offset() == first.storage_offset() + k * size
+        for k, t in enumerate(tensors))
+    if contiguous:
+        return first.detach().as_strided((len(tensors), *first.shape), (size, *first.stride()))
+    return torch.stack([t.detach() for t in tensors]) if allow_copy else None
