@@ -95,6 +95,18 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
+def sweep_job_threads(runtime) -> int:
+    """Torch threads for one sweep job when the config leaves it at 0: the cores divided
+    among the joblib launcher's parallel workers; 0 (torch's default) for the other
+    launchers (basic runs one job at a time, a cluster job owns its cores)."""
+    if runtime.runtime.choices.get("hydra/launcher") != "joblib":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(runtime.launcher.get("n_jobs") or 1)
+    workers = cores + 1 + workers if workers < 0 else workers  # joblib: -1 is every core
+    return max(1, cores // max(workers, 1))
+
+
 def _sweep_task(command: str, cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -106,6 +118,8 @@ def _sweep_task(command: str, cfg) -> dict:
     out = Path(runtime.runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved = {"experiment": runtime.runtime.choices.get("experiment"), **resolved}
+    if not resolved.get("threads"):  # 0: pick a share of the cores, so parallel jobs do not oversubscribe
+        resolved["threads"] = sweep_job_threads(runtime)
     try:  # a rerun (sweep --resume, or a job the cluster requeued) skips or continues the job
         summary = run_or_resume(command, resolved, out)
     except (ConfigError, RunFolderError) as err:
