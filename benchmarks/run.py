@@ -1,0 +1,359 @@
+"""salrun's benchmark suite: every figure is a ratio measured inside this one run.
+
+    python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results.csv] [--only NAME ...]
+
+Each figure is the median over repeats after a warm-up; where two variants
+are compared, they alternate inside each repeat so that load from other
+processes hits both alike. Prints a table and writes a CSV
+(benchmark, case, baseline_s, measured_s, ratio, target, met, note).
+The full run takes about 5-8 minutes on 2 cores; --quick (fewer repeats, a
+shorter sweep) about half of that.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+
+
+def salrun_command() -> list[str]:
+    script = Path(PYTHON).with_name("salrun")
+    return [str(script)] if script.exists() else [PYTHON, "-m", "salrun"]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def alternate(variants: dict, repeats: int, warmup: int = 1, inner: int = 1) -> dict[str, list[float]]:
+    """Time each callable `inner` times per repeat, alternating variants; seconds per call."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def ratio_row(bench, case, times, base, new, target, note="") -> dict:
+    ratios = [n / b for b, n in zip(times[base], times[new])]
+    ratio = statistics.median(ratios)
+    row = {"benchmark": bench, "case": case, "baseline_s": statistics.median(times[base]),
+           "measured_s": statistics.median(times[new]), "ratio": ratio, "target": target, "note": note}
+    row["met"] = _met(ratio, target)
+    return row
+
+
+def _met(value: float, target: str) -> str:
+    if not target:
+        return ""
+    op, limit = target[:2], float(target[2:])
+    return "yes" if (value <= limit if op == "<=" else value >= limit) else "NO"
+
+
+# -- SAL overhead per training step -----------------------------------------------------------
+
+def sal_overhead(args) -> list[dict]:
+    import torch
+
+    from salrun.models import ElmanRNN, MLP
+    from salrun.sal import SAL
+    from salrun.settings import MLPSettings, RNNSettings
+
+    def ffn(width):
+        def make():
+            model = MLP(2, 2, MLPSettings(depth=300, width=width))
+            x, y = torch.randn(32, 2), torch.randint(0, 2, (32,))
+            return model, lambda: torch.nn.functional.cross_entropy(model(x), y)
+        return make
+
+    def rnn(hidden):
+        def make():
+            model = ElmanRNN(1, 1, RNNSettings(hidden=hidden))
+            x, y = torch.randn(300, 32, 1), torch.randn(32, 1)
+            return model, lambda: torch.nn.functional.mse_loss(model(x), y)
+        return make
+
+    cases = [("ffn depth 300 width 64 batch 32", ffn(64)), ("ffn depth 300 width 256 batch 32", ffn(256)),
+             ("rnn hidden 128 lag 300 batch 32", rnn(128)), ("rnn hidden 512 lag 300 batch 32", rnn(512))]
+    rows = []
+    for case, make in cases:
+        variants = {}
+        for name in ("bp", "sal", "sal_reference"):
+            torch.manual_seed(0)
+            model, loss_fn = make()
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+            sal = SAL(model) if name != "bp" else None
+            if sal is not None:
+                sal.fused = name == "sal"
+
+            def step(model=model, loss_fn=loss_fn, optimizer=optimizer, sal=sal):
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn().backward()
+                optimizer.step()
+                if sal is not None:
+                    sal.step()
+            variants[name] = step
+        if args.quick:
+            variants.pop("sal_reference")
+        times = alternate(variants, repeats=args.repeats, warmup=2)
+        rows.append(ratio_row("sal_overhead", case, times, "bp", "sal", "<=1.10",
+                              "BP+SAL / BP per step (Adam)"))
+        if "sal_reference" in times:
+            rows.append(ratio_row("sal_overhead_unfused", case, times, "bp", "sal_reference", "",
+                                  "before: the formula as written (SAL.fused=False)"))
+        _print_row(rows[-1] if args.quick else rows[-2])
+    return rows
+
+
+# -- peak memory of BPTT ----------------------------------------------------------------------
+
+def _vm_hwm_kib() -> int:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it does not carry over through exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def rss_child(use_sal: bool, threads: int) -> None:
+    import torch
+
+    from salrun.models import ElmanRNN
+    from salrun.sal import SAL
+    from salrun.settings import RNNSettings
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = ElmanRNN(1, 1, RNNSettings(hidden=512))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    sal = SAL(model) if use_sal else None
+    x, y = torch.randn(300, 64, 1), torch.randn(64, 1)
+    before = _vm_hwm_kib()
+    for _ in range(3):
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        if sal is not None:
+            sal.step()
+    peak = _vm_hwm_kib()
+    print(json.dumps({"before_kib": before, "peak_kib": peak}))
+
+
+def peak_rss(args) -> list[dict]:
+    runs = {}
+    for use_sal in (False, True):
+        out = subprocess.run([PYTHON, __file__, "--child-rss", str(int(use_sal)), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        runs[use_sal] = json.loads(out.stdout.strip().splitlines()[-1])
+    base, sal = runs[False], runs[True]
+    ratio = sal["peak_kib"] / base["peak_kib"]
+    grow_base = base["peak_kib"] - base["before_kib"]
+    grow_sal = sal["peak_kib"] - sal["before_kib"]
+    row = {"benchmark": "peak_rss", "case": "bptt lag 300 hidden 512 batch 64", "baseline_s": "",
+           "measured_s": "", "ratio": ratio, "target": "<=1.20", "met": _met(ratio, "<=1.20"),
+           "note": f"peak RSS {base['peak_kib'] / 1024:.0f} -> {sal['peak_kib'] / 1024:.0f} MiB; "
+                   f"above the set-up: {grow_base / 1024:.0f} -> {grow_sal / 1024:.0f} MiB "
+                   f"({grow_sal / max(grow_base, 1):.2f}x)"}
+    _print_row(row)
+    return [row]
+
+
+# -- Lyapunov estimation ----------------------------------------------------------------------
+
+def lyapunov_bench(args) -> list[dict]:
+    import math
+
+    import torch
+
+    from salrun.lyapunov import max_lyapunov, max_lyapunov_ensemble
+
+    n, batch, transient, steps = 200, 8, 100, 400
+    gen = torch.Generator().manual_seed(0)
+    w_hh = torch.randn(n, n, generator=gen) * 1.5 / math.sqrt(n)
+    w_ih, bias = torch.zeros(n, 0), 0.1 * torch.randn(n, generator=gen)
+    h = torch.rand(batch, n, generator=gen) * 2 - 1
+
+    def estimator():
+        max_lyapunov(w_hh, w_ih, bias, h, None, transient, steps, generator=gen)
+
+    def bare_loop():  # only the products the estimate needs: step, Jacobian-vector product, renormalise
+        x, v, w_t = h, torch.randn(batch, n, generator=gen), w_hh.T
+        drive = bias.expand(batch, -1)
+        with torch.no_grad():
+            for _ in range(transient + steps):
+                x = torch.tanh(torch.addmm(drive, x, w_t))
+                v = (1 - x * x) * (v @ w_t)
+                v = v / v.norm(dim=1, keepdim=True)
+
+    times = alternate({"bare": bare_loop, "mle": estimator}, repeats=args.repeats, warmup=1)
+    rows = [ratio_row("mle_vs_bare_loop", f"hidden {n}, {batch} trajectories, {transient + steps} steps", times,
+                      "bare", "mle", "<=1.50", "max_lyapunov / bare torch loop of the same products")]
+    _print_row(rows[-1])
+
+    members, n_e = 20, 100
+    weights = torch.randn(members, n_e, n_e, generator=gen) * 1.5 / math.sqrt(n_e)
+    biases = 0.1 * torch.randn(members, n_e, generator=gen)
+    starts = torch.rand(members, batch, n_e, generator=gen) * 2 - 1
+    empty = torch.zeros(members, n_e, 0)
+
+    def sequential():
+        for e in range(members):
+            max_lyapunov(weights[e], empty[e], biases[e], starts[e], None, transient, steps, generator=gen)
+
+    def batched():
+        max_lyapunov_ensemble(weights, empty, biases, starts, None, transient, steps, generator=gen)
+
+    times = alternate({"sequential": sequential, "batched": batched}, repeats=max(3, args.repeats // 2), warmup=1)
+    speedup = [s / b for s, b in zip(times["sequential"], times["batched"])]
+    row = {"benchmark": "ensemble_speedup", "case": f"{members} seeds, hidden {n_e}, {batch} trajectories",
+           "baseline_s": statistics.median(times["sequential"]), "measured_s": statistics.median(times["batched"]),
+           "ratio": statistics.median(speedup), "target": ">=5", "note": "20 sequential MLE runs / one batched pass"}
+    row["met"] = _met(row["ratio"], ">=5")
+    _print_row(row)
+    return rows + [row]
+
+
+# -- CLI start-up -----------------------------------------------------------------------------
+
+CHECK_TORCH = ("import sys, runpy; sys.argv = ['salrun'] + sys.argv[1:]\n"
+               "try:\n    runpy.run_module('salrun', run_name='__main__')\n"
+               "except SystemExit:\n    pass\n"
+               "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'TORCH_NOT_IMPORTED', file=sys.stderr)")
+
+
+def cli_startup(args) -> list[dict]:
+    rows = []
+    cmd = salrun_command()
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [("salrun --help", ["--help"]),
+                 ("salrun train model.depth=0 (bad input, exit 2)", ["train", "model.depth=0", "--out", f"{tmp}/bad"]),
+                 ("salrun sweep --launcher nope (bad input, exit 2)", ["sweep", "--launcher", "nope"])]
+        for case, argv in cases:
+            walls = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                subprocess.run(cmd + argv, capture_output=True, cwd=tmp)
+                walls.append(time.perf_counter() - start)
+            probe = subprocess.run([PYTHON, "-c", CHECK_TORCH, *argv], capture_output=True, text=True, cwd=tmp)
+            torch_loaded = "TORCH_IMPORTED" in probe.stderr
+            wall = statistics.median(walls)
+            row = {"benchmark": "cli_startup", "case": case, "baseline_s": "", "measured_s": wall, "ratio": "",
+                   "target": "<=0.5 s", "met": "yes" if wall <= 0.5 and not torch_loaded else "NO",
+                   "note": "torch imported!" if torch_loaded else "torch not imported"}
+            rows.append(row)
+            _print_row(row)
+        walls = []
+        for i in range(max(2, args.repeats // 2)):
+            start = time.perf_counter()
+            subprocess.run(cmd + ["train", "train.steps=1", "train.log_every=1", "threads=1", "--quiet",
+                                  "--out", f"{tmp}/first{i}"], capture_output=True, cwd=tmp, check=True)
+            walls.append(time.perf_counter() - start)
+        row = {"benchmark": "cli_startup", "case": "salrun train train.steps=1 (time to first step, incl. exit)",
+               "baseline_s": "", "measured_s": statistics.median(walls), "ratio": "", "target": "", "met": "",
+               "note": "deep_ffn preset; includes torch + Hydra import, model build, one step, run folder"}
+        rows.append(row)
+        _print_row(row)
+    return rows
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+def sweep_bench(args) -> list[dict]:
+    steps = 150 if args.quick else 300
+    cmd = salrun_command()
+    times: dict[str, list[float]] = {"basic": [], "joblib": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(1 if args.quick else 2):
+            for launcher in ("basic", "joblib"):
+                extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+                start = time.perf_counter()
+                subprocess.run(cmd + ["sweep", "seed=0,1,2,3", f"train.steps={steps}", f"train.log_every={steps}",
+                                      "--launcher", launcher, "--out", f"{tmp}/{launcher}{r}", "--quiet", *extra],
+                               capture_output=True, cwd=tmp, check=True)
+                times[launcher].append(time.perf_counter() - start)
+    speedup = statistics.median([b / j for b, j in zip(times["basic"], times["joblib"])])
+    row = {"benchmark": "sweep_speedup", "case": f"4 deep_ffn jobs x {steps} steps, joblib n_jobs=2 vs basic",
+           "baseline_s": statistics.median(times["basic"]), "measured_s": statistics.median(times["joblib"]),
+           "ratio": speedup, "target": ">=1.7", "met": _met(speedup, ">=1.7"),
+           "note": "basic / joblib wall time (each joblib job: threads = cores / n_jobs)"}
+    _print_row(row)
+    return [row]
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+BENCHMARKS = {"sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
+              "sweep": sweep_bench}
+FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _print_row(row: dict) -> None:
+    print(" | ".join(_fmt(row.get(k, "")) for k in FIELDS), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a shorter sweep")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the in-process timings")
+    parser.add_argument("--repeats", type=int, default=0, help="repeats per figure (default 7, --quick 3)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.csv")
+    parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_rss is not None:
+        rss_child(bool(args.child_rss), args.threads)
+        return
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    started = time.perf_counter()
+    print(f"salrun benchmarks: torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
+          f"{args.repeats} repeats{' (quick)' if args.quick else ''}")
+    print(" | ".join(FIELDS))
+    rows = []
+    for name in args.only or BENCHMARKS:
+        rows += BENCHMARKS[name](args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in FIELDS})
+    print(f"\nwrote {args.out} in {time.perf_counter() - started:.0f} s")
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| benchmark | case | baseline s | measured s | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(k, "")) for k in FIELDS[:-1]) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
