@@ -57,6 +57,8 @@ def _settings(command: str, cfg: dict) -> dict:
         "train": build(TrainSettings, cfg["train"], "train"),
         "lyapunov": build(LyapunovSettings, cfg["lyapunov"], "lyapunov"),
     }
+    if command == "lyapunov":
+        settings["lyapunov"].check_hidden(settings["model"].hidden)
     if command == "train":
         sequential = settings["task"].name.startswith("lag_")
         if sequential != (model_name == "rnn"):
@@ -342,7 +344,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     import torch
 
     from salrun.activity import probe_for
-    from salrun.lyapunov import max_lyapunov
+    from salrun.lyapunov import lyapunov_spectrum, max_lyapunov
     from salrun.methods import make_method
     from salrun.runtime import prepare, resolve_device
 
@@ -359,12 +361,17 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
         return torch.randn(steps, study.trajectories, study.input_size, generator=generator).to(device)
 
     def measure(step: int) -> torch.Tensor:
-        m = max_lyapunov(model.recurrent_weight().detach(), model.weight_ih.detach(), model.bias.detach(), h,
-                         inputs(study.transient + study.measure_steps), study.transient, study.measure_steps,
-                         generator=None)
-        if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity])).all()):
+        weights = (model.recurrent_weight().detach(), model.weight_ih.detach(), model.bias.detach(), h,
+                   inputs(study.transient + study.measure_steps), study.transient, study.measure_steps)
+        if study.k == 1:
+            m = max_lyapunov(*weights, generator=None)
+            spectrum = {}
+        else:  # le_1 of the QR estimate is the MLE
+            m = lyapunov_spectrum(*weights, k=study.k, generator=None)
+            spectrum = {f"le_{i}": value for i, value in enumerate(m.exponents, 1)}
+        if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity, *spectrum.values()])).all()):
             raise Diverged(step, "the MLE")
-        writer.log_many(step, {"mle": m.mle, "log_sensitivity": m.log_sensitivity,
+        writer.log_many(step, {"mle": m.mle, **spectrum, "log_sensitivity": m.log_sensitivity,
                                "spectral_radius": float(torch.linalg.eigvals(
                                    model.recurrent_weight().detach().double()).abs().max())})
         writer.flush_metrics()

@@ -8,6 +8,12 @@ the log-sensitivity of the same steps, so the two are comparable.
 `mle_two_trajectory` is an independent finite-difference estimate, for tests.
 `max_lyapunov_ensemble` measures several networks (seeds) in one batched
 pass: the same products, one bmm per step for all of them.
+
+`lyapunov_spectrum` estimates the top-k exponents λ_1 ≥ … ≥ λ_k by QR
+(Benettin): k tangent vectors are carried by J_t and re-orthonormalised
+every step, Q_t R_t = J_t Q_{t-1}; λ_i is the time average of ln |R_t[i, i]|.
+Its first column is exactly the renormalised vector of the MLE, so λ_1 is
+the MLE. `lyapunov_spectrum_ensemble` does the same for E networks at once.
 """
 from __future__ import annotations
 
@@ -101,6 +107,73 @@ def max_lyapunov_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Te
     norm_sq = w_hh.pow(2).sum(-1)[:, None, :]  # (E, 1, n)
     log_sens = (0.5 * torch.log((slope_sq * norm_sq).mean((1, 2)) / steps)).tolist()
     return [ChaosMeasurement(m, s, h[e]) for e, (m, s) in enumerate(zip(mle, log_sens))]
+
+
+@dataclass
+class SpectrumMeasurement:
+    exponents: list[float]      # λ_1 ≥ … ≥ λ_k, mean over trajectories (λ_1 is the MLE)
+    log_sensitivity: float      # as in ChaosMeasurement
+    state: torch.Tensor         # the final states, to continue from
+
+    @property
+    def mle(self) -> float:
+        return self.exponents[0]
+
+
+@torch.no_grad()
+def lyapunov_spectrum(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
+                      inputs: torch.Tensor | None, transient: int, steps: int, k: int,
+                      generator: torch.Generator | None = None,
+                      basis: torch.Tensor | None = None) -> SpectrumMeasurement:
+    """Top-k Lyapunov exponents along the trajectory from states h (batch, hidden), by QR.
+
+    Arguments as in `max_lyapunov`; `basis` (batch, k, hidden) holds the initial tangent
+    vectors as rows (random if None; they are orthonormalised first)."""
+    members = lyapunov_spectrum_ensemble(
+        w_hh[None], w_ih[None], bias[None], h[None], None if inputs is None else inputs[:, None], transient, steps,
+        k, generator, None if basis is None else basis[None])
+    return members[0]
+
+
+@torch.no_grad()
+def lyapunov_spectrum_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: torch.Tensor,
+                               inputs: torch.Tensor | None, transient: int, steps: int, k: int,
+                               generator: torch.Generator | None = None,
+                               basis: torch.Tensor | None = None) -> list[SpectrumMeasurement]:
+    """`lyapunov_spectrum` for E networks at once (shapes as in `max_lyapunov_ensemble`;
+    `basis` is (E, batch, k, hidden)). Per step: one bmm carries the states and the k
+    tangent vectors of every trajectory, one batched QR re-orthonormalises them."""
+    total = transient + steps
+    members, batch, n = h.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the hidden size {n}, got {k}")
+    if inputs is None or inputs.shape[-1] == 0:
+        drive = bias[None, :, None, :].expand(total, members, batch, -1)
+    else:
+        drive = torch.einsum("temk,enk->temn", inputs, w_ih) + bias[None, :, None, :]
+    if basis is None:
+        basis = torch.randn(members, batch, k, n, generator=generator, dtype=h.dtype, device=h.device)
+    q = torch.linalg.qr(basis.transpose(-1, -2)).Q.transpose(-1, -2)  # orthonormal rows
+    w_t = w_hh.transpose(1, 2)
+    growth = torch.empty(steps, members, batch, k, dtype=h.dtype, device=h.device)
+    slope_sq = torch.zeros_like(h)
+    # Row t·(k+1) of each trajectory is its state, the k rows after it its tangent vectors:
+    # all meet the same W, so one bmm per step moves them all.
+    hq = torch.cat([h[:, :, None, :], q], dim=2).reshape(members, batch * (k + 1), n)
+    for t in range(total):
+        hq = torch.bmm(hq, w_t).view(members, batch, k + 1, n)
+        h = hq[:, :, 0].add_(drive[t]).tanh_()
+        slope = 1 - h * h
+        tangent = hq[:, :, 1:].mul_(slope[:, :, None, :])
+        q, r = torch.linalg.qr(tangent.transpose(-1, -2))
+        if t >= transient:
+            growth[t - transient] = torch.diagonal(r, dim1=-2, dim2=-1).abs()
+            slope_sq.addcmul_(slope, slope)
+        hq = torch.cat([h[:, :, None, :], q.transpose(-1, -2)], dim=2).reshape(members, batch * (k + 1), n)
+    exponents = (growth.log().sum(0).mean(1) / steps).tolist()  # (E, k)
+    norm_sq = w_hh.pow(2).sum(-1)[:, None, :]
+    log_sens = (0.5 * torch.log((slope_sq * norm_sq).mean((1, 2)) / steps)).tolist()
+    return [SpectrumMeasurement(e, s, h[i]) for i, (e, s) in enumerate(zip(exponents, log_sens))]
 
 
 @torch.no_grad()

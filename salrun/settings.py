@@ -157,13 +157,18 @@ class LyapunovSettings:
     transient: int = 100          # steps discarded before averaging log-growth
     measure_steps: int = 400      # steps averaged for the MLE and log-sensitivity
     input_size: int = 0           # 0: autonomous net; > 0: driven by N(0, 1) input
+    k: int = 1                    # top-k Lyapunov exponents by QR (le_1 … le_k); 1: the MLE alone
 
     def __post_init__(self) -> None:
-        for name in ("sal_steps", "chunk", "trajectories", "log_every", "measure_steps"):
+        for name in ("sal_steps", "chunk", "trajectories", "log_every", "measure_steps", "k"):
             value = getattr(self, name)
             _require(value >= 1, f"lyapunov.{name} must be >= 1, got {value}")
         _require(self.transient >= 0, f"lyapunov.transient must be >= 0, got {self.transient}")
         _require(self.input_size >= 0, f"lyapunov.input_size must be >= 0, got {self.input_size}")
+
+    def check_hidden(self, hidden: int) -> None:
+        """A hidden state of n neurons has n Lyapunov exponents."""
+        _require(self.k <= hidden, f"lyapunov.k must be <= model.hidden ({hidden}), got {self.k}")
 
 
 METHOD_SETTINGS: dict[str, type] = {
