@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from salrun.results import RunFolderError, RunWriter
-from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, ConfigError, LyapunovSettings, OptimSettings,
-                             TaskSettings, TrainSettings, build, method_settings)
+from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, SEQUENCE_TASKS, ConfigError, LyapunovSettings,
+                             OptimSettings, TaskSettings, TrainSettings, build, check_combination, init_settings,
+                             method_settings)
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
@@ -59,11 +60,14 @@ def _settings(command: str, cfg: dict) -> dict:
     }
     if command == "lyapunov":
         settings["lyapunov"].check_hidden(settings["model"].hidden)
+    settings["init_name"], settings["init"] = init_settings(cfg.get("init"))
     if command == "train":
-        sequential = settings["task"].name.startswith("lag_")
+        sequential = settings["task"].name in SEQUENCE_TASKS
         if sequential != (model_name == "rnn"):
             raise ConfigError(f"task {settings['task'].name} needs model={'rnn' if sequential else 'mlp'}, "
                               f"got model={model_name}")
+    check_combination(command, model_name, settings["model"], method_name, settings["method"],
+                      settings["init_name"], settings["task"])
     return settings
 
 
@@ -114,7 +118,7 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
 def _model_payload(model, cfg: dict, task_sizes: tuple[int, int], method) -> dict:
     return {"state_dict": model.state_dict(), "model": cfg["model"]["name"],
             "settings": asdict(model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
-            "method_state": method.state_dict()}
+            "read_steps": getattr(model, "read_steps", 1), "method_state": method.state_dict()}
 
 
 def load_checkpoint(out_dir: Path) -> dict | None:
@@ -205,6 +209,8 @@ def load_model(path: Path):
     raw["init"] = InitSettings(**raw["init"])
     model = build_model(payload["model"], settings_cls(**raw), payload["input_size"], payload["output_size"], None)
     model.load_state_dict(payload["state_dict"])
+    if payload.get("read_steps", 1) > 1:
+        model.read_steps = payload["read_steps"]
     return model
 
 
@@ -250,7 +256,8 @@ def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: P
     import torch
 
     from salrun.activity import probe_for
-    from salrun.methods import make_method
+    from salrun.inits import apply_init
+    from salrun.methods import TaskSampler, make_method
     from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
     from salrun.tasks import make_task
 
@@ -260,9 +267,13 @@ def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: P
     task = make_task(settings["task"])
     model = build_model(cfg["model"]["name"], settings["model"], task.input_size, task.output_size, generator)
     model.to(device)
+    if task.read_steps > 1:
+        model.read_steps = task.read_steps
     probe = probe_for(model)
+    sample = TaskSampler(task, cfg["seed"], device)
+    apply_init(settings["init_name"], model, settings["init"], sample)
     method = make_method(cfg["method"]["name"], settings["method"])
-    method.on_init(model, probe)
+    method.on_init(model, probe, sample)
     if optim_s.name == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=optim_s.lr)
     else:

@@ -3,7 +3,10 @@
 A method may act at initialisation (`on_init`), after each optimizer step
 (`after_step`) or inside the loss (`loss_term`). `none` does nothing, `sal`
 runs SAL during the whole training, `spectral` scales the weights once
-before learning.
+before learning, `orthogonal`, `critical` and `lsuv` are initialisations only
+(the code of `salrun.inits`, which the `init` group also uses), `flossing`
+drives the top-k Lyapunov exponents toward 0 before and/or in bursts during
+training.
 """
 from __future__ import annotations
 
@@ -11,17 +14,33 @@ import torch
 from torch import nn
 
 from salrun.activity import Probe
+from salrun.flossing import flossing_loss, lyapunov_exponents
+from salrun.inits import apply_init
 from salrun.models import ElmanRNN, MLP
 from salrun.sal import SAL
-from salrun.settings import SALSettings, SpectralSettings
+from salrun.settings import FlossingSettings, SALSettings, SpectralSettings
+
+
+class TaskSampler:
+    """Batches of the task's training data for a method (LSUV, flossing), from a generator
+    of their own, so that the training batches are the same whichever method runs."""
+
+    def __init__(self, task, seed: int, device: torch.device | str = "cpu"):
+        self.task, self.device = task, device
+        self.generator = torch.Generator().manual_seed(seed + 7_919)  # any fixed offset from the job's seed
+
+    def __call__(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.task.train_batch(rows, self.generator)
+        return x.to(self.device), y.to(self.device)
 
 
 class Method:
     def __init__(self, settings):
         self.settings = settings
 
-    def on_init(self, model: nn.Module, probe: Probe) -> None:
-        """Called once, after the model is built and before the first step."""
+    def on_init(self, model: nn.Module, probe: Probe, sample: TaskSampler | None = None) -> None:
+        """Called once, after the model is built and before the first step; `sample`
+        gives task data to the methods that need it."""
 
     def after_step(self) -> None:
         """Called after every optimizer step."""
@@ -44,7 +63,7 @@ class NoMethod(Method):
 class SALMethod(Method):
     settings: SALSettings
 
-    def on_init(self, model, probe):
+    def on_init(self, model, probe, sample=None):
         self.sal = SAL(model, self.settings, probe=probe)
 
     def after_step(self):
@@ -78,7 +97,7 @@ class SpectralMethod(Method):
     settings: SpectralSettings
 
     @torch.no_grad()
-    def on_init(self, model, probe):
+    def on_init(self, model, probe, sample=None):
         rho = self.settings.rho
         if isinstance(model, ElmanRNN):
             model.weight_hh.mul_(rho / spectral_radius(model.recurrent_weight()))
@@ -89,10 +108,81 @@ class SpectralMethod(Method):
             raise TypeError(f"spectral scaling does not know the model {type(model).__name__}")
 
 
+class InitMethod(Method):
+    """An initialisation and nothing else: `salrun.inits.apply_init`, as `init=<name>` runs it."""
+
+    init_name = ""
+
+    def on_init(self, model, probe, sample=None):
+        apply_init(self.init_name, model, self.settings, sample)
+
+
+class OrthogonalMethod(InitMethod):
+    init_name = "orthogonal"
+
+
+class CriticalMethod(InitMethod):
+    init_name = "critical"
+
+
+class LSUVMethod(InitMethod):
+    init_name = "lsuv"
+
+
+class FlossingMethod(Method):
+    """Gradient flossing (Engelken 2023): Adam steps on Σ_{i≤k} λ_i² (`salrun.flossing`),
+    on task sequences, `pre_steps` of them before training (mode before or both) and
+    `burst` of them after every `every` training steps (mode during or both)."""
+
+    settings: FlossingSettings
+
+    def on_init(self, model, probe, sample=None):
+        if not isinstance(model, ElmanRNN):
+            raise TypeError("gradient flossing applies to RNNs")
+        if sample is None:
+            raise ValueError("gradient flossing needs task sequences")
+        self.model, self.sample, self.steps = model, sample, 0
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.settings.floss_lr)
+        self.exponents: torch.Tensor | None = None  # λ of the last flossing step, (trajectories, k)
+        if self.settings.mode in ("before", "both"):
+            self.floss(self.settings.pre_steps)
+
+    def floss(self, steps: int) -> None:
+        for _ in range(steps):
+            x, _ = self.sample(self.settings.trajectories)
+            exponents = lyapunov_exponents(self.model, x, self.settings.k)
+            self.optimizer.zero_grad(set_to_none=True)
+            flossing_loss(exponents).backward()
+            self.optimizer.step()
+            self.model.apply_mask_()
+            self.exponents = exponents.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def after_step(self):
+        self.steps += 1
+        if self.settings.mode in ("during", "both") and self.steps % self.settings.every == 0:
+            self.floss(self.settings.burst)
+
+    def state_dict(self):
+        return {"steps": self.steps, "optimizer": self.optimizer.state_dict(),
+                "data": self.sample.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample.generator.set_state(state["data"])
+
+
 METHODS: dict[str, type[Method]] = {
     "none": NoMethod,
     "sal": SALMethod,
     "spectral": SpectralMethod,
+    "orthogonal": OrthogonalMethod,
+    "critical": CriticalMethod,
+    "lsuv": LSUVMethod,
+    "flossing": FlossingMethod,
 }
+
+
 def make_method(name: str, settings) -> Method:
     return METHODS[name](settings)

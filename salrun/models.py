@@ -112,6 +112,7 @@ class ElmanRNN(nn.Module):
         init_weights_(self.readout.weight, settings.init, generator=generator)
         init_bias_(self.readout.bias, settings.init, generator=generator)
         self.apply_mask_()
+        self.read_steps = 1  # > 1: the readout of each of the last read_steps states (copy memory)
         self._inputs: torch.Tensor | None = None
         self._states: list[torch.Tensor] = []
         self._last: torch.Tensor | None = None
@@ -142,9 +143,14 @@ class ElmanRNN(nn.Module):
         return states[1:]
 
     def forward(self, x: torch.Tensor, keep_state_grads: bool = False) -> torch.Tensor:
-        last = self.run(x, keep_state_grads=keep_state_grads)[-1]
+        """The readout of the last state (batch, outputs); with read_steps > 1, of each of
+        the last read_steps states (read_steps, batch, outputs)."""
+        states = self.run(x, keep_state_grads=keep_state_grads)
+        last = states[-1]
         if self.training:
             self._last = last.detach()
+        if self.read_steps > 1:
+            return self.readout(torch.stack(states[-self.read_steps:]))
         return self.readout(last)
 
     def recorded_states(self) -> list[torch.Tensor]:

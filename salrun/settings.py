@@ -71,6 +71,14 @@ class RNNSettings:
         _non_negative("model.input_scale", self.input_scale)
 
 
+COPY_SYMBOLS = 10  # copy memory: symbols to remember (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016)
+SEQUENCE_TASKS = frozenset({"lag_sign", "lag_analog", "adding", "copy_memory", "delayed_xor"})
+# The least lag each sequence task can be posed with: adding needs a marker in each half of
+# lag + 1 steps, copy memory the symbols and the delimiter before the recall starts,
+# delayed XOR its second bit (t = 1) before the output (t = lag).
+MIN_LAG = {"adding": 2, "copy_memory": COPY_SYMBOLS + 1, "delayed_xor": 2}
+
+
 @dataclass
 class TaskSettings:
     """One settings type for every task; each task reads the fields it needs."""
@@ -83,6 +91,8 @@ class TaskSettings:
 
     def __post_init__(self) -> None:
         _require(self.lag >= 1, f"task.lag must be >= 1, got {self.lag}")
+        least = MIN_LAG.get(self.name, 1)
+        _require(self.lag >= least, f"task.lag must be >= {least} for task {self.name}, got {self.lag}")
         _require(self.train_size >= 1, f"task.train_size must be >= 1, got {self.train_size}")
         _require(self.test_size >= 1, f"task.test_size must be >= 1, got {self.test_size}")
         _non_negative("task.noise", self.noise)
@@ -117,6 +127,71 @@ class SpectralSettings:
 @dataclass
 class NoneSettings:
     pass
+
+
+@dataclass
+class OrthogonalSettings:
+    """Orthogonal weights times `gain` (Saxe et al. 2014): every singular value is `gain`."""
+
+    gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("gain", self.gain)
+
+
+@dataclass
+class CriticalSettings:
+    """Mean-field edge of chaos for tanh (Schoenholz et al. 2017): W ~ N(0, σ_w²/n_in),
+    θ ~ N(0, σ_b²), σ_w solved on the χ₁ = 1 line for the given σ_b."""
+
+    sigma_b: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.sigma_b) and 0 <= self.sigma_b <= MAX_SIGMA_B,
+                 f"sigma_b must be in [0, {MAX_SIGMA_B}], got {self.sigma_b}")
+
+
+MAX_SIGMA_B = 5.0  # σ_b beyond any practical use (σ_b = 5 puts σ_w at 3.33); keeps the χ₁ = 1 solver in range
+
+
+@dataclass
+class LSUVSettings:
+    """Layer-sequential unit variance (Mishkin & Matas 2016): orthonormal weights, then
+    each layer in turn rescaled until its output variance on a data batch is 1 ± tol."""
+
+    tol: float = 0.1       # the paper's Tol_var
+    max_iter: int = 10     # the paper's T_max
+    samples: int = 256     # data rows the variance is measured on
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.tol) and 0 < self.tol < 1, f"tol must be in (0, 1), got {self.tol}")
+        _require(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
+        _require(self.samples >= 2, f"samples must be >= 2, got {self.samples}")
+
+
+@dataclass
+class FlossingSettings:
+    """Gradient flossing (Engelken 2023): Adam steps on Σ_{i≤k} λ_i², the top-k Lyapunov
+    exponents estimated by QR along task trajectories and differentiated through the QR.
+    The defaults are ours."""
+
+    k: int = 4                      # exponents driven toward 0
+    mode: Literal["before", "during", "both"] = "both"
+    pre_steps: int = 100            # flossing steps before training (before, both)
+    every: int = 100                # training steps between two bursts (during, both)
+    burst: int = 5                  # flossing steps per burst
+    floss_lr: float = 1e-3          # Adam rate of the flossing steps
+    trajectories: int = 8           # task sequences per flossing step
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, f"method.k must be >= 1, got {self.k}")
+        _require(self.pre_steps >= 0, f"method.pre_steps must be >= 0, got {self.pre_steps}")
+        if self.mode in ("before", "both"):
+            _require(self.pre_steps >= 1, f"method.pre_steps must be >= 1 with mode={self.mode}")
+        _require(self.every >= 1, f"method.every must be >= 1, got {self.every}")
+        _require(self.burst >= 1, f"method.burst must be >= 1, got {self.burst}")
+        _positive("method.floss_lr", self.floss_lr)
+        _require(self.trajectories >= 1, f"method.trajectories must be >= 1, got {self.trajectories}")
 
 
 @dataclass
@@ -171,11 +246,23 @@ class LyapunovSettings:
         _require(self.k <= hidden, f"lyapunov.k must be <= model.hidden ({hidden}), got {self.k}")
 
 
+# Initialisations: the `init` group, and the methods of the same name (init on its own).
+INIT_SETTINGS: dict[str, type] = {
+    "random": NoneSettings,  # the model's own small random weights (model.init)
+    "orthogonal": OrthogonalSettings,
+    "critical": CriticalSettings,
+    "lsuv": LSUVSettings,
+}
 METHOD_SETTINGS: dict[str, type] = {
     "none": NoneSettings,
     "sal": SALSettings,
     "spectral": SpectralSettings,
+    "orthogonal": OrthogonalSettings,
+    "critical": CriticalSettings,
+    "lsuv": LSUVSettings,
+    "flossing": FlossingSettings,
 }
+INIT_METHODS = frozenset(name for name in INIT_SETTINGS if name != "random")
 MODEL_SETTINGS: dict[str, type] = {"mlp": MLPSettings, "rnn": RNNSettings}
 
 
@@ -208,7 +295,53 @@ def method_settings(name: str, data: Mapping[str, Any]) -> Any:
     (method.lr for sal, method.rho for spectral), so that one sweep can span
     them; the keys of the other methods are dropped here."""
     others = frozenset().union(*(_field_names(c) for n, c in METHOD_SETTINGS.items() if n != name))
-    return build(METHOD_SETTINGS[name], data, "method", ignore=others)
+    return _prefixed(lambda: build(METHOD_SETTINGS[name], data, "method", ignore=others), "method")
+
+
+def init_settings(data: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """The `init` group: its name and settings (a config without one: the model's random init)."""
+    data = dict(data or {"name": "random"})
+    name = data.get("name")
+    if name not in INIT_SETTINGS:
+        raise ConfigError(f"unknown init {name!r} (choose from: {', '.join(INIT_SETTINGS)})")
+    return name, _prefixed(lambda: build(INIT_SETTINGS[name], data, "init"), "init")
+
+
+def _prefixed(make, where: str) -> Any:
+    """Settings shared by the `init` group and `method` name their own key (init.gain, method.gain)."""
+    try:
+        return make()
+    except ConfigError as err:
+        message = str(err)
+        if message.split(" ")[0] in {f.name for c in INIT_SETTINGS.values() for f in dataclasses.fields(c)}:
+            message = f"{where}.{message}"
+        raise ConfigError(message) from None
+
+
+def check_combination(command: str, model_name: str, model: Any, method_name: str, method: Any,
+                      init_name: str, task: TaskSettings) -> None:
+    """What single settings cannot see: a method or init that does not fit the model,
+    the task or the command."""
+    if method_name in INIT_METHODS and init_name != "random":
+        raise ConfigError(f"method={method_name} is itself an initialisation; use init={init_name} "
+                          "with method none, sal, spectral or flossing")
+    if command == "lyapunov":
+        if init_name != "random":
+            raise ConfigError(f"init={init_name} applies to salrun train; for lyapunov use "
+                              f"method={init_name}" + (" (not lsuv: it needs a task's data)"
+                                                       if init_name == "lsuv" else ""))
+        if method_name in ("lsuv", "flossing"):
+            raise ConfigError(f"method={method_name} needs a task's data and runs with salrun train, "
+                              "not lyapunov")
+    for name in {init_name, method_name} & {"lsuv"}:
+        if model_name != "mlp":
+            raise ConfigError(f"{name} is feed-forward only (Mishkin & Matas 2016): it needs model=mlp, "
+                              f"got model={model_name}")
+    if method_name == "flossing":
+        if model_name != "rnn":
+            raise ConfigError(f"method=flossing applies to RNNs (model=rnn), got model={model_name}")
+        if method.k > model.hidden:
+            raise ConfigError(f"method.k must be <= model.hidden ({model.hidden}), got {method.k}")
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -1,9 +1,14 @@
 """Tasks: data, loss, test metric, success criterion and chance level (SCIENCE.md §5).
 
 Feed-forward tasks (`spirals`, `digits`) hold a fixed train and test set.
-Sequence tasks (`lag_sign`, `lag_analog`) draw fresh sequences each batch:
-the informative input arrives at t = 0 and the target is read from the
-state at t = lag, so the information crosses `lag` recurrent steps.
+Sequence tasks draw fresh sequences each batch (the test set is fixed) and
+make the information cross `task.lag` recurrent steps:
+- `lag_sign`, `lag_analog`: the input of t = 0 is read from the state at t = lag;
+- `adding` (Hochreiter & Schmidhuber 1997, as in Le et al. 2015): the sum of the
+  two marked values of lag + 1 steps, one mark in each half;
+- `copy_memory` (Hochreiter & Schmidhuber 1997, as in Arjovsky et al. 2016): 10
+  symbols, each recalled lag steps after it was shown;
+- `delayed_xor`: the XOR of the ±1 bits of t = 0 and t = 1, read at t = lag.
 Sequences are shaped (time, batch, inputs).
 """
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from salrun.settings import ConfigError, TaskSettings
+from salrun.settings import COPY_SYMBOLS, MIN_LAG, ConfigError, TaskSettings
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Task:
     chance: float             # the test metric of a guess that ignores the input
     threshold: float          # success: the test metric reaches this
     criterion: str            # the success criterion in words
+    read_steps: int = 1       # sequence tasks: outputs read from the last read_steps states
 
     def succeeded(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -139,11 +145,114 @@ class LagTask(Task):
         return float((torch.sign(prediction) == target).float().mean())
 
 
+class SequenceTask(Task):
+    """Fresh sequences every batch from `_sample`; a fixed test set of `test_size` of them."""
+
+    def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _make_test_set(self, test_size: int) -> None:
+        if self.lag < MIN_LAG.get(self.name, 1):
+            raise ConfigError(f"task.lag must be >= {MIN_LAG[self.name]} for task {self.name}, got {self.lag}")
+        self._test = self._sample(test_size, torch.Generator().manual_seed(54321))
+
+    def train_batch(self, batch_size, generator):
+        return self._sample(batch_size, generator)
+
+    def test_set(self):
+        return self._test
+
+
+class AddingTask(SequenceTask):
+    """Two channels over lag + 1 steps: values U(0, 1) and a marker that is 1 at one step of
+    the first half and one of the second; the target is the sum of the two marked values."""
+
+    def __init__(self, lag: int, test_size: int):
+        # Always answering 1, the target's mean, scores its variance: 2 × 1/12.
+        super().__init__("adding", 2, 1, True, "mse", False, 1 / 6, 0.01, "test MSE < 0.01 (chance 1/6)")
+        self.lag = lag
+        self._make_test_set(test_size)
+
+    def _sample(self, batch_size, generator):
+        length = self.lag + 1
+        half = length // 2
+        values = torch.rand(length, batch_size, generator=generator)
+        first = torch.randint(half, (batch_size,), generator=generator)
+        second = half + torch.randint(length - half, (batch_size,), generator=generator)
+        marks = torch.zeros(length, batch_size)
+        rows = torch.arange(batch_size)
+        marks[first, rows] = 1.0
+        marks[second, rows] = 1.0
+        target = values[first, rows] + values[second, rows]
+        return torch.stack([values, marks], -1), target[:, None]
+
+    def loss(self, prediction, target):
+        return F.mse_loss(prediction, target)
+
+    def evaluate(self, prediction, target):
+        return float(F.mse_loss(prediction, target))
+
+
+class CopyMemoryTask(SequenceTask):
+    """Inputs one-hot over 10 categories (0 blank, 1-8 symbols, 9 delimiter): 10 random
+    symbols at t = 0..9, blanks, the delimiter at t = lag - 1, blanks while the net
+    recalls symbol i at t = lag + i. Scored at the 10 recall steps only."""
+
+    categories, alphabet = 10, 8
+
+    def __init__(self, lag: int, test_size: int):
+        # A guess ignores the input: 1 symbol in 8 (cross-entropy ln 8).
+        super().__init__("copy_memory", self.categories, self.alphabet, True, "accuracy", True,
+                         1 / self.alphabet, 0.95, "recalled-symbol accuracy >= 0.95", read_steps=COPY_SYMBOLS)
+        self.lag = lag
+        self._make_test_set(test_size)
+
+    def _sample(self, batch_size, generator):
+        symbols = torch.randint(self.alphabet, (COPY_SYMBOLS, batch_size), generator=generator)  # 0..7
+        codes = torch.zeros(self.lag + COPY_SYMBOLS, batch_size, dtype=torch.long)
+        codes[:COPY_SYMBOLS] = symbols + 1
+        codes[self.lag - 1] = self.categories - 1
+        return F.one_hot(codes, self.categories).float(), symbols
+
+    def loss(self, prediction, target):
+        return F.cross_entropy(prediction.reshape(-1, self.alphabet), target.reshape(-1))
+
+    def evaluate(self, prediction, target):
+        return float((prediction.argmax(-1) == target).float().mean())
+
+
+class DelayedXORTask(SequenceTask):
+    """±1 bits a at t = 0 and b at t = 1, zeros (or noise) after; the target at t = lag is
+    XOR(a, b) as ±1 (+1 when they differ), so both bits must be kept, not just their sum."""
+
+    def __init__(self, lag: int, noise: float, test_size: int):
+        super().__init__("delayed_xor", 1, 1, True, "accuracy", True, 0.5, 0.95, "sign accuracy >= 0.95")
+        self.lag, self.noise = lag, noise
+        self._make_test_set(test_size)
+
+    def _sample(self, batch_size, generator):
+        bits = torch.randint(2, (2, batch_size), generator=generator).float() * 2 - 1
+        x = torch.zeros(self.lag + 1, batch_size, 1)
+        if self.noise > 0:
+            x[2:] = self.noise * torch.randn(self.lag - 1, batch_size, 1, generator=generator)
+        x[:2, :, 0] = bits
+        return x, (-bits[0] * bits[1])[:, None]
+
+    def loss(self, prediction, target):
+        return F.mse_loss(prediction, target)
+
+    def evaluate(self, prediction, target):
+        return float((torch.sign(prediction) == target).float().mean())
+
+
 TASKS = {
     "spirals": make_spirals,
     "digits": make_digits,
     "lag_sign": lambda s: LagTask("lag_sign", s.lag, s.noise, s.test_size, analog=False),
     "lag_analog": lambda s: LagTask("lag_analog", s.lag, s.noise, s.test_size, analog=True),
+    "adding": lambda s: AddingTask(s.lag, s.test_size),
+    "copy_memory": lambda s: CopyMemoryTask(s.lag, s.test_size),
+    "delayed_xor": lambda s: DelayedXORTask(s.lag, s.noise, s.test_size),
 }
 
 
