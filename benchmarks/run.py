@@ -90,6 +90,7 @@ def sal_overhead(args) -> list[dict]:
 
     cases = [("ffn depth 300 width 64 batch 32", ffn(64)), ("ffn depth 300 width 256 batch 32", ffn(256)),
              ("rnn hidden 128 lag 300 batch 32", rnn(128)), ("rnn hidden 512 lag 300 batch 32", rnn(512))]
+    cases = [(case, make) for case, make in cases if not args.case or args.case in case]
     rows = []
     for case, make in cases:
         variants = {}
@@ -321,6 +322,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0, help="repeats per figure (default 7, --quick 3)")
     parser.add_argument("--out", type=Path, default=HERE / "results.csv")
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--case", default="", help="SAL overhead: only the cases whose name contains this")
     parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss is not None:

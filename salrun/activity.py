@@ -78,21 +78,29 @@ class Probe(Protocol):
     def clear(self) -> None: ...
 
 
+_LAYER_NAMES = [f"layer{k}" for k in range(1024)]
+
+
 class HookProbe:
     """Forward hooks on each Linear; a Linear followed by a Tanh is a tanh layer.
 
     Calls are recorded only in training mode and accumulate until `clear`,
     so a Linear applied at every time step of a user's RNN loop yields one
     layer with its steps stacked. The last Linear not followed by a Tanh is
-    the output layer (linear activation).
+    the output layer (linear activation). In an nn.Sequential whose Tanh
+    feeds the next Linear directly, that Linear's input is the Tanh's output:
+    it is not recorded twice, and the Linear needs no hook of its own (one
+    hook per layer instead of two: hooks are most of the cost of a thin layer).
     """
 
     def __init__(self, model: nn.Module):
         modules = [m for m in model.modules() if not list(m.children())]
+        feeders = _sequential_feeders(model)
         self._pairs: list[tuple[nn.Linear, bool]] = []
         self._x: dict[int, list[torch.Tensor]] = {}
         self._o: dict[int, list[torch.Tensor]] = {}
         self._handles = []
+        tanh_layer: dict[int, int] = {}  # id(Tanh) -> the layer whose output it is
         for i, module in enumerate(modules):
             if not isinstance(module, nn.Linear):
                 continue
@@ -100,18 +108,24 @@ class HookProbe:
             is_tanh = isinstance(nxt, nn.Tanh)
             k = len(self._pairs)
             self._pairs.append((module, is_tanh))
-            self._x[k], self._o[k] = [], []
-            self._handles.append(module.register_forward_hook(self._record_input(k, module, record_output=not is_tanh)))
+            self._o[k] = []
+            source = tanh_layer.get(id(feeders.get(id(module))))
+            self._x[k] = self._o[source] if source is not None else []
+            if source is None or not is_tanh:
+                self._handles.append(module.register_forward_hook(
+                    self._record_input(k, module, record_input=source is None, record_output=not is_tanh)))
             if is_tanh:
+                tanh_layer[id(nxt)] = k
                 self._handles.append(nxt.register_forward_hook(self._record_output(k, nxt)))
         if not any(is_tanh for _, is_tanh in self._pairs):
             raise ValueError("the model has no Linear followed by Tanh: SAL has no neurons to adapt")
 
-    def _record_input(self, k: int, module: nn.Module, record_output: bool):
+    def _record_input(self, k: int, module: nn.Module, record_input: bool, record_output: bool):
         def hook(_module, args, out):
             if module.training:
-                x = args[0].detach()
-                self._x[k].append(x if x.dim() == 2 else x.reshape(-1, x.shape[-1]))
+                if record_input:
+                    x = args[0].detach()
+                    self._x[k].append(x if x.dim() == 2 else x.reshape(-1, x.shape[-1]))
                 if record_output:
                     self._o[k].append(out.detach().reshape(-1, out.shape[-1]))
         return hook
@@ -126,13 +140,16 @@ class HookProbe:
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
         found = []
         last_linear = max((k for k, (_, t) in enumerate(self._pairs) if not t), default=None)
+        xs_of, os_of = self._x, self._o
         for k, (linear, is_tanh) in enumerate(self._pairs):
-            if not self._x[k] or not (is_tanh or (include_output and k == last_linear)):
+            xs, os_ = xs_of[k], os_of[k]
+            if not xs or not (is_tanh or (include_output and k == last_linear)):
                 continue
-            cat = (lambda xs: xs[0] if len(xs) == 1 else torch.cat(xs))
+            params = linear._parameters  # not linear.weight: nn.Module.__getattr__ is slow, and this runs per layer
             found.append(LayerActivity(
-                weights=[linear.weight], inputs=[cat(self._x[k])], output=cat(self._o[k]),
-                bias=linear.bias, activation="tanh" if is_tanh else "linear", masks=[None], name=f"layer{k}",
+                [params["weight"]], [xs[0] if len(xs) == 1 else torch.cat(xs)],
+                os_[0] if len(os_) == 1 else torch.cat(os_), params["bias"],
+                "tanh" if is_tanh else "linear", [None], _LAYER_NAMES[k] if k < len(_LAYER_NAMES) else f"layer{k}",
             ))
         return found
 
@@ -157,6 +174,19 @@ class ModelProbe:
 
     def clear(self) -> None:
         self.model.clear_activity()
+
+
+def _sequential_feeders(model: nn.Module) -> dict[int, nn.Module]:
+    """id(Linear) -> the Tanh right before it in an nn.Sequential that runs its children
+    in order: that Tanh's output is the Linear's input."""
+    feeders = {}
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
+            children = list(parent.children())
+            for before, module in zip(children, children[1:]):
+                if isinstance(before, nn.Tanh) and isinstance(module, nn.Linear):
+                    feeders[id(module)] = before
+    return feeders
 
 
 def probe_for(model: nn.Module) -> Probe:

@@ -23,6 +23,8 @@ with batched operations; a recurrent layer is read in blocks of steps
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn
 
@@ -31,6 +33,7 @@ from salrun.sensitivity import curvature_ratio, derivative, log_sensitivity_grad
 from salrun.settings import SALSettings
 
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
+SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (sensitivity.py)
 
 
 class SAL:
@@ -45,7 +48,9 @@ class SAL:
         self.settings = settings
         self.probe = probe if probe is not None else probe_for(model)
         self.averages: list[torch.Tensor] = []  # s̄_j per layer, created on the first step
-        self._stacks: dict[tuple[int, ...], torch.Tensor] = {}  # averages of a layer group, stacked
+        self._stacks: dict[tuple[int, ...], tuple] = {}  # averages of a layer group: stacked, and its rows
+        self._plan_key: tuple | None = None
+        self._plan_cache: list = []
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -58,12 +63,38 @@ class SAL:
             for i, layer in enumerate(layers):
                 self._reference_step(i, layer)
         else:
-            for group in _groups(layers):
+            for group, weights, biases in self._plan(layers):
                 if len(group) == 1:
                     self._layer_step(group[0], layers[group[0]])
                 else:
-                    self._group_step(group, [layers[i] for i in group])
+                    self._group_step(group, [layers[i] for i in group], weights, biases)
         self.probe.clear()
+
+    def _plan(self, layers: list[LayerActivity]) -> list[tuple[list[int], torch.Tensor | None, torch.Tensor | None]]:
+        """The groups of layers to update together, each with the (L, …) views of its stacked
+        weights and biases where they are one block (else None). Kept from step to step while
+        every layer has the same parameters at the same addresses and the same shapes: finding
+        the groups costs Python time per layer, which a 300-layer net of thin layers notices."""
+        if all(type(layer) is LayerActivity for layer in layers):
+            weights = [layer.weights[0] for layer in layers]
+            shape = operator.attrgetter("shape")
+            key = (tuple(map(id, weights)), tuple(map(torch.Tensor.data_ptr, weights)),
+                   tuple(map(shape, [layer.output for layer in layers])),
+                   tuple(map(shape, [layer.inputs[0] for layer in layers])))
+        else:  # a layer whose activity is read in blocks (an RNN's): its output is not a stored tensor
+            key = None
+        if key is not None and key == self._plan_key:
+            return self._plan_cache
+        plan = []
+        for group in _groups(layers):
+            weights = biases = None
+            if len(group) > 1:
+                weights = _stacked([layers[i].weights[0] for i in group], allow_copy=False)
+                if all(layers[i].bias is not None for i in group):
+                    biases = _stacked([layers[i].bias for i in group], allow_copy=False)
+            plan.append((group, weights, biases))
+        self._plan_key, self._plan_cache = key, plan
+        return plan
 
     # -- moving average and gate -------------------------------------------------
 
@@ -137,13 +168,15 @@ class SAL:
 
     # -- fused: a stack of equal layers at once -----------------------------------
 
-    def _group_step(self, index: list[int], layers: list[LayerActivity]) -> None:
+    def _group_step(self, index: list[int], layers: list[LayerActivity], stacked_weights: torch.Tensor | None,
+                    stacked_biases: torch.Tensor | None) -> None:
         cfg = self.settings
         weights = [layer.weights[0] for layer in layers]
-        w = _stacked(weights)
+        w = stacked_weights if stacked_weights is not None else _stacked(weights)
         xs = [layer.inputs[0] for layer in layers]
         os_ = [layer.output for layer in layers]
-        if all(x.data_ptr() == o.data_ptr() for x, o in zip(xs[1:], os_[:-1])):  # a chain: x_{l+1} is o_l
+        if (all(map(operator.is_, xs[1:], os_[:-1]))  # a chain: x_{l+1} is o_l (HookProbe hands the same tensor)
+                or all(x.data_ptr() == o.data_ptr() for x, o in zip(xs[1:], os_[:-1]))):
             chain = torch.stack([xs[0], *os_]) if xs[0].shape == os_[0].shape else None
         else:
             chain = None
@@ -153,23 +186,33 @@ class SAL:
         activation = layers[0].activation
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
         norm_sq = norm * norm
-        slope = derivative(o, activation)                         # (L, rows, neurons)
-        ratio = curvature_ratio(o, activation)
-        if cfg.objective == "linear":
-            ratio = ratio * (slope * norm[:, None, :])
-        mean_s = slope.mean(1) * norm
-        step = self._group_rate(index, mean_s)
-        radial = step / norm_sq.clamp_min(1e-30)
-        if cfg.objective == "linear":
-            radial = radial * mean_s
-        a = ratio * (step / rows)[:, None, :]
+        if activation in SQUASHING and cfg.objective == "log":
+            # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
+            # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
+            mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
+            step = self._group_rate(index, mean_s)
+            radial = step / norm_sq.clamp_min(1e-30)
+            a = o * (step * (-2.0 / rows))[:, None, :]
+            ratio_mean = None
+        else:
+            slope = derivative(o, activation)                     # (L, rows, neurons)
+            ratio = curvature_ratio(o, activation)
+            if cfg.objective == "linear":
+                ratio = ratio * (slope * norm[:, None, :])
+            mean_s = slope.mean(1) * norm
+            step = self._group_rate(index, mean_s)
+            radial = step / norm_sq.clamp_min(1e-30)
+            if cfg.objective == "linear":
+                radial = radial * mean_s
+            a = ratio * (step / rows)[:, None, :]
+            ratio_mean = ratio.mean(1)
         w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
         if w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
             torch._foreach_copy_(weights, list(w.unbind(0)))
         biases = [layer.bias for layer in layers]
         if all(b is not None for b in biases):
-            update = step * ratio.mean(1)
-            b = _stacked(biases, allow_copy=False)
+            update = step * ratio_mean if ratio_mean is not None else a.sum(1)  # Σ_rows a = step·mean(-2·o)
+            b = stacked_biases
             if b is not None:
                 b.add_(update)
             else:
@@ -180,17 +223,19 @@ class SAL:
         and `self.averages` holds its rows (views), so state_dict and users see per-layer tensors."""
         cfg = self.settings
         key = tuple(index)
-        stack = self._stacks.get(key)
+        stack, rows = self._stacks.get(key, (None, ()))
         if index[0] == len(self.averages):
             stack = mean_s.clone()
-            self._stacks[key] = stack
-            self.averages.extend(stack.unbind(0))
+            rows = stack.unbind(0)
+            self._stacks[key] = stack, rows
+            self.averages.extend(rows)
             return self._rate(stack)
-        if stack is None or any(self.averages[i]._base is not stack for i in index):  # loaded or replaced
-            stack = torch.stack([self.averages[i] for i in index])
-            self._stacks[key] = stack
-            for i, row in zip(index, stack.unbind(0)):
-                self.averages[i] = row
+        current = self.averages[index[0]:index[-1] + 1]  # a group is a run of consecutive layers
+        if stack is None or not all(map(operator.is_, current, rows)):  # loaded or replaced
+            stack = torch.stack(current)
+            rows = stack.unbind(0)
+            self._stacks[key] = stack, rows
+            self.averages[index[0]:index[-1] + 1] = rows
         stack.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
         return self._rate(stack)
 
@@ -209,10 +254,10 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
     previous = None
     for i, layer in enumerate(layers):
         w = layer.weights[0]
-        simple = (len(layer.weights) == 1 and not any(m is not None for m in layer.masks)
-                  and type(layer).chunks is LayerActivity.chunks)
-        key = (tuple(w.shape), tuple(layer.output.shape), tuple(layer.inputs[0].shape), layer.activation,
-               w.dtype, w.device, layer.bias is not None) if simple else None
+        simple = (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
+                  and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
+        key = (w.shape, layer.output.shape, layer.inputs[0].shape, layer.activation, w.dtype, w.device,
+               layer.bias is not None) if simple else None
         if key is not None and key == previous:
             groups[-1].append(i)
         else:
@@ -225,11 +270,16 @@ def _stacked(tensors: list[torch.Tensor], allow_copy: bool = True) -> torch.Tens
     """A (L, …) view of equal tensors that lie one after another in one storage,
     or (if allowed) a stacked copy."""
     first = tensors[0]
-    size = first.numel()
-    contiguous = first.is_contiguous() and all(
-        t.is_contiguous() and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
-        and t.storage_offset() == first.storage_offset() + k * size
-        for k, t in enumerate(tensors))
+    size, stride = first.numel(), first.stride()
+    spacing = size * first.element_size()
+    start = first.data_ptr()
+    # Addresses spaced by one tensor's bytes, inside the first one's storage: one block
+    # (two live storages never overlap), so the strided view below is exact.
+    contiguous = (first.is_contiguous()
+                  and first.untyped_storage().nbytes() - first.storage_offset() * first.element_size()
+                  >= spacing * len(tensors)
+                  and all(t.data_ptr() == start + k * spacing and t.stride() == stride
+                          for k, t in enumerate(tensors)))
     if contiguous:
-        return first.detach().as_strided((len(tensors), *first.shape), (size, *first.stride()))
+        return first.detach().as_strided((len(tensors), *first.shape), (size, *stride))
     return torch.stack([t.detach() for t in tensors]) if allow_copy else None

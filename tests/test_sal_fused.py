@@ -86,3 +86,34 @@ def test_state_dict_round_trip_keeps_group_averages():
         torch.testing.assert_close(a, b)
     model(x), other.step()
     assert all(torch.isfinite(a).all() for a in other.averages)
+
+
+class TanhThenScale(nn.Module):
+    """Not an nn.Sequential: the second Linear sees 2·tanh(...), not the Tanh's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.act1, self.second, self.act2, self.out = (nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4),
+                                                                    nn.Tanh(), nn.Linear(4, 1))
+
+    def forward(self, x):
+        return self.out(self.act2(self.second(2 * self.act1(self.first(x)))))
+
+
+def test_probe_reads_a_linear_input_from_the_tanh_before_it_only_in_a_sequential():
+    from salrun.activity import HookProbe
+
+    mlp = MLP(2, 1, MLPSettings(depth=4, width=5)).double()
+    probe = HookProbe(mlp)
+    assert len(probe._handles) == 1 + 4 + 1  # first input, each Tanh, the readout's output: no hook twice
+    mlp(torch.randn(3, 2, dtype=torch.float64))
+    layers = probe.layers()
+    assert all(b.inputs[0] is a.output for a, b in zip(layers, layers[1:]))
+
+    model = TanhThenScale().double()
+    probe = HookProbe(model)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    model(x)
+    first, second = probe.layers()
+    torch.testing.assert_close(second.inputs[0], 2 * first.output)
+    run_both(TanhThenScale, lambda g: torch.randn(5, 3, generator=g, dtype=torch.float64))
