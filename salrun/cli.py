@@ -72,7 +72,7 @@ def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
 def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool,
          resume: Optional[Path] = None) -> None:
     from salrun.jobs import EXIT_CODES, resumable_config, run_job, validate
-    from salrun.launch import compose
+    from salrun.launch import compose, quick_compose
     from salrun.results import RunFolderError
     from salrun.settings import ConfigError
 
@@ -90,6 +90,9 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
         out = out or _default_out(command)
         check_out_dir(out)
         try:
+            quick = quick_compose(command, overrides)
+            if quick is not None:
+                validate(command, quick)  # a bad value exits here, before Hydra is imported
             cfg = compose(command, overrides)
             validate(command, cfg)
         except ConfigError as err:

@@ -83,6 +83,174 @@ def compose(command: str, overrides: list[str]) -> dict:
     return {"experiment": choices.get("experiment"), **resolved}
 
 
+# -- a fast composition without Hydra, so that a bad value fails before Hydra is imported -------
+
+class _Unsupported(Exception):
+    """The config or an override uses something `quick_compose` leaves to Hydra."""
+
+
+_INT = re.compile(r"[+-]?(0|[1-9]\d*)")
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.I)
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./\-@%]*")  # a leading digit: Hydra's numbers (1_000) decide
+
+
+def _override_value(text: str):
+    """An override's value as Hydra's grammar reads the simple cases (else _Unsupported)."""
+    if text.lower() == "null":
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and not re.search(r"[\\'\"$]", text[1:-1]):
+        return text[1:-1]
+    if _PLAIN.fullmatch(text):
+        return text
+    raise _Unsupported(text)
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?\d[\d_]*(\.[\d_]*)?[eE][-+]?\d+")  # 1e-3: a float to OmegaConf, a str to PyYAML
+
+
+def _yaml_values(node):
+    """PyYAML's reading, turned into OmegaConf's: exponent floats without a dot are floats.
+    Interpolations, YAML 1.1 yes/no words and non-string keys are left to Hydra."""
+    if isinstance(node, dict):
+        if not all(isinstance(k, str) for k in node):
+            raise _Unsupported("a non-string key")
+        return {k: _yaml_values(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_yaml_values(v) for v in node]
+    if isinstance(node, str):
+        if "${" in node:
+            raise _Unsupported(node)
+        return float(node) if _EXPONENT_FLOAT.fullmatch(node) else node
+    return node
+
+
+def _load(path: Path) -> tuple[dict, str | None]:
+    """A YAML file as OmegaConf reads it, and its `# @package` header (None if absent)."""
+    import yaml
+
+    if not path.is_file():
+        raise _Unsupported(str(path))
+    text = path.read_text()
+    if re.search(r":\s*(yes|no|on|off|y|n)\s*(#.*)?$", text, re.M | re.I):
+        raise _Unsupported(f"{path}: a YAML 1.1 boolean word")
+    header = re.search(r"^#\s*@package\s+(\S+)", text, re.M)
+    data = _yaml_values(yaml.safe_load(text) or {})
+    if not isinstance(data, dict):
+        raise _Unsupported(str(path))
+    return data, header.group(1) if header else None
+
+
+def _merge(base: dict, other: dict) -> dict:
+    """OmegaConf.merge for plain dicts: nested dicts merge, anything else replaces."""
+    out = dict(base)
+    for key, value in other.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _group_option(root: Path, group: str, option: str) -> dict:
+    """A group option's content (its own defaults: only `/group/option@_here_` and `_self_`)."""
+    data, package = _load(root / group / f"{option}.yaml")
+    if package is not None:
+        raise _Unsupported(f"{group}/{option}: package {package}")
+    defaults = data.pop("defaults", [])
+    merged: dict = {}
+    if "_self_" not in defaults:
+        defaults = [*defaults, "_self_"]
+    for entry in defaults:
+        if entry == "_self_":
+            merged = _merge(merged, data)
+            continue
+        match = re.fullmatch(r"/(\w+)/(\w+)@_here_", entry) if isinstance(entry, str) else None
+        if match is None:
+            raise _Unsupported(f"{group}/{option}: default {entry!r}")
+        merged = _merge(merged, _group_option(root, *match.groups()))
+    return merged
+
+
+def quick_compose(command: str, overrides: list[str]) -> dict | None:
+    """The config that `compose` returns, built without Hydra or OmegaConf for the plain
+    cases (group=option and key=value overrides, salrun's own defaults lists); None where
+    only Hydra can tell. The CLI validates this first, so that a bad value exits 2 without
+    Hydra's import and compose (most of a bad command's wall time); a config that passes
+    is composed again by Hydra. tests/test_quick_compose.py checks that both agree."""
+    try:
+        return _quick_compose(command, with_default_experiment(command, overrides))
+    except Exception:  # _Unsupported, or anything unexpected: Hydra will say it properly
+        return None
+
+
+def _quick_compose(command: str, overrides: list[str]) -> dict:
+    root = Path(config_dir())
+    primary, _ = _load(root / "config.yaml")
+    defaults = primary.pop("defaults")
+    choices: dict[str, str | None] = {}
+    order: list[str] = []
+    for entry in defaults:
+        if entry == "_self_":
+            order.append("_self_")
+        elif isinstance(entry, dict) and len(entry) == 1:
+            (group, option), = entry.items()
+            if not re.fullmatch(r"\w+", group) or not (option is None or isinstance(option, str)):
+                raise _Unsupported(repr(entry))
+            choices[group] = option
+            order.append(group)
+        else:
+            raise _Unsupported(repr(entry))
+    values: list[tuple[str, object]] = []
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not re.fullmatch(r"\w+(\.\w+)*", key) or key.startswith("hydra"):
+            raise _Unsupported(override)  # +key, ~key, key@pkg, hydra.*, no value
+        if key in choices:
+            if not re.fullmatch(r"\w+", text) or not (root / key / f"{text}.yaml").is_file():
+                raise _Unsupported(override)  # Hydra names the choices
+            choices[key] = text
+        else:
+            values.append((key, _override_value(text)))
+    # Presets (`# @package _global_`) may override group choices; the command line wins.
+    cli_groups = {o.partition("=")[0] for o in overrides if o.partition("=")[0] in choices}
+    global_body: dict[str, dict] = {}
+    for group in order:
+        option = choices.get(group)
+        if group == "_self_" or option is None:
+            continue
+        data, package = _load(root / group / f"{option}.yaml")
+        if package != "_global_":
+            continue
+        for entry in data.pop("defaults", []):
+            target, choice = next(iter(entry.items())) if isinstance(entry, dict) and len(entry) == 1 else ("", None)
+            match = re.fullmatch(r"override /(\w+)", target)
+            if match is None or match.group(1) not in choices or order.index(match.group(1)) > order.index(group):
+                raise _Unsupported(f"{group}/{option}: default {entry!r}")
+            if match.group(1) not in cli_groups:
+                choices[match.group(1)] = choice
+        global_body[group] = data
+    cfg: dict = {}
+    for group in order:
+        if group == "_self_":
+            cfg = _merge(cfg, primary)
+        elif group in global_body:
+            cfg = _merge(cfg, global_body[group])
+        elif choices.get(group) is not None:
+            cfg = _merge(cfg, {group: _group_option(root, group, choices[group])})
+    for key, value in values:
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], (dict, list)):
+            raise _Unsupported(key)  # an unknown key (Hydra's message) or a whole node replaced
+        node[leaf] = value
+    return {"experiment": choices.get("experiment"), **cfg}
+
+
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The grid that Hydra's basic sweeper will run: one override list per job."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
