@@ -1,6 +1,6 @@
 """Tasks: data, loss, test metric, success criterion and chance level (SCIENCE.md §5).
 
-Feed-forward tasks (`spirals`, `digits`) hold a fixed train and test set.
+Feed-forward tasks (`spirals`, `clusters`, `digits`) hold a fixed train and test set.
 Sequence tasks draw fresh sequences each batch (the test set is fixed) and
 make the information cross `task.lag` recurrent steps:
 - `lag_sign`, `lag_analog`: the input of t = 0 is read from the state at t = lag;
@@ -92,6 +92,21 @@ def make_spirals(settings: TaskSettings) -> ClassificationTask:
     x_train, y_train = two_spirals(settings.train_size // 2, generator, noise=settings.noise)
     x_test, y_test = two_spirals(settings.test_size // 2, generator, noise=settings.noise)
     return ClassificationTask("spirals", x_train, y_train, x_test, y_test, 2, threshold=0.9)
+
+
+def two_clusters(n: int, generator: torch.Generator):
+    """n points per class from N(±(0.7, 0.7), 0.5²·I): linearly separable up to a
+    Bayes accuracy of about 0.976, so it asks depth to carry the input, not to shape it."""
+    label = torch.arange(2 * n) % 2
+    x = 0.5 * torch.randn(2 * n, 2, generator=generator) + 0.7 * (2 * label[:, None] - 1)
+    return x, label
+
+
+def make_clusters(settings: TaskSettings) -> ClassificationTask:
+    generator = torch.Generator().manual_seed(12345)
+    x_train, y_train = two_clusters(settings.train_size // 2, generator)
+    x_test, y_test = two_clusters(settings.test_size // 2, generator)
+    return ClassificationTask("clusters", x_train, y_train, x_test, y_test, 2, threshold=0.9)
 
 
 def make_digits(settings: TaskSettings) -> ClassificationTask:
@@ -247,6 +262,7 @@ class DelayedXORTask(SequenceTask):
 
 TASKS = {
     "spirals": make_spirals,
+    "clusters": make_clusters,
     "digits": make_digits,
     "lag_sign": lambda s: LagTask("lag_sign", s.lag, s.noise, s.test_size, analog=False),
     "lag_analog": lambda s: LagTask("lag_analog", s.lag, s.noise, s.test_size, analog=True),
