@@ -66,8 +66,7 @@ def _settings(command: str, cfg: dict) -> dict:
         if sequential != (model_name == "rnn"):
             raise ConfigError(f"task {settings['task'].name} needs model={'rnn' if sequential else 'mlp'}, "
                               f"got model={model_name}")
-    check_combination(command, model_name, settings["model"], method_name, settings["method"],
-                      settings["init_name"], settings["task"])
+    check_combination(command, model_name, settings["model"], method_name, settings["method"], settings["init_name"])
     return settings
 
 
@@ -85,7 +84,8 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     writer.write_config(cfg)
     summary = {
         "status": "running", "command": command, "experiment": cfg.get("experiment"),
-        "method": cfg["method"]["name"], "model": cfg["model"]["name"], "task": cfg["task"]["name"],
+        "method": cfg["method"]["name"], "init": (cfg.get("init") or {}).get("name", "random"),
+        "model": cfg["model"]["name"], "task": cfg["task"]["name"],
         "seed": cfg["seed"], "steps": 0,
     }
     body = train if command == "train" else lyapunov

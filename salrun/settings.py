@@ -319,9 +319,9 @@ def _prefixed(make, where: str) -> Any:
 
 
 def check_combination(command: str, model_name: str, model: Any, method_name: str, method: Any,
-                      init_name: str, task: TaskSettings) -> None:
+                      init_name: str) -> None:
     """What single settings cannot see: a method or init that does not fit the model,
-    the task or the command."""
+    the command or the other of the two."""
     if method_name in INIT_METHODS and init_name != "random":
         raise ConfigError(f"method={method_name} is itself an initialisation; use init={init_name} "
                           "with method none, sal, spectral or flossing")

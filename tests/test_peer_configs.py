@@ -152,12 +152,31 @@ def test_a_preset_tunes_flossing_in_a_sweep_with_other_methods():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [
-    TINY_FFN + ["method=sal", "init=lsuv"],
-    TINY_RNN + ["method=flossing", "method.pre_steps=2", "method.every=2", "method.burst=1", "method.k=3",
-                "task=delayed_xor"],
-])
-def test_train_cli_runs_the_peers(run_cli, tmp_path, args):
+def test_train_cli_runs_flossing_from_a_critical_init(run_cli, tmp_path):
+    args = TINY_RNN + ["method=flossing", "init=critical", "method.pre_steps=2", "method.every=2", "method.burst=1",
+                       "method.k=3", "task=delayed_xor"]
     result = run_cli("train", *args, "--out", str(tmp_path / "run"), "--quiet")
     assert result.returncode == 0, result.stderr
-    assert summary_of(tmp_path / "run")["status"] == "ok"
+    summary = summary_of(tmp_path / "run")
+    assert summary["status"] == "ok" and summary["method"] == "flossing" and summary["init"] == "critical"
+
+
+def _stop_at(step):
+    def progress(done, latest):
+        if done == step:
+            raise KeyboardInterrupt
+    return progress
+
+
+@pytest.mark.parametrize("overrides", [
+    TINY_RNN + ["method=flossing", "method.pre_steps=2", "method.every=2", "method.burst=1", "method.k=2"],
+    TINY_FFN + ["method=sal", "init=lsuv", "init.samples=32"],
+])
+def test_resumed_peer_run_matches_an_uninterrupted_one(tmp_path, overrides):
+    cfg = compose("train", overrides + ["train.steps=8", "train.log_every=1", "train.checkpoint_every=3"])
+    whole = run_job("train", cfg, tmp_path / "whole")
+    stopped = run_job("train", cfg, tmp_path / "run", _stop_at(5))
+    assert stopped["status"] == "interrupted"
+    resumed = run_job("train", cfg, tmp_path / "run", resume=True)
+    assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 5
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
