@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from salrun.lyapunov import max_lyapunov, mle_two_trajectory
+from single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def random_net(n, gain, inputs, seed):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from salrun.lyapunov import max_lyapunov, max_lyapunov_ensemble
+from single_thread import one_thread  # noqa: F401  (autouse)
 
 
 @pytest.mark.parametrize("inputs", [0, 3])

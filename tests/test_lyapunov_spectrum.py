@@ -6,15 +6,7 @@ import torch
 
 from salrun.lyapunov import (lyapunov_spectrum, lyapunov_spectrum_ensemble, max_lyapunov, max_lyapunov_ensemble,
                              mle_two_trajectory)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: a second thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def normal_matrix(moduli_real, moduli_complex, seed):
