@@ -65,6 +65,24 @@ def make_out_dir(out: Path) -> None:
         fail_usage(f"--out {out} cannot be created: {err.strerror or err}")
 
 
+def _quick_check(command: str, overrides: list[str]) -> None:
+    """Validate the Hydra-free composition of the plain cases; raises ConfigError only.
+    Anything else it meets is left to Hydra's compose, which runs next either way."""
+    from salrun.jobs import validate
+    from salrun.launch import quick_compose
+    from salrun.settings import ConfigError
+
+    quick = quick_compose(command, overrides)
+    if quick is None:
+        return
+    try:
+        validate(command, quick)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a shape the fast path did not foresee: Hydra decides
+        return
+
+
 def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
     raise KeyboardInterrupt
 
@@ -72,7 +90,7 @@ def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
 def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool,
          resume: Optional[Path] = None) -> None:
     from salrun.jobs import EXIT_CODES, resumable_config, run_job, validate
-    from salrun.launch import compose, quick_compose
+    from salrun.launch import compose
     from salrun.results import RunFolderError
     from salrun.settings import ConfigError
 
@@ -90,9 +108,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
         out = out or _default_out(command)
         check_out_dir(out)
         try:
-            quick = quick_compose(command, overrides)
-            if quick is not None:
-                validate(command, quick)  # a bad value exits here, before Hydra is imported
+            _quick_check(command, overrides)  # a bad value exits here, before Hydra is imported
             cfg = compose(command, overrides)
             validate(command, cfg)
         except ConfigError as err:
