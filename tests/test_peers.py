@@ -13,15 +13,9 @@ from salrun.models import ElmanRNN, MLP
 from salrun.settings import (CriticalSettings, FlossingSettings, InitSettings, LSUVSettings, MLPSettings,
                              OrthogonalSettings, RNNSettings, TaskSettings)
 from salrun.tasks import make_task
+from single_thread import one_thread  # noqa: F401  (autouse)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: threads only add overhead (and the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mlp(depth=4, width=16, inputs=2, scale=0.3):
