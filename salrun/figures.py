@@ -251,13 +251,93 @@ def success_rate(runs, metrics):
     return figure
 
 
+def _numeric(values) -> list[float] | None:
+    try:
+        numbers = sorted({float(v) for v in values})
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) >= 2 else None
+
+
+def success_against_setting(runs, metrics):
+    """Success rate against a swept numeric setting (depth, lag, …), one line per method and one
+    panel per value of the other swept settings (task, …); below, the mean final test metric.
+    The swept settings are `runs.attrs["keys"]` (set by `load_collection`); methods are spread a
+    little sideways so that equal rates stay visible."""
+    import numpy as np
+
+    trained = runs[runs["command"] == "train"]
+    keys = list(runs.attrs.get("keys", []))
+    numeric = [k for k in keys if _numeric(trained[k]) is not None] if len(trained) else []
+    if not numeric:
+        return None
+    x_key, others = numeric[0], [k for k in keys if k != numeric[0]]
+    xs = _numeric(trained[x_key])
+    panels = [tuple(p) for p in trained[others].drop_duplicates().itertuples(index=False)] if others else [()]
+    methods = list(trained["method"].unique())
+    colors = _colors(methods)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(4.8, 1.2 * len(xs) + 2) * len(panels), 8.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(2, len(panels), squeeze=False, sharex=True)
+    spread = np.linspace(-0.18, 0.18, len(methods)) if len(methods) > 1 else [0.0]
+    for column, panel in enumerate(panels):
+        rates_ax, final_ax = grid[0][column], grid[1][column]
+        subset = trained
+        for key, value in zip(others, panel):
+            subset = subset[subset[key] == value]
+        for offset, method in zip(spread, methods):
+            rows = subset[subset["method"] == method]
+            rates, finals, where = [], [], []
+            for i, x in enumerate(xs):
+                at = rows[rows[x_key].astype(float) == x]
+                if not len(at):
+                    continue
+                wins = at["success"].map(lambda v: v is True or str(v).lower() == "true")
+                done = at[at["status"] == "ok"]["final"].astype(float)
+                done = done[np.isfinite(done)]
+                where.append(i + offset)
+                rates.append(100 * wins.mean())
+                finals.append(done.mean() if len(done) else np.nan)
+            rates_ax.plot(where, rates, marker="o", color=colors[method], label=method)
+            final_ax.plot(where, finals, marker="o", color=colors[method], label=method)
+        chance = subset["chance"].astype(float).dropna()
+        if len(chance):
+            final_ax.axhline(chance.iloc[0], color="red", linestyle="--", linewidth=1.2, label="chance level")
+        metric_names = subset["metric"].dropna().unique()
+        metric = metric_names[0] if len(metric_names) == 1 else "test metric"
+        title = ", ".join(f"{k}={v}" for k, v in zip(others, panel))
+        rates_ax.set_title(title or "success rate", fontsize="medium")
+        rates_ax.set_ylim(-5, 105)
+        rates_ax.set_ylabel("success rate over seeds (%)")
+        final_ax.set_ylabel(f"mean final {METRIC_LABELS.get(metric, metric)}")
+        if metric in ("nmse", "test_loss") and (subset["final"].astype(float) > 0).all():
+            final_ax.set_yscale("log")
+        final_ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        final_ax.set_xlabel(x_key)
+        for ax in (rates_ax, final_ax):
+            ax.grid(alpha=0.3)
+    _legend(grid[0][0], loc="best")
+    _legend(grid[1][0], loc="best")
+    return figure
+
+
 FIGURES = {
     "learning_curves.png": learning_curves,
     "sensitivity_vs_mle.png": sensitivity_vs_mle,
     "gradient_profile.png": gradient_profile,
     "sensitivity_rms.png": sensitivity_rms,
     "success_rate.png": success_rate,
+    "success_against_setting.png": success_against_setting,
 }
+
+
+# Figures with a line or bar per group; past MAX_GROUPS groups they are unreadable, and a sweep
+# that large is summed up by success_against_setting and the table.
+MAX_GROUPS = 16
+PER_GROUP = {"learning_curves.png", "gradient_profile.png", "sensitivity_rms.png", "success_rate.png"}
 
 
 def make_figures(runs, metrics, directory: Path) -> list[Path]:
@@ -267,7 +347,10 @@ def make_figures(runs, metrics, directory: Path) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     made = []
+    crowded = runs["group"].nunique() > MAX_GROUPS
     for name, draw in FIGURES.items():
+        if crowded and name in PER_GROUP:
+            continue
         figure = draw(runs, metrics)
         if figure is None:
             continue

@@ -204,6 +204,7 @@ def load_collection(path: Path) -> Collection:
     metrics = pd.concat(frames, ignore_index=True) if frames else \
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
     metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
+    runs.attrs["keys"] = keys  # the swept settings, for salrun.figures
     return Collection(path, kind, runs, metrics, keys)
 
 
