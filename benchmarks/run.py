@@ -121,6 +121,75 @@ def sal_overhead(args) -> list[dict]:
     return rows
 
 
+# -- cost of SAL's peers per step (issue 5) -------------------------------------------------
+
+def peer_cost(args) -> list[dict]:
+    """An RNN at equal hidden size and lag: a BPTT training step (Adam), the same with SAL, and
+    one gradient-flossing step (top-k exponents by QR, Σλ², its backward, Adam). spectral,
+    orthogonal, critical and lsuv act once before training and cost nothing per step. The last
+    row prices a whole compare run: the preset's training steps plus the flossing schedule."""
+    import torch
+    import yaml
+
+    from salrun.flossing import flossing_loss, lyapunov_exponents
+    from salrun.models import ElmanRNN
+    from salrun.sal import SAL
+    from salrun.settings import RNNSettings
+
+    floss = yaml.safe_load((ROOT / "conf/method/flossing.yaml").read_text())
+    steps = yaml.safe_load((ROOT / "conf/experiment/paper_long_lag.yaml").read_text())["train"]["steps"]
+    floss_steps = floss["pre_steps"] + (steps // floss["every"]) * floss["burst"]
+    rows = []
+    for hidden, lag in ((32, 300), (64, 100)):
+        case = f"rnn hidden {hidden} lag {lag} batch 32"
+        if (args.case and args.case not in case) or (args.quick and rows):
+            continue
+        torch.manual_seed(0)
+        x, y = torch.randn(lag, 32, 1), torch.randn(32, 1)
+
+        def training(with_sal: bool):
+            model = ElmanRNN(1, 1, RNNSettings(hidden=hidden))
+            optimizer, sal = torch.optim.Adam(model.parameters(), lr=1e-4), SAL(model) if with_sal else None
+
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                optimizer.step()
+                if sal is not None:
+                    sal.step()
+            return step
+
+        def flossing(k: int, trajectories: int):
+            model = ElmanRNN(1, 1, RNNSettings(hidden=hidden))
+            optimizer, xs = torch.optim.Adam(model.parameters(), lr=1e-3), x[:, :trajectories]
+
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                flossing_loss(lyapunov_exponents(model, xs, k)).backward()
+                optimizer.step()
+            return step
+
+        k, trajectories = floss["k"], floss["trajectories"]
+        variants = {"bptt": training(False), "sal": training(True), "floss": flossing(k, trajectories),
+                    "floss_batch": flossing(k, 32), "floss_full": flossing(hidden, trajectories)}
+        times = alternate(variants, repeats=args.repeats, warmup=1)
+        rows.append(ratio_row("peer_cost", case, times, "bptt", "sal", "", "BPTT+SAL / BPTT, per training step"))
+        rows.append(ratio_row("peer_cost", case, times, "sal", "floss", "",
+                              f"one flossing step (k={k}, {trajectories} sequences, the preset's) / one BPTT+SAL step"))
+        rows.append(ratio_row("peer_cost", case, times, "sal", "floss_batch", "",
+                              f"one flossing step (k={k}, 32 sequences) / one BPTT+SAL step"))
+        rows.append(ratio_row("peer_cost", case, times, "sal", "floss_full", "",
+                              f"one flossing step (k={hidden}, the whole spectrum) / one BPTT+SAL step"))
+        times["run_sal"] = [steps * t for t in times["sal"]]  # per repeat, so the ratio is paired as above
+        times["run_floss"] = [steps * b + floss_steps * f for b, f in zip(times["bptt"], times["floss"])]
+        rows.append(ratio_row("peer_cost_run", case, times, "run_sal", "run_floss", "",
+                              f"a compare run with flossing ({steps} BPTT steps + {floss_steps} flossing steps) / "
+                              f"with SAL ({steps} BPTT+SAL steps)"))
+        for row in rows[-5:]:
+            _print_row(row)
+    return rows
+
+
 # -- peak memory of BPTT ----------------------------------------------------------------------
 
 def _vm_hwm_kib() -> int:
@@ -352,7 +421,7 @@ def sweep_bench(args) -> list[dict]:
 # -- driver -----------------------------------------------------------------------------------
 
 BENCHMARKS = {"sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
-              "sweep": sweep_bench}
+              "sweep": sweep_bench, "peers": peer_cost}
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
 
 

@@ -5,8 +5,10 @@
 # outputs/reproduction/ (OUT=... to move them); an interrupted reproduction
 # continues where it stopped (sweep --resume). Run from the project root:
 #
-#   bash docs/reproduce.sh            # everything
+#   bash docs/reproduce.sh            # the paper's claims (docs/REPRODUCTION.md)
 #   bash docs/reproduce.sh chaos      # one part: chaos | ffn | lag
+#   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
+#                                               # tables and figures into docs/comparison/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/reproduction}
@@ -61,6 +63,32 @@ lag() {  # claims 3 and 4 on an RNN at lag 300
     sweep "$task" experiment=paper_long_lag task=$task method=sal,none,spectral \
       ++method.rho="$(best_rho lag_rho $task)" $SEEDS
   done
+}
+
+# SAL against its peers (docs/COMPARISON.md): the same presets, budgets and seeds for every
+# method; spectral at the ρ that was best at the largest depth / lag in the parts above.
+cmp_depth() {
+  local DOCS=docs/comparison
+  mkdir -p "$DOCS"
+  sweep cmp_depth experiment=paper_deep_ffn method=none,sal,spectral,orthogonal,critical,lsuv \
+    ++method.rho=1.0 model.depth=300,100,50 $SEEDS
+}
+
+cmp_lag() {
+  local DOCS=docs/comparison
+  mkdir -p "$DOCS"
+  sweep cmp_lag experiment=paper_long_lag task.lag=300,200,100,50 task=lag_sign,adding \
+    method=none,sal,spectral,orthogonal,critical,flossing ++method.rho=1.1 $SEEDS
+}
+
+# On top of a good init, at the largest lag and depth: does SAL still add to orthogonal (or
+# LSUV) weights, and flossing started from orthogonal weights instead of the small ones.
+cmp_init() {
+  local DOCS=docs/comparison
+  mkdir -p "$DOCS"
+  sweep cmp_init_lag experiment=paper_long_lag task.lag=300 task=lag_sign,adding method=sal,flossing \
+    init=orthogonal $SEEDS
+  sweep cmp_init_depth experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal,lsuv $SEEDS
 }
 
 for part in ${@:-chaos ffn lag}; do

@@ -124,7 +124,7 @@ def test_copy_memory_model_reloads_with_its_readout_steps(tmp_path):
 @pytest.mark.slow
 def test_long_lag_tasks_sweep_with_flossing(run_cli, tmp_path):
     out = tmp_path / "sweep"
-    result = run_cli("sweep", "experiment=compare_lag", "method=flossing", "task=adding,copy_memory,delayed_xor",
+    result = run_cli("sweep", "experiment=paper_long_lag", "method=flossing", "task=adding,copy_memory,delayed_xor",
                      "task.lag=12", "model.hidden=8", "task.test_size=20", "train.steps=4", "train.log_every=2",
                      "method.pre_steps=2", "method.every=2", "method.burst=1", "method.k=2", "threads=1",
                      "--out", str(out), "--quiet")
@@ -138,7 +138,7 @@ def test_long_lag_tasks_sweep_with_flossing(run_cli, tmp_path):
 @pytest.mark.slow
 def test_init_methods_sweep_in_depth(run_cli, tmp_path):
     out = tmp_path / "sweep"
-    result = run_cli("sweep", "experiment=compare_depth", "method=orthogonal,critical,lsuv", "model.depth=4",
+    result = run_cli("sweep", "experiment=paper_deep_ffn", "method=orthogonal,critical,lsuv", "model.depth=4",
                      "model.width=8", "train.steps=4", "train.log_every=2", "threads=1", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out / "sweep.csv")
@@ -148,7 +148,7 @@ def test_init_methods_sweep_in_depth(run_cli, tmp_path):
 def test_a_preset_tunes_flossing_in_a_sweep_with_other_methods():
     # Keys of another method: `++` adds them where the chosen method lacks them, and they are ignored there.
     for method in ("sal", "flossing"):
-        validate("train", compose("train", ["experiment=compare_lag", f"method={method}", "++method.k=3"]))
+        validate("train", compose("train", ["experiment=paper_long_lag", f"method={method}", "++method.k=3"]))
 
 
 @pytest.mark.slow
