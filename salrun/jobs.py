@@ -355,6 +355,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     import torch
 
     from salrun.activity import probe_for
+    from salrun.inits import apply_init
     from salrun.lyapunov import lyapunov_spectrum, max_lyapunov
     from salrun.methods import make_method
     from salrun.runtime import prepare, resolve_device
@@ -363,6 +364,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     device = resolve_device(cfg["device"])
     study = settings["lyapunov"]
     model = build_model("rnn", settings["model"], study.input_size, 1, generator).to(device)
+    apply_init(settings["init_name"], model, settings["init"])  # orthogonal or critical: no data needed
     probe = probe_for(model)
     method = make_method(cfg["method"]["name"], settings["method"])
     method.on_init(model, probe)

@@ -326,10 +326,8 @@ def check_combination(command: str, model_name: str, model: Any, method_name: st
         raise ConfigError(f"method={method_name} is itself an initialisation; use init={init_name} "
                           "with method none, sal, spectral or flossing")
     if command == "lyapunov":
-        if init_name != "random":
-            raise ConfigError(f"init={init_name} applies to salrun train; for lyapunov use "
-                              f"method={init_name}" + (" (not lsuv: it needs a task's data)"
-                                                       if init_name == "lsuv" else ""))
+        if init_name == "lsuv":
+            raise ConfigError("init=lsuv needs a task's data and runs with salrun train, not lyapunov")
         if method_name in ("lsuv", "flossing"):
             raise ConfigError(f"method={method_name} needs a task's data and runs with salrun train, "
                               "not lyapunov")

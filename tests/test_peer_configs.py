@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_FFN, TINY_RNN, summary_of
+from conftest import TINY_CHAOS, TINY_FFN, TINY_RNN, summary_of
 from salrun.jobs import load_model, run_job, validate
 from salrun.launch import compose
 from salrun.settings import ConfigError
@@ -54,7 +54,7 @@ def test_bad_settings_are_config_errors(overrides, words):
 
 
 @pytest.mark.parametrize("command,overrides,word", [
-    ("lyapunov", ["init=orthogonal"], "method=orthogonal"),
+    ("lyapunov", ["init=lsuv"], "train"),
     ("lyapunov", ["method=flossing"], "train"),
     ("lyapunov", ["method=lsuv"], "train"),
 ])
@@ -70,6 +70,21 @@ def test_good_combinations_validate():
                       RNN + ["method=sal", "init=orthogonal", "task=delayed_xor", "task.lag=2"]):
         validate("train", compose("train", overrides))
     validate("lyapunov", compose("lyapunov", ["method=critical"]))
+    validate("lyapunov", compose("lyapunov", ["method=sal", "init=orthogonal"]))
+
+
+@pytest.mark.slow
+def test_lyapunov_starts_sal_from_an_orthogonal_init(run_cli, tmp_path):
+    # An orthogonal W_hh with gain 2 has every eigenvalue of modulus 2: the study starts there
+    # (spectral radius measured before the first SAL update), and SAL then lowers it.
+    def radius(*args):
+        result = run_cli("lyapunov", *TINY_CHAOS, *args, "--out", str(tmp_path / str(len(args))), "-q")
+        assert result.returncode == 0, result.stderr
+        metrics = pd.read_csv(tmp_path / str(len(args)) / "metrics.csv")
+        return metrics[metrics.metric == "spectral_radius"].sort_values("step").value.to_numpy()
+    orthogonal, plain = radius("init=orthogonal", "init.gain=2.0"), radius()
+    assert abs(orthogonal[0] - 2.0) < 1e-5 and abs(plain[0] - 2.0) > 0.05
+    assert orthogonal[-1] < orthogonal[0]
 
 
 def test_a_config_without_init_is_the_random_init():
