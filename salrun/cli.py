@@ -168,7 +168,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
     from salrun.jobs import validate
-    from salrun.launch import LAUNCHERS, compose, run_sweep, sweep_jobs
+    from salrun.launch import LAUNCHERS, compose, quick_compose, run_sweep, sweep_jobs
     from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
     from salrun.settings import ConfigError
 
@@ -199,8 +199,9 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         check_out_dir(out, "sweep")
     try:
         jobs = sweep_jobs(overrides)
-        for job in jobs:  # every grid point must be valid before anything runs
-            validate(command, compose(command, [o for o in job if not o.startswith("hydra")]))
+        for job in jobs:  # every grid point must be valid before anything runs; Hydra's compose
+            job = [o for o in job if not o.startswith("hydra")]  # (0.25 s) only where the quick one cannot tell
+            validate(command, quick_compose(command, job) or compose(command, job))
     except ConfigError as err:
         fail_usage(str(err))
     make_out_dir(out)

@@ -203,17 +203,19 @@ def _quick_compose(command: str, overrides: list[str]) -> dict:
             order.append(group)
         else:
             raise _Unsupported(repr(entry))
-    values: list[tuple[str, object]] = []
+    values: list[tuple[str, object, bool]] = []
     for override in overrides:
         key, sep, text = override.partition("=")
-        if not sep or not re.fullmatch(r"\w+(\.\w+)*", key) or key.startswith("hydra"):
-            raise _Unsupported(override)  # +key, ~key, key@pkg, hydra.*, no value
+        add = key.startswith("++")  # add or override a key (a sweep's keys of only some methods)
+        key = key[2:] if add else key
+        if not sep or not re.fullmatch(r"\w+(\.\w+)*", key) or key.startswith("hydra") or (add and key in choices):
+            raise _Unsupported(override)  # +key, ~key, key@pkg, hydra.*, no value, ++group
         if key in choices:
             if not re.fullmatch(r"\w+", text) or not (root / key / f"{text}.yaml").is_file():
                 raise _Unsupported(override)  # Hydra names the choices
             choices[key] = text
         else:
-            values.append((key, _override_value(text)))
+            values.append((key, _override_value(text), add))
     # Presets (`# @package _global_`) may override group choices; the command line wins.
     cli_groups = {o.partition("=")[0] for o in overrides if o.partition("=")[0] in choices}
     global_body: dict[str, dict] = {}
@@ -240,12 +242,12 @@ def _quick_compose(command: str, overrides: list[str]) -> dict:
             cfg = _merge(cfg, global_body[group])
         elif choices.get(group) is not None:
             cfg = _merge(cfg, {group: _group_option(root, group, choices[group])})
-    for key, value in values:
+    for key, value, add in values:
         *path, leaf = key.split(".")
         node = cfg
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], (dict, list)):
+        if not isinstance(node, dict) or (leaf not in node and not add) or isinstance(node.get(leaf), (dict, list)):
             raise _Unsupported(key)  # an unknown key (Hydra's message) or a whole node replaced
         node[leaf] = value
     return {"experiment": choices.get("experiment"), **cfg}

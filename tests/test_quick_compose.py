@@ -35,6 +35,16 @@ def test_every_group_option_composes_as_hydra_does(group, option):
     agree("train", ["experiment=long_lag", f"{group}={option}"])  # the command line beats the preset
 
 
+@pytest.mark.parametrize("overrides", [
+    ["method=sal", "++method.rho=1.1"],                      # added where the method lacks the key
+    ["method=spectral", "++method.rho=1.1"],                 # overridden where it has it
+    ["experiment=paper_long_lag", "method=flossing", "++method.rho=1.1", "++method.k=8", "task.lag=50"],
+    ["++seed=4", "++model.depth=7"],
+])
+def test_add_or_override_keys_compose_as_hydra_does(overrides):
+    agree("train", overrides)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["model.depth=0"], "model.depth must be >= 1, got 0"),
     (["experiment=chaos", "lyapunov.k=500"], None),
@@ -53,7 +63,8 @@ def test_bad_values_give_hydras_message(overrides, message):
 
 
 @pytest.mark.parametrize("overrides", [["+extra=1"], ["model.nope=1"], ["model=nope"], ["seed=1,2"], ["~seed"],
-                                       ["optim.lr=[1,2]"], ["hydra.job.name=x"], ["train.steps=1_000"]])
+                                       ["optim.lr=[1,2]"], ["hydra.job.name=x"], ["train.steps=1_000"],
+                                       ["++method=sal"], ["++model=3"], ["++hydra.job.name=x"]])
 def test_what_only_hydra_can_tell_is_left_to_hydra(overrides):
     assert quick_compose("train", overrides) is None
 
