@@ -178,7 +178,8 @@ def load_collection(path: Path) -> Collection:
             else:  # the job never wrote its summary: the sweep table says what happened
                 summary = {k: record.get(k) or settings[index].get(k) for k in ("method", "seed", "command")}
                 summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
-            summary["status"] = record["status"] or summary.get("status", "failed")
+            # The job writes its own summary last: it is newer than a sweep table still being written.
+            summary["status"] = summary.get("status") or record["status"] or "failed"
             metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
             row = _run_row(summary, metrics)
             row.update({k: settings[index].get(k, "") for k in keys})

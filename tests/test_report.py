@@ -197,3 +197,16 @@ def test_missing_path_argument_exits_2_with_one_line():
     result = salrun("report")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["salrun: error: report needs PATH, a run folder or a sweep folder"]
+
+
+def test_a_jobs_own_summary_beats_a_stale_sweep_table(sweep_copy):
+    # A sweep still running (or killed) holds the table of its start; its jobs' summaries are newer.
+    table = pd.read_csv(sweep_copy / "sweep.csv")
+    table["status"] = "interrupted"
+    table.to_csv(sweep_copy / "sweep.csv", index=False)
+    statuses = {summary_of(sweep_copy / str(i))["status"] for i in range(len(table))}
+    report = csv_table(sweep_copy)
+    assert statuses == {"ok"} and (report.ok == report.runs).all()
+    (sweep_copy / "0" / "summary.json").unlink()  # a job with no summary: the table's word stands
+    report = csv_table(sweep_copy)
+    assert report.ok.sum() == len(table) - 1
