@@ -73,6 +73,7 @@ class Collection:
 
     def __init__(self, path: Path, kind: str, runs, metrics, keys: list[str]):
         self.path, self.kind, self.runs, self.metrics, self.keys = path, kind, runs, metrics, keys
+        self.pending = 0  # jobs of a sweep still running that have written no summary yet
 
 
 def _parse_overrides(text) -> dict[str, str]:
@@ -158,12 +159,16 @@ def load_collection(path: Path) -> Collection:
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a folder (give a run folder or a sweep folder)")
     rows, frames, keys = [], [], []
-    if (path / "sweep.csv").is_file():
+    pending = 0
+    if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
         kind = "sweep"
         try:
-            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
+            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False) \
+                if (path / "sweep.csv").is_file() else _running_sweep_table(path)
         except (OSError, ValueError) as err:
             raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
+        if not (path / "sweep.csv").is_file():
+            pending = int(table.attrs["pending"])
         if "status" not in table.columns or not len(table):
             raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
         settings = [_parse_overrides(text) for text in table.get("overrides", [""] * len(table))]
@@ -206,7 +211,31 @@ def load_collection(path: Path) -> Collection:
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
     metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
     runs.attrs["keys"] = keys  # the swept settings, for salrun.figures
-    return Collection(path, kind, runs, metrics, keys)
+    collection = Collection(path, kind, runs, metrics, keys)
+    collection.pending = pending
+    return collection
+
+
+def _running_sweep_table(path: Path):
+    """The table of a sweep that has not written sweep.csv yet (still running, or killed): its
+    grid from sweep.yaml, the jobs that wrote a summary; attrs["pending"] counts the others."""
+    import pandas as pd
+
+    from salrun.launch import sweep_jobs
+    from salrun.results import RunFolderError, read_sweep_plan
+    from salrun.settings import ConfigError
+
+    try:
+        jobs = sweep_jobs(read_sweep_plan(path)["overrides"])
+    except ConfigError as err:
+        raise RunFolderError(f"{path / 'sweep.yaml'}: {err}") from None
+    done = [i for i in range(len(jobs)) if (path / str(i) / "summary.json").is_file()]
+    if not done:
+        raise RunFolderError(f"{path}: no job of this sweep has finished yet ({len(jobs)} planned)")
+    table = pd.DataFrame([{"overrides": " ".join(o for o in jobs[i] if not o.startswith("hydra.")),
+                           "status": "", "output": str(path / str(i))} for i in done], dtype=str)
+    table.attrs["pending"] = len(jobs) - len(done)
+    return table
 
 
 def _finite(values):
@@ -362,6 +391,9 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
         raise RunFolderError(f"--figures {directory} is a file")
     table = summary_table(collection)
     err = Console(stderr=True)
+    if collection.pending:
+        err.print(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
+                  "and are left out", highlight=False, soft_wrap=True)
     text = format_table(table, fmt) if fmt is not None else None
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:

@@ -210,3 +210,18 @@ def test_a_jobs_own_summary_beats_a_stale_sweep_table(sweep_copy):
     (sweep_copy / "0" / "summary.json").unlink()  # a job with no summary: the table's word stands
     report = csv_table(sweep_copy)
     assert report.ok.sum() == len(table) - 1
+
+
+def test_a_sweep_without_its_table_yet_reports_the_jobs_that_finished(sweep_copy):
+    # sweep.csv is written when the sweep ends; until then sweep.yaml holds the grid.
+    (sweep_copy / "sweep.csv").unlink()
+    (sweep_copy / "0" / "summary.json").unlink()  # a job still running
+    result = salrun("report", str(sweep_copy), "--format", "csv", "--no-figures")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout)).set_index("method")
+    assert table.runs.sum() == 3 and (table.ok == table.runs).all()
+    assert "1 more job(s) have no summary" in result.stderr
+    for i in (1, 2, 3):
+        (sweep_copy / str(i) / "summary.json").unlink()
+    result = salrun("report", str(sweep_copy), "--no-figures")
+    assert result.returncode == 2 and "no job of this sweep has finished yet (4 planned)" in result.stderr
