@@ -89,6 +89,10 @@ cmp_init() {
   sweep cmp_init_lag experiment=paper_long_lag task.lag=300 task=lag_sign,adding method=sal,flossing \
     init=orthogonal $SEEDS
   sweep cmp_init_depth experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal,lsuv $SEEDS
+  # The preset's target 1.06 is for random weights (their log gain lies below ln s); orthogonal
+  # weights have no such spread, so at 1.06 every layer gains 6%: the same at target 1.
+  sweep cmp_init_depth_target1 experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal \
+    method.target=1.0 $SEEDS
 }
 
 for part in ${@:-chaos ffn lag}; do
