@@ -218,7 +218,7 @@ def success_rate(runs, metrics):
     names = [g.replace(", ", "\n") for g in groups]
     for i, group in enumerate(groups):
         members = trained[trained["group"] == group]
-        wins = int(members["success"].map(lambda v: v is True or str(v).lower() == "true").sum())
+        wins = int(members["success"].sum())
         rate = wins / len(members)
         rates.bar(i, 100 * rate, color=colors[group], width=0.7)
         rates.annotate(f"{wins}/{len(members)}", (i, 100 * rate), ha="center", va="bottom", fontsize="small",
@@ -295,7 +295,7 @@ def success_against_setting(runs, metrics):
                 at = rows[rows[x_key].astype(float) == x]
                 if not len(at):
                     continue
-                wins = at["success"].map(lambda v: v is True or str(v).lower() == "true")
+                wins = at["success"]
                 done = at[at["status"] == "ok"]["final"].astype(float)
                 done = done[np.isfinite(done)]
                 where.append(i + offset)

@@ -59,7 +59,7 @@ def print_sweep(rows: list[dict], out: Path) -> None:
 #
 # Loading gives two pandas frames that the table and salrun.figures share:
 #   runs     one row per run: run, group, method, the swept settings, command, model, status,
-#            success, metric (the task's test metric; `mle` for the chaos study), final, chance,
+#            success (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
 #            wall_seconds, log_sensitivity, max_gap
 #   metrics  metrics.csv of every run, long format, with run and group columns added
 # pandas is imported inside the functions so that `salrun --help` stays fast.
@@ -204,6 +204,9 @@ def load_collection(path: Path) -> Collection:
     runs = pd.DataFrame(rows)
     runs.insert(0, "run", range(len(runs)))
     runs["method"] = runs["method"].fillna("?").astype(str)
+    # True or False for every run (a summary says true/false/null, a sweep table "True"/""):
+    # a run that failed, diverged or never finished is not a success.
+    runs["success"] = runs["success"].map(lambda v: v is True or str(v).lower() == "true").astype(bool)
     known = runs["command"].dropna()  # a job that wrote no summary ran the sweep's command
     runs["command"] = runs["command"].fillna(known.mode().iloc[0] if len(known) else "train")
     runs["group"] = [", ".join([r["method"], *(f"{k}={r[k]}" for k in keys)]) for r in runs.to_dict("records")]
@@ -260,7 +263,7 @@ def summary_table(collection: Collection):
         row["runs"] = len(runs)
         row["ok"] = int((runs["status"] == "ok").sum())
         trained = runs["command"] != "lyapunov"
-        successes = runs["success"].map(lambda v: v is True or str(v).lower() == "true")
+        successes = runs["success"]
         row["successes"] = int(successes.sum()) if trained.any() else None
         row["success_rate"] = float(successes.mean()) if trained.any() else None
         done = runs[runs["status"] == "ok"]
