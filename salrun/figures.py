@@ -21,12 +21,18 @@ METRIC_LABELS = {
 }
 
 
-def _figure(columns: int = 1, width: float = 6.4, height: float = 4.4, sharey: bool = False):
+def _canvas(width: float, height: float):
+    """A figure on matplotlib's Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width * columns, height), layout="constrained")
+    figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _figure(columns: int = 1, width: float = 6.4, height: float = 4.4, sharey: bool = False):
+    figure = _canvas(width * columns, height)
     axes = [figure.add_subplot(1, columns, 1)]
     axes += [figure.add_subplot(1, columns, i + 1, sharey=axes[0] if sharey else None) for i in range(1, columns)]
     return figure, axes
@@ -268,19 +274,15 @@ def success_against_setting(runs, metrics):
 
     trained = runs[runs["command"] == "train"]
     keys = list(runs.attrs.get("keys", []))
-    numeric = [k for k in keys if _numeric(trained[k]) is not None] if len(trained) else []
-    if not numeric:
+    numeric = {k: _numeric(trained[k]) for k in keys} if len(trained) else {}
+    x_key = next((k for k, xs in numeric.items() if xs is not None), None)
+    if x_key is None:
         return None
-    x_key, others = numeric[0], [k for k in keys if k != numeric[0]]
-    xs = _numeric(trained[x_key])
+    xs, others = numeric[x_key], [k for k in keys if k != x_key]
     panels = [tuple(p) for p in trained[others].drop_duplicates().itertuples(index=False)] if others else [()]
     methods = list(trained["method"].unique())
     colors = _colors(methods)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(max(4.8, 1.2 * len(xs) + 2) * len(panels), 8.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _canvas(max(4.8, 1.2 * len(xs) + 2) * len(panels), 8.0)
     grid = figure.subplots(2, len(panels), squeeze=False, sharex=True)
     spread = np.linspace(-0.18, 0.18, len(methods)) if len(methods) > 1 else [0.0]
     for column, panel in enumerate(panels):

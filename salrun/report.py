@@ -162,13 +162,13 @@ def load_collection(path: Path) -> Collection:
     pending = 0
     if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
         kind = "sweep"
-        try:
-            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False) \
-                if (path / "sweep.csv").is_file() else _running_sweep_table(path)
-        except (OSError, ValueError) as err:
-            raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
-        if not (path / "sweep.csv").is_file():
-            pending = int(table.attrs["pending"])
+        if (path / "sweep.csv").is_file():
+            try:
+                table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
+            except (OSError, ValueError) as err:
+                raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
+        else:
+            table, pending = _running_sweep_table(path)
         if "status" not in table.columns or not len(table):
             raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
         settings = [_parse_overrides(text) for text in table.get("overrides", [""] * len(table))]
@@ -221,7 +221,7 @@ def load_collection(path: Path) -> Collection:
 
 def _running_sweep_table(path: Path):
     """The table of a sweep that has not written sweep.csv yet (still running, or killed): its
-    grid from sweep.yaml, the jobs that wrote a summary; attrs["pending"] counts the others."""
+    grid from sweep.yaml and the jobs that wrote a summary; and how many have not."""
     import pandas as pd
 
     from salrun.launch import sweep_jobs
@@ -237,8 +237,7 @@ def _running_sweep_table(path: Path):
         raise RunFolderError(f"{path}: no job of this sweep has finished yet ({len(jobs)} planned)")
     table = pd.DataFrame([{"overrides": " ".join(o for o in jobs[i] if not o.startswith("hydra.")),
                            "status": "", "output": str(path / str(i))} for i in done], dtype=str)
-    table.attrs["pending"] = len(jobs) - len(done)
-    return table
+    return table, len(jobs) - len(done)
 
 
 def _finite(values):
