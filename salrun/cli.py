@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
+from salrun.settings import ConfigError, job_settings
 
 app = typer.Typer(
     help="Sensitivity Adjustment Learning (SAL): train, study chaos, sweep.\n\n"
@@ -40,8 +44,6 @@ def check_out_dir(out: Path, what: str = "run") -> None:
 
 
 def _check_out_dir(out: Path, what: str) -> None:
-    import tempfile
-
     if out.exists() and not out.is_dir():
         fail_usage(f"--out {out} exists and is a file")
     markers = ("summary.json",) if what == "run" else ("sweep.csv", "sweep.yaml")
@@ -65,62 +67,33 @@ def make_out_dir(out: Path) -> None:
         fail_usage(f"--out {out} cannot be created: {err.strerror or err}")
 
 
-def _quick_check(command: str, overrides: list[str]) -> None:
-    """Validate the Hydra-free composition of the plain cases; raises ConfigError only.
-    Anything else it meets is left to Hydra's compose, which runs next either way."""
-    from salrun.jobs import validate
-    from salrun.launch import quick_compose
-    from salrun.settings import ConfigError
-
-    quick = quick_compose(command, overrides)
-    if quick is None:
-        return
-    try:
-        validate(command, quick)
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 - a shape the fast path did not foresee: Hydra decides
-        return
-
-
 def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
     raise KeyboardInterrupt
 
 
 def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool,
          resume: Optional[Path] = None) -> None:
-    from salrun.jobs import EXIT_CODES, resumable_config, run_job, validate
-    from salrun.launch import compose
-    from salrun.results import RunFolderError
-    from salrun.settings import ConfigError
-
     if resume is not None:
-        if overrides:
-            fail_usage("--resume takes no overrides: the run folder's config.yaml is the config")
-        if out is not None:
-            fail_usage("--resume continues the run in its own folder; drop --out")
-        try:
-            cfg = resumable_config(resume)
-        except RunFolderError as err:
-            fail_usage(str(err))
-        out = resume
+        cfg, out = _resumed(resume, overrides, out)
     else:
+        from salrun.launch import compose  # Hydra: not for --help
+
         out = out or _default_out(command)
         check_out_dir(out)
         try:
-            _quick_check(command, overrides)  # a bad value exits here, before Hydra is imported
             cfg = compose(command, overrides)
-            validate(command, cfg)
+            job_settings(command, cfg)  # a bad value exits here, before torch is imported
         except ConfigError as err:
             fail_usage(str(err))
         make_out_dir(out)
+    from salrun.console import print_summary, progress_bar  # rich and torch: once the input is checked
+    from salrun.jobs import EXIT_CODES, run_job
+
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     show_progress = not quiet and sys.stderr.isatty()
     total = cfg["train"]["steps"] if command == "train" else cfg["lyapunov"]["sal_steps"]
     try:
         if show_progress:
-            from salrun.report import progress_bar
-
             with progress_bar(f"{command} {cfg['experiment'] or ''}", total) as update:
                 summary = run_job(command, cfg, out, update, resume=resume is not None)
         else:
@@ -130,10 +103,21 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
     if as_json:
         typer.echo((out / "summary.json").read_text(), nl=False)
     elif not quiet:
-        from salrun.report import print_summary
-
         print_summary(summary, out)
     raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+def _resumed(folder: Path, overrides: list[str], out: Optional[Path]) -> tuple[dict, Path]:
+    from salrun.jobs import resumable_config  # torch: a checkpoint is read
+
+    if overrides:
+        fail_usage("--resume takes no overrides: the run folder's config.yaml is the config")
+    if out is not None:
+        fail_usage("--resume continues the run in its own folder; drop --out")
+    try:
+        return resumable_config(folder), folder
+    except RunFolderError as err:
+        fail_usage(str(err))
 
 
 @app.command()
@@ -167,28 +151,11 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
           quiet: bool = QuietOpt) -> None:
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
-    from salrun.jobs import validate
-    from salrun.launch import LAUNCHERS, compose, quick_compose, run_sweep, sweep_jobs
-    from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
-    from salrun.settings import ConfigError
+    from salrun.launch import LAUNCHERS, compose_grid, sweep_jobs  # Hydra: not for --help
 
     overrides = overrides or []
     if resume:
-        if out is None:
-            fail_usage("--resume needs --out SWEEP_DIR, the folder of the sweep to continue")
-        out = out.resolve()
-        try:
-            plan = read_sweep_plan(out)
-        except RunFolderError as err:
-            fail_usage(str(err))
-        grid = [o for o in overrides if not o.startswith("hydra.")]
-        if overrides and grid != [o for o in plan["overrides"] if not o.startswith("hydra.")]:
-            fail_usage(f"--resume reruns the recorded grid ({' '.join(plan['overrides'])}); give the same "
-                       "overrides (hydra.* may change) or none")
-        if command not in (None, plan["command"]):
-            fail_usage(f"--resume: the sweep in {out} ran --command {plan['command']}, not {command}")
-        overrides = overrides or plan["overrides"]
-        command, launcher = plan["command"], launcher or plan["launcher"]
+        out, overrides, command, launcher = _resumed_sweep(out, overrides, command, launcher)
     command, launcher = command or "train", launcher or "basic"
     if command not in ("train", "lyapunov"):
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
@@ -199,9 +166,9 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         check_out_dir(out, "sweep")
     try:
         jobs = sweep_jobs(overrides)
-        for job in jobs:  # every grid point must be valid before anything runs; Hydra's compose
-            job = [o for o in job if not o.startswith("hydra")]  # (0.25 s) only where the quick one cannot tell
-            validate(command, quick_compose(command, job) or compose(command, job))
+        # Every grid point must be valid before anything runs.
+        for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs]):
+            job_settings(command, cfg)
     except ConfigError as err:
         fail_usage(str(err))
     make_out_dir(out)
@@ -209,6 +176,34 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     if not quiet:
         again = " (resumed: completed jobs are skipped)" if resume else ""
         typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
+    _run_sweep(command, overrides, launcher, out, jobs, quiet)
+
+
+def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[str],
+                   launcher: Optional[str]) -> tuple[Path, list[str], str, str]:
+    """The recorded sweep in --out: its folder, grid, command and launcher (which may change)."""
+    if out is None:
+        fail_usage("--resume needs --out SWEEP_DIR, the folder of the sweep to continue")
+    out = out.resolve()
+    try:
+        plan = read_sweep_plan(out)
+    except RunFolderError as err:
+        fail_usage(str(err))
+    grid = [o for o in overrides if not o.startswith("hydra.")]
+    if overrides and grid != [o for o in plan["overrides"] if not o.startswith("hydra.")]:
+        fail_usage(f"--resume reruns the recorded grid ({' '.join(plan['overrides'])}); give the same "
+                   "overrides (hydra.* may change) or none")
+    if command not in (None, plan["command"]):
+        fail_usage(f"--resume: the sweep in {out} ran --command {plan['command']}, not {command}")
+    return out, overrides or plan["overrides"], plan["command"], launcher or plan["launcher"]
+
+
+def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, jobs: list[list[str]],
+               quiet: bool) -> None:
+    """Hydra's multirun, then OUT/sweep.csv (also after Ctrl-C: the jobs that finished)."""
+    from salrun.console import print_sweep
+    from salrun.launch import run_sweep
+
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     interrupted = False
     try:
@@ -225,8 +220,6 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     if interrupted:
         raise typer.Exit(130)
     if not quiet:
-        from salrun.report import print_sweep
-
         print_sweep(rows, out)
     raise typer.Exit(0 if all(row["status"] == "ok" for row in rows) else 1)
 
@@ -245,8 +238,7 @@ def report(path: Optional[Path] = typer.Argument(None, help="A run folder (summa
            no_figures: bool = typer.Option(False, "--no-figures", help="Write no figures")) -> None:
     """Summary table (grouped by method and swept settings, over seeds) and PNG figures
     for a run folder or a sweep folder."""
-    from salrun.report import make_report
-    from salrun.results import RunFolderError
+    from salrun.report import make_report  # pandas: not for --help
 
     if path is None:
         fail_usage("report needs PATH, a run folder or a sweep folder")

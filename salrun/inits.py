@@ -1,8 +1,8 @@
 """Initialisations that researchers use instead of SAL's small random weights (SCIENCE.md §4).
 
-`apply_init` is the one place they live: the `init` config group (`method=sal
-init=orthogonal`) and the methods of the same name (`method=orthogonal`, an
-init and nothing else) both call it. Each rewrites, in place, the weights
+They are registered (salrun/settings.py) as the `init` config group (`method=sal
+init=orthogonal`), and the methods of the same name (`method=orthogonal`, an
+init and nothing else) call the same functions. Each rewrites, in place, the weights
 that carry the signal through depth or time: every hidden layer of the MLP
 (the first included), the recurrent matrix and bias of the RNN. The readout
 and the RNN's input weights keep the model's own init.
@@ -45,15 +45,19 @@ def _masked(model: nn.Module) -> None:
         model.apply_mask_()
 
 
+def random_(model: nn.Module, settings=None, sample: Sampler | None = None) -> None:
+    """The model's own small random weights (model.init): nothing to change."""
+
+
 @torch.no_grad()
-def orthogonal_(model: nn.Module, settings: OrthogonalSettings) -> None:
+def orthogonal_(model: nn.Module, settings: OrthogonalSettings, sample: Sampler | None = None) -> None:
     for weight, _, _ in _signal_weights(model):
         nn.init.orthogonal_(weight, gain=settings.gain)
     _masked(model)  # a sparse RNN keeps its mask: its W_hh is then only near-orthogonal
 
 
 @torch.no_grad()
-def critical_(model: nn.Module, settings: CriticalSettings) -> None:
+def critical_(model: nn.Module, settings: CriticalSettings, sample: Sampler | None = None) -> None:
     sigma_w = critical_sigma_w(settings.sigma_b)
     for weight, bias, fan_in in _signal_weights(model):
         weight.normal_(0.0, sigma_w / max(fan_in, 1.0) ** 0.5)
@@ -65,8 +69,10 @@ def critical_(model: nn.Module, settings: CriticalSettings) -> None:
 
 
 @torch.no_grad()
-def lsuv_(model: nn.Module, settings: LSUVSettings, sample: Sampler) -> list[float]:
+def lsuv_(model: nn.Module, settings: LSUVSettings, sample: Sampler | None = None) -> list[float]:
     """Returns the output variance of each hidden layer after rescaling."""
+    if sample is None:
+        raise ValueError("lsuv needs a data sampler")
     if not isinstance(model, MLP):
         raise TypeError("LSUV is feed-forward only: it needs an MLP")
     orthogonal_(model, OrthogonalSettings(gain=1.0))
@@ -84,19 +90,3 @@ def lsuv_(model: nn.Module, settings: LSUVSettings, sample: Sampler) -> list[flo
             variances.append(float(module(h).var()))
         h = module(h)
     return variances
-
-
-def apply_init(name: str, model: nn.Module, settings, sample: Sampler | None = None) -> None:
-    """Initialise `model` in place with init `name` ("random" leaves the model's own init)."""
-    if name == "random":
-        return
-    if name == "orthogonal":
-        orthogonal_(model, settings)
-    elif name == "critical":
-        critical_(model, settings)
-    elif name == "lsuv":
-        if sample is None:
-            raise ValueError("lsuv needs a data sampler")
-        lsuv_(model, settings, sample)
-    else:
-        raise ValueError(f"unknown init {name!r}")

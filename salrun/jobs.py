@@ -1,31 +1,37 @@
 """Jobs: plain functions from a resolved config (a dict) to a run folder.
 
-`run_job` is the one entry point. It writes config.yaml first, then runs
-the job, and whatever happens (success, divergence, an exception, Ctrl-C)
-it leaves metrics.csv and summary.json with the status. Only this layer
-reads config; everything below takes settings dataclasses.
+`run_job` is the one entry point. It checks the config (`salrun.settings.job_settings`),
+writes config.yaml, then runs the job, and whatever happens (success, divergence, an
+exception, Ctrl-C) it leaves metrics.csv and summary.json with the status. The job
+bodies read the typed settings only, never the raw config.
 
-Training writes DIR/checkpoint.pt every `train.checkpoint_every` steps, on
-interrupt and at the end: model, optimizer, method state (SAL's averages),
-every RNG state, the step and the metric rows so far. `run_job(...,
-resume=True)` continues from it and ends with the same metrics as a run
-that was never stopped.
+Training writes DIR/checkpoint.pt every `train.checkpoint_every` steps, on interrupt and
+at the end: model, optimizer, method state (SAL's averages), every RNG state, the step
+and how many rows metrics.csv held. `run_job(..., resume=True)` continues from it and
+ends with the same metrics as a run that was never stopped.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from salrun.results import RunFolderError, RunWriter
-from salrun.settings import (METHOD_SETTINGS, MODEL_SETTINGS, SEQUENCE_TASKS, ConfigError, LyapunovSettings,
-                             OptimSettings, TaskSettings, TrainSettings, build, check_combination, init_settings,
-                             method_settings)
+import torch
+
+from salrun.activity import probe_for
+from salrun.lyapunov import lyapunov_spectrum, max_lyapunov
+from salrun.methods import Method, TaskSampler, spectral_radius
+from salrun.models import ElmanRNN
+from salrun.results import RunFolderError, RunWriter, read_config, read_summary
+from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
+from salrun.sensitivity import log_sensitivity, sensitivity
+from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = {"step", "config", "model", "optimizer", "method", "rng", "metric_rows", "wall_seconds"}
 
 
 class Diverged(RuntimeError):
@@ -34,40 +40,29 @@ class Diverged(RuntimeError):
         self.step = step
 
 
-def validate(command: str, cfg: dict) -> None:
-    """Raise ConfigError if `cfg` cannot run as `command`; imports no torch."""
-    _settings(command, cfg)
+@dataclass
+class RunState:
+    """How far a job has come: what its summary and its checkpoints record."""
+
+    step: int = 0
+    wall_before: float = 0.0            # wall seconds spent before a resume
+    started: float = field(default_factory=time.perf_counter)
+    at_boundary: bool = True            # between two steps, so a checkpoint now is consistent
+    checkpoint: dict | None = None      # the checkpoint a resumed run continues from
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
 
 
-def _settings(command: str, cfg: dict) -> dict:
-    model_name, method_name = cfg["model"].get("name"), cfg["method"].get("name")
-    if model_name not in MODEL_SETTINGS:
-        raise ConfigError(f"unknown model {model_name!r} (choose from: {', '.join(MODEL_SETTINGS)})")
-    if method_name not in METHOD_SETTINGS:
-        raise ConfigError(f"unknown method {method_name!r} (choose from: {', '.join(METHOD_SETTINGS)})")
-    if command == "lyapunov" and model_name != "rnn":
-        raise ConfigError(f"lyapunov needs model=rnn, got model={model_name}")
-    for key in ("seed", "threads"):
-        if isinstance(cfg.get(key), bool) or not isinstance(cfg.get(key), int) or cfg[key] < 0:
-            raise ConfigError(f"{key} must be a non-negative integer, got {cfg.get(key)!r}")
-    settings = {
-        "model": build(MODEL_SETTINGS[model_name], cfg["model"], "model"),
-        "method": method_settings(method_name, cfg["method"]),
-        "task": build(TaskSettings, cfg["task"], "task"),
-        "optim": build(OptimSettings, cfg["optim"], "optim"),
-        "train": build(TrainSettings, cfg["train"], "train"),
-        "lyapunov": build(LyapunovSettings, cfg["lyapunov"], "lyapunov"),
-    }
-    if command == "lyapunov":
-        settings["lyapunov"].check_hidden(settings["model"].hidden)
-    settings["init_name"], settings["init"] = init_settings(cfg.get("init"))
-    if command == "train":
-        sequential = settings["task"].name in SEQUENCE_TASKS
-        if sequential != (model_name == "rnn"):
-            raise ConfigError(f"task {settings['task'].name} needs model={'rnn' if sequential else 'mlp'}, "
-                              f"got model={model_name}")
-    check_combination(command, model_name, settings["model"], method_name, settings["method"], settings["init_name"])
-    return settings
+@dataclass
+class Network:
+    """What train and lyapunov both set up: the seeded model on its device, its init and method applied."""
+
+    model: torch.nn.Module
+    probe: Any
+    method: Method
+    generator: torch.Generator   # the job's data stream
+    device: torch.device
 
 
 def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None,
@@ -76,28 +71,21 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
 
     With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
     has none); `cfg` must be the config the run started with."""
-    settings = _settings(command, cfg)
+    settings = job_settings(command, cfg)
     checkpoint = load_checkpoint(Path(out_dir)) if resume and command == "train" else None
     if checkpoint is not None and checkpoint["config"] != cfg:
         raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
-    writer = RunWriter(out_dir)
+    writer = RunWriter(out_dir, keep_rows=checkpoint["metric_rows"] if checkpoint else 0)
     writer.write_config(cfg)
-    summary = {
-        "status": "running", "command": command, "experiment": cfg.get("experiment"),
-        "method": cfg["method"]["name"], "init": (cfg.get("init") or {}).get("name", "random"),
-        "model": cfg["model"]["name"], "task": cfg["task"]["name"],
-        "seed": cfg["seed"], "steps": 0,
-    }
-    body = train if command == "train" else lyapunov
-    state: dict = {"step": 0, "wall_before": 0.0}
+    summary = {"status": "running", "command": command, "experiment": cfg.get("experiment"),
+               **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
+               "seed": settings.root.seed, "steps": 0}
+    state = RunState()
     if checkpoint is not None:
-        writer.rows = [tuple(row) for row in checkpoint["rows"]]
-        state.update(step=checkpoint["step"], checkpoint=checkpoint, wall_before=checkpoint["wall_seconds"])
+        state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
         summary["resumed_from_step"] = checkpoint["step"]
-    started = time.perf_counter()
-    state["started"] = started
     try:
-        summary.update(body(cfg, settings, writer, state, progress))
+        summary.update((train if command == "train" else lyapunov)(settings, writer, state, progress))
         summary["status"] = "ok"
     except Diverged as err:
         summary.update(status="diverged", error=str(err), diverged_step=err.step)
@@ -107,24 +95,50 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         raise
     except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-    summary["steps"] = state["step"]
-    summary["wall_seconds"] = round(state["wall_before"] + time.perf_counter() - started, 3)
+    summary["steps"] = state.step
+    summary["wall_seconds"] = round(state.wall_seconds(), 3)
     summary.setdefault("final", writer.latest())
     writer.flush_metrics()
     writer.write_summary(summary)
     return summary
 
 
-def _model_payload(model, cfg: dict, task_sizes: tuple[int, int], method) -> dict:
-    return {"state_dict": model.state_dict(), "model": cfg["model"]["name"],
-            "settings": asdict(model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
-            "read_steps": getattr(model, "read_steps", 1), "method_state": method.state_dict()}
+def _network(s: JobSettings, input_size: int, output_size: int, task=None) -> Network:
+    """Seed every RNG, set the threads, build the model on its device, then the init and the
+    method act on it (a task gives them its data: LSUV, flossing)."""
+    generator = prepare(s.root.seed, s.root.threads)
+    device = resolve_device(s.root.device)
+    model = s.model.entry.load()(input_size, output_size, s.model.settings, generator=generator).to(device)
+    if task is not None and task.read_steps > 1:
+        model.read_steps = task.read_steps
+    probe = probe_for(model)
+    sample = TaskSampler(task, s.root.seed, device) if task is not None else None
+    s.init.entry.load()(model, s.init.settings, sample)
+    method = s.method.entry.load()(s.method.settings)
+    method.on_init(model, probe, sample)
+    return Network(model, probe, method, generator, device)
+
+
+def _model_payload(s: JobSettings, net: Network, task_sizes: tuple[int, int]) -> dict:
+    return {"state_dict": net.model.state_dict(), "model": s.model.name,
+            "settings": asdict(net.model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
+            "read_steps": getattr(net.model, "read_steps", 1), "method_state": net.method.state_dict()}
+
+
+def load_model(path: Path):
+    """Rebuild a model from a run folder's model.pt."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    model_entry = entry("model", payload["model"])
+    settings = build(model_entry.settings, payload["settings"], "model")
+    model = model_entry.load()(payload["input_size"], payload["output_size"], settings)
+    model.load_state_dict(payload["state_dict"])
+    if payload.get("read_steps", 1) > 1:
+        model.read_steps = payload["read_steps"]
+    return model
 
 
 def load_checkpoint(out_dir: Path) -> dict | None:
     """out_dir's checkpoint, or None if it has none; RunFolderError if it is unreadable."""
-    import torch
-
     path = Path(out_dir) / CHECKPOINT
     if not path.is_file():
         return None
@@ -133,16 +147,28 @@ def load_checkpoint(out_dir: Path) -> dict | None:
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise RunFolderError(f"{path} is unreadable ({type(err).__name__}); delete it to restart the run "
                              "from step 0") from None
-    keys = {"step", "config", "model", "optimizer", "method", "rng", "rows", "wall_seconds"}
-    if not isinstance(checkpoint, dict) or not keys <= set(checkpoint):
-        raise RunFolderError(f"{path} is not a salrun checkpoint")
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
+        raise RunFolderError(f"{path} is not a salrun checkpoint (or one from a salrun older than this one)")
     return checkpoint
+
+
+def _save_checkpoint(writer: RunWriter, cfg: dict, net: Network, optimizer, state: RunState) -> None:
+    writer.flush_metrics(sync=True)  # metrics.csv holds every row the checkpoint counts
+    writer.save_checkpoint({
+        "step": state.step, "config": cfg, "model": net.model.state_dict(), "optimizer": optimizer.state_dict(),
+        "method": net.method.state_dict(), "rng": rng_state(net.generator), "metric_rows": writer.row_count,
+        "wall_seconds": state.wall_seconds()})
+
+
+def _restore(checkpoint: dict, net: Network, optimizer) -> None:
+    net.model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    net.method.load_state_dict(checkpoint["method"])
+    set_rng_state(net.generator, checkpoint["rng"])
 
 
 def resumable_config(out_dir: Path) -> dict:
     """The config of the train run in out_dir if it can resume; RunFolderError naming the problem if not."""
-    from salrun.results import read_config, read_summary
-
     folder = Path(out_dir)
     if not folder.is_dir():
         raise RunFolderError(f"{folder} is not a run folder (no such folder)")
@@ -162,13 +188,13 @@ def resumable_config(out_dir: Path) -> dict:
                                  "resuming would diverge again")
     if not isinstance(cfg, dict):
         raise RunFolderError(f"{folder / 'config.yaml'} is not a salrun config")
+    missing = [key for key in ("model", "task", "method", "train") if key not in cfg]
+    if missing:
+        raise RunFolderError(f"{folder / 'config.yaml'} is not a salrun train config (no {missing[0]})")
     try:
-        validate("train", cfg)
+        job_settings("train", cfg)
     except ConfigError as err:
         raise RunFolderError(f"{folder / 'config.yaml'}: {err}") from None
-    except (KeyError, TypeError, AttributeError) as err:
-        raise RunFolderError(f"{folder / 'config.yaml'} is not a salrun train config "
-                             f"({type(err).__name__}: {err})") from None
     load_checkpoint(folder)
     return cfg
 
@@ -176,8 +202,6 @@ def resumable_config(out_dir: Path) -> dict:
 def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
     """A sweep job (or one a cluster requeued): skip it if its folder already completed with
     this config, continue it from its checkpoint if it has one, else start it."""
-    from salrun.results import read_config, read_summary
-
     folder = Path(out_dir)
     if not (folder / "config.yaml").is_file():
         return run_job(command, cfg, folder)
@@ -190,45 +214,10 @@ def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
     return run_job(command, cfg, folder, resume=True)
 
 
-def build_model(name: str, settings, input_size: int, output_size: int, generator):
-    from salrun.models import ElmanRNN, MLP
-
-    cls = ElmanRNN if name == "rnn" else MLP
-    return cls(input_size, output_size, settings, generator=generator)
-
-
-def load_model(path: Path):
-    """Rebuild a model from a run folder's model.pt."""
-    import torch
-
-    from salrun.settings import InitSettings
-
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-    settings_cls = MODEL_SETTINGS[payload["model"]]
-    raw = dict(payload["settings"])
-    raw["init"] = InitSettings(**raw["init"])
-    model = build_model(payload["model"], settings_cls(**raw), payload["input_size"], payload["output_size"], None)
-    model.load_state_dict(payload["state_dict"])
-    if payload.get("read_steps", 1) > 1:
-        model.read_steps = payload["read_steps"]
-    return model
-
-
-def _layer_metrics(model, probe, writer: RunWriter, step: int) -> None:
-    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN)."""
-    import torch
-
-    with torch.no_grad():
-        _log_layers(model, probe, writer, step)
-
-
-def _log_layers(model, probe, writer: RunWriter, step: int) -> None:
-    import torch
-
-    from salrun.models import ElmanRNN
-    from salrun.sensitivity import log_sensitivity, sensitivity
-
-    layers = probe.layers()
+@torch.no_grad()
+def _layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
+    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity."""
+    model, layers = net.model, net.probe.layers()
     if isinstance(model, ElmanRNN):
         states = model.recorded_states()
         for t, h in enumerate(states):
@@ -243,131 +232,104 @@ def _log_layers(model, probe, writer: RunWriter, step: int) -> None:
     for index, linear in enumerate(model.linears()):
         if linear.weight.grad is not None:
             writer.log(step, "grad_norm", float(linear.weight.grad.norm()), index)
-    all_s = []
+    every_s = []
     for index, layer in enumerate(layers):
         s = sensitivity(layer.output, layer.weights, layer.activation)
         writer.log(step, "sensitivity_rms", float(s.pow(2).mean().sqrt()), index)
-        all_s.append(s.pow(2).mean(0))
-    writer.log(step, "log_sensitivity", float(0.5 * torch.log(torch.cat(all_s).mean())))
+        every_s.append(s.reshape(-1))
+    writer.log(step, "log_sensitivity", float(log_sensitivity(torch.cat(every_s))))
 
 
-def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: Progress | None) -> dict:
+def _optimizer(s: JobSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
+    optim = s.root.optim
+    if optim.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=optim.lr)
+    return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum)
+
+
+def _train_step(s: JobSettings, net: Network, task, optimizer, writer: RunWriter, step: int, log_now: bool):
+    """One BP (BPTT) step with the method's loss term and update; the per-layer metrics are
+    read between backward and the update, on the gradients of this step."""
+    model = net.model
+    model.train()
+    net.probe.clear()
+    x, y = (t.to(net.device) for t in task.train_batch(s.root.train.batch_size, net.generator))
+    prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
+    loss = task.loss(prediction, y)
+    extra = net.method.loss_term(model)
+    if extra is not None:
+        loss = loss + extra
+    if not torch.isfinite(loss):
+        raise Diverged(step, "the loss")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if log_now:
+        _layer_metrics(net, writer, step)
+    if s.root.optim.clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.root.optim.clip)
+    optimizer.step()
+    net.method.after_step()
+    if hasattr(model, "apply_mask_"):
+        model.apply_mask_()
+    return loss
+
+
+@torch.no_grad()
+def _evaluate(net: Network, task, test: tuple[torch.Tensor, torch.Tensor], loss, writer: RunWriter,
+              step: int) -> None:
+    """The test metric and loss, logged with the training loss and appended to metrics.csv."""
+    net.model.eval()
+    prediction = net.model(test[0])
+    test_loss = float(task.loss(prediction, test[1]))
+    metric = task.evaluate(prediction, test[1])
+    if not all(torch.isfinite(p).all() for p in net.model.parameters()):
+        raise Diverged(step, "a weight")
+    writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
+    writer.flush_metrics()
+
+
+def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:
     """BP (or BPTT) with the chosen method; logs every `train.log_every` steps."""
-    import torch
-
-    from salrun.activity import probe_for
-    from salrun.inits import apply_init
-    from salrun.methods import TaskSampler, make_method
-    from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
-    from salrun.tasks import make_task
-
-    generator = prepare(cfg["seed"], cfg["threads"])
-    device = resolve_device(cfg["device"])
-    run, optim_s = settings["train"], settings["optim"]
-    task = make_task(settings["task"])
-    model = build_model(cfg["model"]["name"], settings["model"], task.input_size, task.output_size, generator)
-    model.to(device)
-    if task.read_steps > 1:
-        model.read_steps = task.read_steps
-    probe = probe_for(model)
-    sample = TaskSampler(task, cfg["seed"], device)
-    apply_init(settings["init_name"], model, settings["init"], sample)
-    method = make_method(cfg["method"]["name"], settings["method"])
-    method.on_init(model, probe, sample)
-    if optim_s.name == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=optim_s.lr)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=optim_s.lr, momentum=optim_s.momentum)
-    test_x, test_y = (t.to(device) for t in task.test_set())
-    sequential = task.sequential
-
-    def save_checkpoint(step: int) -> None:
-        writer.flush_metrics()  # metrics.csv never lags behind the checkpoint
-        writer.save_checkpoint({
-            "step": step, "config": cfg, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "method": method.state_dict(), "rng": rng_state(generator), "rows": list(writer.rows),
-            "wall_seconds": state["wall_before"] + time.perf_counter() - state["started"]})
-
-    checkpoint = state.pop("checkpoint", None)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        method.load_state_dict(checkpoint["method"])
-        set_rng_state(generator, checkpoint["rng"])
+    task = s.task.entry.load()(s.task.settings)  # its data come from fixed seeds of their own
+    net = _network(s, task.input_size, task.output_size, task)
+    optimizer = _optimizer(s, net.model)
+    test = tuple(t.to(net.device) for t in task.test_set())
+    if state.checkpoint is not None:
+        _restore(state.checkpoint, net, optimizer)
+    run = s.root.train
     with interrupts_at_step_boundaries() as check_interrupt:
         try:
-            state["at_boundary"] = True
-            for step in range(state["step"] + 1, run.steps + 1):
-                state["at_boundary"] = False
+            for step in range(state.step + 1, run.steps + 1):
+                state.at_boundary = False
                 log_now = step == 1 or step % run.log_every == 0 or step == run.steps
-                model.train()
-                probe.clear()
-                x, y = (t.to(device) for t in task.train_batch(run.batch_size, generator))
-                prediction = model(x, keep_state_grads=log_now) if sequential else model(x)
-                loss = task.loss(prediction, y)
-                extra = method.loss_term(model)
-                if extra is not None:
-                    loss = loss + extra
-                if not torch.isfinite(loss):
-                    raise Diverged(step, "the loss")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = _train_step(s, net, task, optimizer, writer, step, log_now)
+                state.step = step
                 if log_now:
-                    _layer_metrics(model, probe, writer, step)
-                if optim_s.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim_s.clip)
-                optimizer.step()
-                method.after_step()
-                if hasattr(model, "apply_mask_"):
-                    model.apply_mask_()
-                state["step"] = step
-                if log_now:
-                    model.eval()
-                    with torch.no_grad():
-                        test_prediction = model(test_x)
-                        test_loss = float(task.loss(test_prediction, test_y))
-                        metric = task.evaluate(test_prediction, test_y)
-                    if not all(torch.isfinite(p).all() for p in model.parameters()):
-                        raise Diverged(step, "a weight")
-                    writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
-                    writer.flush_metrics()
+                    _evaluate(net, task, test, loss, writer, step)
                 if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
-                    save_checkpoint(step)
-                state["at_boundary"] = True
+                    _save_checkpoint(writer, s.config, net, optimizer, state)
+                state.at_boundary = True
                 if progress is not None:
                     progress(step, writer.latest())
                 check_interrupt()
         except KeyboardInterrupt:
-            if state.get("at_boundary"):  # else the periodic checkpoint stays the latest consistent state
-                save_checkpoint(state["step"])
+            if state.at_boundary:  # else the periodic checkpoint stays the latest consistent state
+                _save_checkpoint(writer, s.config, net, optimizer, state)
             raise
-    writer.save_model(_model_payload(model, cfg, (task.input_size, task.output_size), method))
-    save_checkpoint(run.steps)
+    writer.save_model(_model_payload(s, net, (task.input_size, task.output_size)))
+    _save_checkpoint(writer, s.config, net, optimizer, state)
     final = writer.latest()
     return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
             "chance": task.chance, "criterion": task.criterion}
 
 
-def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: Progress | None) -> dict:
+def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:
     """The chaos study: the method (SAL by default) adapts an RNN that runs on its own
     (or driven by random input); every `log_every` updates the MLE and the
     log-sensitivity are measured on the same stretch of trajectory."""
-    import torch
-
-    from salrun.activity import probe_for
-    from salrun.inits import apply_init
-    from salrun.lyapunov import lyapunov_spectrum, max_lyapunov
-    from salrun.methods import make_method
-    from salrun.runtime import prepare, resolve_device
-
-    generator = prepare(cfg["seed"], cfg["threads"])
-    device = resolve_device(cfg["device"])
-    study = settings["lyapunov"]
-    model = build_model("rnn", settings["model"], study.input_size, 1, generator).to(device)
-    apply_init(settings["init_name"], model, settings["init"])  # orthogonal or critical: no data needed
-    probe = probe_for(model)
-    method = make_method(cfg["method"]["name"], settings["method"])
-    method.on_init(model, probe)
+    study = s.root.lyapunov
+    net = _network(s, study.input_size, 1)  # init orthogonal or critical: no data needed
+    model, generator, device = net.model, net.generator, net.device
     h = (torch.rand(study.trajectories, model.settings.hidden, generator=generator) * 2 - 1).to(device)
 
     def inputs(steps: int):
@@ -385,23 +347,22 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
         if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity, *spectrum.values()])).all()):
             raise Diverged(step, "the MLE")
         writer.log_many(step, {"mle": m.mle, **spectrum, "log_sensitivity": m.log_sensitivity,
-                               "spectral_radius": float(torch.linalg.eigvals(
-                                   model.recurrent_weight().detach().double()).abs().max())})
+                               "spectral_radius": float(spectral_radius(model.recurrent_weight().detach().double()))})
         writer.flush_metrics()
         return m.state
 
     model.train()
     h = measure(0)
     for step in range(1, study.sal_steps + 1):
-        probe.clear()
+        net.probe.clear()
         with torch.no_grad():
             h = model.run(inputs(study.chunk), h)[-1]
-        method.after_step()
+        net.method.after_step()
         model.apply_mask_()
-        state["step"] = step
+        state.step = step
         if step % study.log_every == 0 or step == study.sal_steps:
             h = measure(step)
         if progress is not None:
             progress(step, writer.latest())
-    writer.save_model(_model_payload(model, cfg, (study.input_size, 1), method))
+    writer.save_model(_model_payload(s, net, (study.input_size, 1)))
     return {"final": writer.latest()}

@@ -15,10 +15,9 @@ from torch import nn
 
 from salrun.activity import Probe
 from salrun.flossing import flossing_loss, lyapunov_exponents
-from salrun.inits import apply_init
 from salrun.models import ElmanRNN, MLP
 from salrun.sal import SAL
-from salrun.settings import FlossingSettings, SALSettings, SpectralSettings
+from salrun.settings import FlossingSettings, SALSettings, SpectralSettings, entry
 
 
 class TaskSampler:
@@ -35,6 +34,9 @@ class TaskSampler:
 
 
 class Method:
+    """A method that does nothing (`none`); the others override what they need. A new method is
+    a subclass and its settings dataclass, registered in salrun/settings.py (`registered`)."""
+
     def __init__(self, settings):
         self.settings = settings
 
@@ -54,10 +56,6 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-class NoMethod(Method):
-    pass
 
 
 class SALMethod(Method):
@@ -109,12 +107,12 @@ class SpectralMethod(Method):
 
 
 class InitMethod(Method):
-    """An initialisation and nothing else: `salrun.inits.apply_init`, as `init=<name>` runs it."""
+    """An initialisation and nothing else: the init of the same name, as `init=<name>` runs it."""
 
     init_name = ""
 
     def on_init(self, model, probe, sample=None):
-        apply_init(self.init_name, model, self.settings, sample)
+        entry("init", self.init_name).load()(model, self.settings, sample)
 
 
 class OrthogonalMethod(InitMethod):
@@ -171,18 +169,3 @@ class FlossingMethod(Method):
         self.steps = state["steps"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.sample.generator.set_state(state["data"])
-
-
-METHODS: dict[str, type[Method]] = {
-    "none": NoMethod,
-    "sal": SALMethod,
-    "spectral": SpectralMethod,
-    "orthogonal": OrthogonalMethod,
-    "critical": CriticalMethod,
-    "lsuv": LSUVMethod,
-    "flossing": FlossingMethod,
-}
-
-
-def make_method(name: str, settings) -> Method:
-    return METHODS[name](settings)

@@ -1,68 +1,23 @@
-"""What a person sees: the progress bar and the summary tables (rich)."""
+"""`salrun report`: a run or sweep folder -> summary table (pandas) and figures.
+
+Loading gives two pandas frames that the table and salrun.figures share:
+  runs     one row per run: run, group, method, the swept settings, command, model, status,
+           success (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
+           wall_seconds, log_sensitivity, max_gap
+  metrics  metrics.csv of every run, long format, with run and group columns added
+The terminal output is salrun.console's.
+"""
 from __future__ import annotations
 
-from contextlib import contextmanager
+import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+import pandas as pd
 
-SHOWN_METRICS = ("loss", "test_loss", "accuracy", "nmse", "log_sensitivity", "mle", "spectral_radius")
-
-
-@contextmanager
-def progress_bar(description: str, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total, status="")
-
-        def update(done: int, metrics: dict) -> None:
-            status = "  ".join(f"{k} {metrics[k]:.3g}" for k in SHOWN_METRICS if k in metrics)
-            bar.update(task, completed=done, status=status)
-
-        yield update
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def print_summary(summary: dict, out: Path) -> None:
-    table = Table(title=f"salrun {summary['command']}: {summary['status']}", show_header=False)
-    for key in ("experiment", "model", "task", "method", "seed", "steps", "wall_seconds"):
-        table.add_row(key, _fmt(summary.get(key)))
-    for key, value in (summary.get("final") or {}).items():
-        table.add_row(key, _fmt(value))
-    if "success" in summary:
-        table.add_row("success", f"{summary['success']} ({summary['criterion']}; chance {summary['chance']:.3g})")
-    if summary.get("error"):
-        table.add_row("error", summary["error"])
-    table.add_row("run folder", str(out))
-    Console().print(table)
-
-
-def print_sweep(rows: list[dict], out: Path) -> None:
-    table = Table(title=f"sweep: {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} jobs ok")
-    metric_keys = [k for k in SHOWN_METRICS if any(k in r for r in rows)]
-    for column in ["overrides", "status", "success", *metric_keys]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_fmt(row.get(c, "")) for c in ["overrides", "status", "success", *metric_keys]))
-    Console().print(table)
-    Console().print(f"table: {out / 'sweep.csv'}")
-
-
-# --- `salrun report`: a run or sweep folder -> summary table (+ figures) -------------------------
-#
-# Loading gives two pandas frames that the table and salrun.figures share:
-#   runs     one row per run: run, group, method, the swept settings, command, model, status,
-#            success (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
-#            wall_seconds, log_sensitivity, max_gap
-#   metrics  metrics.csv of every run, long format, with run and group columns added
-# pandas is imported inside the functions so that `salrun --help` stays fast.
+from salrun.console import note, print_table
+from salrun.launch import sweep_jobs
+from salrun.results import RunFolderError, read_metrics, read_sweep_plan, read_summary, write_atomic
+from salrun.settings import ConfigError
 
 CHAOS_BELOW = -0.1  # the chaos agreement is judged while the MLE is below this (issue 3)
 TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}
@@ -70,7 +25,6 @@ TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}
 
 class Collection:
     """The runs of one run folder or one sweep folder."""
-
     def __init__(self, path: Path, kind: str, runs, metrics, keys: list[str]):
         self.path, self.kind, self.runs, self.metrics, self.keys = path, kind, runs, metrics, keys
         self.pending = 0  # jobs of a sweep still running that have written no summary yet
@@ -86,10 +40,6 @@ def _parse_overrides(text) -> dict[str, str]:
 
 
 def _read_metrics(folder: Path):
-    import pandas as pd
-
-    from salrun.results import RunFolderError, read_metrics
-
     path = folder / "metrics.csv"
     try:
         frame = read_metrics(folder)
@@ -106,8 +56,6 @@ def _read_metrics(folder: Path):
 
 
 def _summary(folder: Path) -> dict:
-    from salrun.results import RunFolderError, read_summary
-
     summary = read_summary(folder)
     if not isinstance(summary, dict) or "status" not in summary:
         raise RunFolderError(f"{folder / 'summary.json'} is not a run summary (no status)")
@@ -149,48 +97,15 @@ def _job_folder(sweep: Path, output, index: int) -> Path:
 
 def load_collection(path: Path) -> Collection:
     """Read a run folder or a sweep folder; RunFolderError if it is neither or a file is corrupt."""
-    import pandas as pd
-
-    from salrun.results import RunFolderError
-
     path = Path(path)
     if not path.exists():
         raise RunFolderError(f"{path} does not exist")
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a folder (give a run folder or a sweep folder)")
-    rows, frames, keys = [], [], []
-    pending = 0
+    rows, frames, keys, pending = [], [], [], 0
     if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
         kind = "sweep"
-        if (path / "sweep.csv").is_file():
-            try:
-                table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
-            except (OSError, ValueError) as err:
-                raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
-        else:
-            table, pending = _running_sweep_table(path)
-        if "status" not in table.columns or not len(table):
-            raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
-        settings = [_parse_overrides(text) for text in table.get("overrides", [""] * len(table))]
-        for setting in settings:
-            keys += [k for k in setting if k not in keys]
-        keys = [k for k in keys if k not in ("seed", "method")
-                and len({s.get(k, "") for s in settings}) > 1]
-        for index, record in enumerate(table.to_dict("records")):
-            folder = _job_folder(path, record.get("output"), index)
-            if (folder / "summary.json").is_file():
-                summary = _summary(folder)
-            else:  # the job never wrote its summary: the sweep table says what happened
-                summary = {k: record.get(k) or settings[index].get(k) for k in ("method", "seed", "command")}
-                summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
-            # The job writes its own summary last: it is newer than a sweep table still being written.
-            summary["status"] = summary.get("status") or record["status"] or "failed"
-            metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
-            row = _run_row(summary, metrics)
-            row.update({k: settings[index].get(k, "") for k in keys})
-            rows.append(row)
-            if metrics is not None:
-                frames.append(metrics.assign(run=index))
+        rows, frames, keys, pending = _load_sweep(path)
     elif (path / "summary.json").is_file():
         kind = "run"
         summary = _summary(path)
@@ -219,14 +134,44 @@ def load_collection(path: Path) -> Collection:
     return collection
 
 
+def _load_sweep(path: Path) -> tuple[list[dict], list, list[str], int]:
+    """A sweep's runs, their metrics, the settings it varied and how many jobs have no summary yet."""
+    rows, frames, keys, pending = [], [], [], 0
+    if (path / "sweep.csv").is_file():
+        try:
+            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as err:
+            raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
+    else:
+        table, pending = _running_sweep_table(path)
+    if "status" not in table.columns or not len(table):
+        raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
+    settings = [_parse_overrides(text) for text in table.get("overrides", [""] * len(table))]
+    for setting in settings:
+        keys += [k for k in setting if k not in keys]
+    keys = [k for k in keys if k not in ("seed", "method")
+            and len({s.get(k, "") for s in settings}) > 1]
+    for index, record in enumerate(table.to_dict("records")):
+        folder = _job_folder(path, record.get("output"), index)
+        if (folder / "summary.json").is_file():
+            summary = _summary(folder)
+        else:  # the job never wrote its summary: the sweep table says what happened
+            summary = {k: record.get(k) or settings[index].get(k) for k in ("method", "seed", "command")}
+            summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
+        # The job writes its own summary last: it is newer than a sweep table still being written.
+        summary["status"] = summary.get("status") or record["status"] or "failed"
+        metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
+        row = _run_row(summary, metrics)
+        row.update({k: settings[index].get(k, "") for k in keys})
+        rows.append(row)
+        if metrics is not None:
+            frames.append(metrics.assign(run=index))
+    return rows, frames, keys, pending
+
+
 def _running_sweep_table(path: Path):
     """The table of a sweep that has not written sweep.csv yet (still running, or killed): its
     grid from sweep.yaml and the jobs that wrote a summary; and how many have not."""
-    import pandas as pd
-
-    from salrun.launch import sweep_jobs
-    from salrun.results import RunFolderError, read_sweep_plan
-    from salrun.settings import ConfigError
 
     try:
         jobs = sweep_jobs(read_sweep_plan(path)["overrides"])
@@ -241,8 +186,6 @@ def _running_sweep_table(path: Path):
 
 
 def _finite(values):
-    import pandas as pd
-
     numbers = pd.to_numeric(values, errors="coerce")
     return numbers[numbers.notna() & (numbers.abs() != float("inf"))]
 
@@ -252,8 +195,6 @@ def summary_table(collection: Collection):
 
     success_rate counts every run (a failed or diverged run is not a success); final_mean and
     final_std are over the runs that completed (status ok); wall_seconds is the mean per run."""
-    import pandas as pd
-
     rows = []
     for group, runs in collection.runs.groupby("group", sort=False):
         first = runs.iloc[0]
@@ -285,8 +226,6 @@ def summary_table(collection: Collection):
 
 
 def _show(value, digits: str = ".4g") -> str:
-    import pandas as pd
-
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
     return format(value, digits) if isinstance(value, float) else str(value)
@@ -339,8 +278,6 @@ def format_table(table, fmt: str) -> str:
     if fmt == "csv":
         return table.to_csv(index=False, lineterminator="\n")
     if fmt == "json":
-        import json
-
         records = [{k: (None if v is None or v != v else v) for k, v in r.items()} for r in table.to_dict("records")]
         return json.dumps(records, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
     header, cells = display_rows(table)
@@ -350,25 +287,16 @@ def format_table(table, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_report(collection: Collection, table, console: Console | None = None) -> None:
+def print_report(collection: Collection, table) -> None:
     header, cells = display_rows(table)
     runs = collection.runs
     ok = int((runs["status"] == "ok").sum())
     title = (f"salrun report: {collection.kind} {collection.path} — {len(runs)} run(s), {ok} ok, "
              f"{len(table)} group(s)")
     kind = "lyapunov" if set(table["command"]) == {"lyapunov"} else "train"
-    rich_table = Table(title=title, caption=TABLE_NOTES[kind])
-    for column in header:
-        rich_table.add_column(column, overflow="fold")
-    for line in cells:
-        rich_table.add_row(*line)
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # a file or a pipe: do not fold the columns to 80 characters
-            console = Console(width=max(console.width, 160))
-    console.print(rich_table)
-    for r in runs[runs["status"] != "ok"].to_dict("records"):
-        console.print(f"  run {r['run']} ({r['group']}, seed {r['seed']}): {r['status']}", highlight=False)
+    notes = [f"  run {r['run']} ({r['group']}, seed {r['seed']}): {r['status']}"
+             for r in runs[runs["status"] != "ok"].to_dict("records")]
+    print_table(title, TABLE_NOTES[kind], header, cells, notes)
 
 
 def make_report(path: Path, fmt: str | None = None, table_file: Path | None = None,
@@ -376,8 +304,6 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
     """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
     `table_file`); PNG figures into `figures_dir` (default PATH/figures). Raises RunFolderError
     for a bad PATH, a corrupt file or bad options (all checked before anything is written)."""
-    from salrun.results import RunFolderError, write_atomic
-
     if fmt is not None and fmt not in TABLE_FORMATS:
         raise RunFolderError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
     if table_file is not None and fmt is None:
@@ -392,10 +318,9 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
     if figures and directory.exists() and not directory.is_dir():
         raise RunFolderError(f"--figures {directory} is a file")
     table = summary_table(collection)
-    err = Console(stderr=True)
     if collection.pending:
-        err.print(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
-                  "and are left out", highlight=False, soft_wrap=True)
+        note(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
+             "and are left out")
     text = format_table(table, fmt) if fmt is not None else None
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:
@@ -408,7 +333,7 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
     if text is not None and table_file is None:
         print(text, end="")
     if table_file is not None:
-        err.print(f"table: {table_file}", highlight=False, soft_wrap=True)
+        note(f"table: {table_file}")
     if figures:
         from salrun.figures import make_figures
 
@@ -417,4 +342,4 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
         except OSError as error:
             raise RunFolderError(f"figures cannot be written to {directory}: {error.strerror or error}") from None
         names = ", ".join(p.name for p in made) or "none (no data for any figure)"
-        err.print(f"figures in {directory}: {names}", highlight=False, soft_wrap=True)
+        note(f"figures in {directory}: {names}")

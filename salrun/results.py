@@ -48,15 +48,45 @@ def to_json(data: dict) -> str:
 
 
 class RunWriter:
-    """Collects metric rows in memory and writes the run folder's files."""
+    """Writes the run folder's files. Metric rows are appended to metrics.csv (each flush
+    writes only the rows logged since the last), so logging costs the same at step 20,000
+    as at step 1; a checkpoint records `row_count`, and a resumed run keeps that many."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, keep_rows: int = 0):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.rows: list[tuple] = []
+        self.row_count = 0                  # rows in metrics.csv and pending
+        self._latest: dict[str, float] = {}
+        # The first flush rewrites metrics.csv with these (dropping what a killed run logged after
+        # its checkpoint); later flushes append.
+        self.pending: list = [METRIC_COLUMNS, *(self._read_rows(keep_rows) if keep_rows else [])]
+        self._appending = False
+        for step, metric, value, layer in self.pending[1:]:
+            self._count(metric, float(value), layer)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.directory / "metrics.csv"
+
+    def _read_rows(self, count: int) -> list[list[str]]:
+        try:
+            with open(self.metrics_path, newline="") as handle:
+                rows = list(csv.reader(handle))[1:count + 1]
+        except (OSError, csv.Error) as err:
+            raise RunFolderError(f"{self.metrics_path} is unreadable: {err}") from None
+        if len(rows) < count:
+            raise RunFolderError(f"{self.metrics_path} holds {len(rows)} rows, fewer than its checkpoint's {count}")
+        return rows
+
+    def _count(self, metric: str, value: float, layer) -> None:
+        self.row_count += 1
+        if layer == "":
+            self._latest[metric] = value
 
     def log(self, step: int, metric: str, value: float, layer: int | None = None) -> None:
-        self.rows.append((step, metric, float(value), "" if layer is None else layer))
+        row = (step, metric, float(value), "" if layer is None else layer)
+        self.pending.append(row)
+        self._count(metric, row[2], row[3])
 
     def log_many(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -64,14 +94,22 @@ class RunWriter:
 
     def latest(self) -> dict[str, float]:
         """The last value of each network-level metric (those without a layer)."""
-        return {metric: value for _, metric, value, layer in self.rows if layer == ""}
+        return dict(self._latest)
 
-    def flush_metrics(self) -> None:
+    def flush_metrics(self, sync: bool = False) -> None:
+        """Append the rows logged since the last flush; `sync`: make them durable (before a checkpoint)."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(METRIC_COLUMNS)
-        writer.writerows(self.rows)
-        write_atomic(self.directory / "metrics.csv", buffer.getvalue())
+        csv.writer(buffer, lineterminator="\n").writerows(self.pending)
+        if not self._appending:
+            write_atomic(self.metrics_path, buffer.getvalue())
+            self._appending = True
+        else:
+            with open(self.metrics_path, "a") as handle:
+                handle.write(buffer.getvalue())
+                if sync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        self.pending = []
 
     def write_config(self, config: dict) -> None:
         write_atomic(self.directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
@@ -86,7 +124,7 @@ class RunWriter:
         self._save_torch("checkpoint.pt", payload)
 
     def _save_torch(self, name: str, payload: dict) -> None:
-        import torch
+        import torch  # the CLI reads sweep plans through this module before torch is needed
 
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -116,7 +154,7 @@ def read_config(directory: Path) -> dict:
 
 
 def read_metrics(directory: Path):
-    import pandas as pd
+    import pandas as pd  # only `salrun report` reads metrics back
 
     return pd.read_csv(Path(directory) / "metrics.csv")
 

@@ -1,17 +1,20 @@
-"""Typed settings for every model, task, method and job.
+"""The schema: every setting's type, default and range, and the registry of what a
+config can choose (model, task, method, init).
 
 This module imports neither torch nor Hydra: the CLI validates a config
 (and fails fast with one line) before anything heavy is loaded. Each
 dataclass checks its own ranges; `build` turns a plain mapping into one,
-checking the types on the way.
+checking the types on the way. Hydra composes from these defaults
+(`salrun.launch` registers them), so conf/ holds only the presets.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,56 @@ def _non_negative(name: str, value: float) -> None:
     _require(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
 
 
+# -- the registry: one per extension point --------------------------------------------------------
+
+KINDS = ("model", "task", "method", "init")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered choice. `target` is "module:attribute" (imported only when a job runs,
+    so that validating a config needs no torch) or the object itself."""
+
+    settings: type
+    target: str | Callable
+    models: tuple[str, ...] = ("mlp", "rnn")  # the models it applies to
+    why: str = ""                             # why it is limited to those models
+    needs_data: bool = False                  # needs a task's data, so `train` only
+
+    def load(self) -> Any:
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+REGISTRY: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str, settings: type, target: str | Callable, **limits: Any) -> None:
+    """Make `name` a choice of config group `kind`: `kind=name` on the command line, with the
+    fields of dataclass `settings` (and their defaults) as its keys. For a model, `target` is
+    the nn.Module class; a task, a function settings → Task; a method, a `salrun.methods.Method`
+    class; an init, a function (model, settings, sample) → None."""
+    REGISTRY[kind][name] = Entry(settings, target, **limits)
+
+
+def registered(kind: str, name: str, target: str, **limits: Any) -> Callable[[type], type]:
+    """Class decorator: `register` the settings dataclass it decorates."""
+    def decorate(cls: type) -> type:
+        register(kind, name, cls, target, **limits)
+        return cls
+    return decorate
+
+
+def entry(kind: str, name: Any) -> Entry:
+    if name not in REGISTRY[kind]:
+        raise ConfigError(f"unknown {kind} {name!r} (choose from: {', '.join(REGISTRY[kind])})")
+    return REGISTRY[kind][name]
+
+
+# -- models ----------------------------------------------------------------------------------------
+
 @dataclass
 class InitSettings:
     """Random initial weights: each row w_j gets an expected norm of `scale`.
@@ -39,7 +92,7 @@ class InitSettings:
     """
 
     distribution: Literal["uniform", "normal"] = "uniform"
-    scale: float = 0.3
+    scale: float = 0.3       # small, as in the paper
     bias_scale: float = 0.0
 
     def __post_init__(self) -> None:
@@ -47,8 +100,11 @@ class InitSettings:
         _non_negative("init.bias_scale", self.bias_scale)
 
 
+@registered("model", "mlp", "salrun.models:MLP")
 @dataclass
 class MLPSettings:
+    """Deep tanh MLP: `depth` hidden layers of `width` neurons, linear readout."""
+
     depth: int = 30
     width: int = 32
     init: InitSettings = dataclasses.field(default_factory=InitSettings)
@@ -58,11 +114,14 @@ class MLPSettings:
         _require(self.width >= 1, f"model.width must be >= 1, got {self.width}")
 
 
+@registered("model", "rnn", "salrun.models:ElmanRNN")
 @dataclass
 class RNNSettings:
+    """Tanh Elman RNN: h_t = tanh(W_ih x_t + W_hh h_{t-1} + θ), readout from the last state."""
+
     hidden: int = 32
-    density: float = 1.0
-    input_scale: float = 1.0
+    density: float = 1.0      # fraction of nonzero recurrent weights (fixed mask)
+    input_scale: float = 1.0  # expected row norm of W_ih
     init: InitSettings = dataclasses.field(default_factory=InitSettings)
 
     def __post_init__(self) -> None:
@@ -71,44 +130,121 @@ class RNNSettings:
         _non_negative("model.input_scale", self.input_scale)
 
 
+# -- tasks: each declares the keys it reads (salrun/tasks.py has the data and the criteria) -------
+
 COPY_SYMBOLS = 10  # copy memory: symbols to remember (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016)
-SEQUENCE_TASKS = frozenset({"lag_sign", "lag_analog", "adding", "copy_memory", "delayed_xor"})
-# The least lag each sequence task can be posed with: adding needs a marker in each half of
-# lag + 1 steps, copy memory the symbols and the delimiter before the recall starts,
-# delayed XOR its second bit (t = 1) before the output (t = lag).
-MIN_LAG = {"adding": 2, "copy_memory": COPY_SYMBOLS + 1, "delayed_xor": 2}
+FEED_FORWARD = dict(models=("mlp",))
+SEQUENCE = dict(models=("rnn",))
 
 
+def _sizes(task: Any) -> None:
+    for name in ("train_size", "test_size"):
+        value = getattr(task, name, 1)
+        _require(value >= 1, f"task.{name} must be >= 1, got {value}")
+
+
+@registered("task", "spirals", "salrun.tasks:make_spirals", **FEED_FORWARD)
 @dataclass
-class TaskSettings:
-    """One settings type for every task; each task reads the fields it needs."""
-
-    name: str = "spirals"
-    lag: int = 50
+class SpiralsSettings:
     train_size: int = 2000
     test_size: int = 1000
-    noise: float = 0.0
+    noise: float = 0.0        # std of Gaussian noise on the points
 
     def __post_init__(self) -> None:
-        _require(self.lag >= 1, f"task.lag must be >= 1, got {self.lag}")
-        least = MIN_LAG.get(self.name, 1)
-        _require(self.lag >= least, f"task.lag must be >= {least} for task {self.name}, got {self.lag}")
-        _require(self.train_size >= 1, f"task.train_size must be >= 1, got {self.train_size}")
-        _require(self.test_size >= 1, f"task.test_size must be >= 1, got {self.test_size}")
+        _sizes(self)
         _non_negative("task.noise", self.noise)
 
 
+@registered("task", "clusters", "salrun.tasks:make_clusters", **FEED_FORWARD)
+@dataclass
+class ClustersSettings:
+    train_size: int = 2000
+    test_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _sizes(self)
+
+
+@registered("task", "digits", "salrun.tasks:make_digits", **FEED_FORWARD)
+@dataclass
+class DigitsSettings:
+    test_size: int = 500      # held out (at most a third of the 1797 images); the rest trains
+
+    def __post_init__(self) -> None:
+        _sizes(self)
+
+
+@dataclass
+class SequenceSettings:
+    """Sequence tasks draw fresh training sequences every batch; the test set is fixed."""
+
+    lag: int = 50
+    test_size: int = 1000
+    least_lag: ClassVar[int] = 1
+    why_least: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _require(self.lag >= self.least_lag,
+                 f"task.lag must be >= {self.least_lag}{self.why_least}, got {self.lag}")
+        _sizes(self)
+
+
+@registered("task", "adding", "salrun.tasks:AddingTask", **SEQUENCE)
+@dataclass
+class AddingSettings(SequenceSettings):
+    least_lag: ClassVar[int] = 2
+    why_least: ClassVar[str] = " for task adding (a marker in each half of lag + 1 steps)"
+
+
+@registered("task", "copy_memory", "salrun.tasks:CopyMemoryTask", **SEQUENCE)
+@dataclass
+class CopyMemorySettings(SequenceSettings):
+    least_lag: ClassVar[int] = COPY_SYMBOLS + 1
+    why_least: ClassVar[str] = " for task copy_memory (the symbols and the delimiter come first)"
+
+
+@registered("task", "lag_sign", "salrun.tasks:LagSign", **SEQUENCE)
+@registered("task", "lag_analog", "salrun.tasks:LagAnalog", **SEQUENCE)
+@dataclass
+class LagSettings(SequenceSettings):
+    noise: float = 0.0        # std of N(0, noise²) distractor input after the informative input(s)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _non_negative("task.noise", self.noise)
+
+
+@registered("task", "delayed_xor", "salrun.tasks:DelayedXORTask", **SEQUENCE)
+@dataclass
+class DelayedXORSettings(LagSettings):
+    least_lag: ClassVar[int] = 2
+    why_least: ClassVar[str] = " for task delayed_xor (its second bit comes at t = 1)"
+
+
+# -- methods and initialisations ---------------------------------------------------------------
+MAX_SIGMA_B = 5.0  # σ_b beyond any practical use (σ_b = 5 puts σ_w at 3.33); keeps the χ₁ = 1 solver in range
+FEED_FORWARD_ONLY = dict(models=("mlp",), why=" (feed-forward only, Mishkin & Matas 2016)", needs_data=True)
+
+
+@registered("method", "none", "salrun.methods:Method")
+@registered("init", "random", "salrun.inits:random_")
+@dataclass
+class NoneSettings:
+    """Nothing to set: plain back-propagation (method), the model's own small random weights (init)."""
+
+
+@registered("method", "sal", "salrun.methods:SALMethod")
 @dataclass
 class SALSettings:
     """The choices of SCIENCE.md §2; the defaults are ours, not the paper's."""
 
-    lr: float = 0.01
-    target: float = 1.0
-    beta: float = 0.5
-    gate: Literal["one_sided", "two_sided"] = "one_sided"
-    objective: Literal["log", "linear"] = "log"
-    include_output: bool = False
-    rnn_inputs: Literal["all", "recurrent"] = "all"
+    lr: float = 0.01          # η_SAL
+    target: float = 1.0       # sensitivity target
+    beta: float = 0.5         # keep-rate of the moving average s̄ (0.9 overshoots more; see README)
+    gate: Literal["one_sided", "two_sided"] = "one_sided"  # two_sided also descends above target
+    objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
+    include_output: bool = False                           # also adapt the (linear) output layer
+    rnn_inputs: Literal["all", "recurrent"] = "all"        # which inputs count in ‖w_j‖
 
     def __post_init__(self) -> None:
         _non_negative("method.lr", self.lr)
@@ -116,19 +252,19 @@ class SALSettings:
         _require(0 <= self.beta < 1, f"method.beta must be in [0, 1), got {self.beta}")
 
 
+@registered("method", "spectral", "salrun.methods:SpectralMethod")
 @dataclass
 class SpectralSettings:
+    """Before learning: W_hh to spectral radius rho; each hidden feed-forward matrix to RMS gain rho."""
+
     rho: float = 1.0
 
     def __post_init__(self) -> None:
         _positive("method.rho", self.rho)
 
 
-@dataclass
-class NoneSettings:
-    pass
-
-
+@registered("method", "orthogonal", "salrun.methods:OrthogonalMethod")
+@registered("init", "orthogonal", "salrun.inits:orthogonal_")
 @dataclass
 class OrthogonalSettings:
     """Orthogonal weights times `gain` (Saxe et al. 2014): every singular value is `gain`."""
@@ -139,21 +275,22 @@ class OrthogonalSettings:
         _positive("gain", self.gain)
 
 
+@registered("method", "critical", "salrun.methods:CriticalMethod")
+@registered("init", "critical", "salrun.inits:critical_")
 @dataclass
 class CriticalSettings:
     """Mean-field edge of chaos for tanh (Schoenholz et al. 2017): W ~ N(0, σ_w²/n_in),
     θ ~ N(0, σ_b²), σ_w solved on the χ₁ = 1 line for the given σ_b."""
 
-    sigma_b: float = 0.05
+    sigma_b: float = 0.05     # ours: a small bias; 0 gives σ_w = 1
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.sigma_b) and 0 <= self.sigma_b <= MAX_SIGMA_B,
                  f"sigma_b must be in [0, {MAX_SIGMA_B}], got {self.sigma_b}")
 
 
-MAX_SIGMA_B = 5.0  # σ_b beyond any practical use (σ_b = 5 puts σ_w at 3.33); keeps the χ₁ = 1 solver in range
-
-
+@registered("method", "lsuv", "salrun.methods:LSUVMethod", **FEED_FORWARD_ONLY)
+@registered("init", "lsuv", "salrun.inits:lsuv_", **FEED_FORWARD_ONLY)
 @dataclass
 class LSUVSettings:
     """Layer-sequential unit variance (Mishkin & Matas 2016): orthonormal weights, then
@@ -169,6 +306,7 @@ class LSUVSettings:
         _require(self.samples >= 2, f"samples must be >= 2, got {self.samples}")
 
 
+@registered("method", "flossing", "salrun.methods:FlossingMethod", models=("rnn",), needs_data=True)
 @dataclass
 class FlossingSettings:
     """Gradient flossing (Engelken 2023): Adam steps on Σ_{i≤k} λ_i², the top-k Lyapunov
@@ -193,13 +331,18 @@ class FlossingSettings:
         _positive("method.floss_lr", self.floss_lr)
         _require(self.trajectories >= 1, f"method.trajectories must be >= 1, got {self.trajectories}")
 
+    def check_model(self, model: Any) -> None:
+        _require(self.k <= model.hidden, f"method.k must be <= model.hidden ({model.hidden}), got {self.k}")
+
+
+# -- the root config's own keys -----------------------------------------------------------------
 
 @dataclass
 class OptimSettings:
     name: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
-    momentum: float = 0.0
-    clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    momentum: float = 0.0   # sgd only
+    clip: float = 0.0       # max global gradient norm; 0 disables clipping
 
     def __post_init__(self) -> None:
         _non_negative("optim.lr", self.lr)
@@ -228,7 +371,7 @@ class LyapunovSettings:
     sal_steps: int = 400          # SAL updates
     chunk: int = 10               # time steps the net runs between two SAL updates
     trajectories: int = 8         # independent trajectories (batch)
-    log_every: int = 20           # SAL updates between two measurements
+    log_every: int = 10           # SAL updates between two measurements
     transient: int = 100          # steps discarded before averaging log-growth
     measure_steps: int = 400      # steps averaged for the MLE and log-sensitivity
     input_size: int = 0           # 0: autonomous net; > 0: driven by N(0, 1) input
@@ -246,24 +389,102 @@ class LyapunovSettings:
         _require(self.k <= hidden, f"lyapunov.k must be <= model.hidden ({hidden}), got {self.k}")
 
 
-# Initialisations: the `init` group, and the methods of the same name (init on its own).
-INIT_SETTINGS: dict[str, type] = {
-    "random": NoneSettings,  # the model's own small random weights (model.init)
-    "orthogonal": OrthogonalSettings,
-    "critical": CriticalSettings,
-    "lsuv": LSUVSettings,
-}
-METHOD_SETTINGS: dict[str, type] = {
-    "none": NoneSettings,
-    "sal": SALSettings,
-    "spectral": SpectralSettings,
-    "orthogonal": OrthogonalSettings,
-    "critical": CriticalSettings,
-    "lsuv": LSUVSettings,
-    "flossing": FlossingSettings,
-}
-INIT_METHODS = frozenset(name for name in INIT_SETTINGS if name != "random")
-MODEL_SETTINGS: dict[str, type] = {"mlp": MLPSettings, "rnn": RNNSettings}
+@dataclass
+class RootSettings:
+    """The keys at the root of the config, beside the groups model, task, method, init."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0          # torch threads for this job; 0 keeps torch's default (a sweep: a share of the cores)
+    optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    lyapunov: LyapunovSettings = dataclasses.field(default_factory=LyapunovSettings)
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+
+
+@dataclass
+class Choice:
+    """A group's choice: its registered name, its settings and its registry entry."""
+
+    name: str
+    settings: Any
+    entry: Entry
+
+
+@dataclass
+class JobSettings:
+    """A job's whole config, typed and checked: what the job layer reads, never the raw dict."""
+
+    command: str
+    config: dict              # the resolved config it was built from (a checkpoint records it)
+    root: RootSettings
+    model: Choice
+    task: Choice
+    method: Choice
+    init: Choice
+
+
+def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
+    """Build and check the settings of `command` ("train" or "lyapunov") from a resolved config
+    (a plain dict, each group with its `name`); ConfigError names the first problem."""
+    if command == "lyapunov":  # before the model's keys are checked: a preset's model.hidden is not the MLP's
+        model = cfg.get("model")
+        name = model.get("name") if isinstance(model, Mapping) else model
+        _require(name == "rnn", f"lyapunov needs model=rnn, got model={name}")
+    root = build(RootSettings, {k: v for k, v in cfg.items() if k not in KINDS and k != "experiment"}, "")
+    chosen = {kind: choose(kind, cfg.get(kind)) for kind in KINDS}
+    settings = JobSettings(command, dict(cfg), root, **chosen)
+    _check_combination(settings)
+    return settings
+
+
+def choose(kind: str, data: Any) -> Choice:
+    """Group `kind`'s choice from its config node (`name` and the settings' keys)."""
+    if data is None and kind == "init":  # a run folder written before the init group existed
+        data = {"name": "random"}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{kind} must be a group of settings, got {data!r}")
+    name = data.get("name")
+    chosen = entry(kind, name)
+    # A preset may tune several methods at once (method.lr for sal, method.rho for spectral) so
+    # that one sweep spans them: a method drops the keys that only the other methods have.
+    others = frozenset().union(*(_field_names(e.settings) for n, e in REGISTRY["method"].items()
+                                 if n != name)) if kind == "method" else frozenset()
+    try:
+        return Choice(name, build(chosen.settings, data, kind, ignore=others), chosen)
+    except ConfigError as err:  # settings shared by `init` and `method` say which (init.gain, method.gain)
+        message = str(err)
+        if message.split(" ")[0] in _field_names(chosen.settings):
+            message = f"{kind}.{message}"
+        raise ConfigError(message) from None
+
+
+def _check_combination(s: JobSettings) -> None:
+    """What single settings cannot see: a choice that does not fit the model, the command or the other choices."""
+    model = s.model.name
+    if s.command == "lyapunov":
+        s.root.lyapunov.check_hidden(s.model.settings.hidden)
+    if s.method.name in REGISTRY["init"] and s.init.name != "random":
+        plain = ", ".join(n for n in REGISTRY["method"] if n not in REGISTRY["init"])
+        raise ConfigError(f"method={s.method.name} is itself an initialisation; use init={s.init.name} "
+                          f"with method {plain}")
+    for kind in ("method", "init") if s.command == "lyapunov" else ("task", "method", "init"):
+        choice: Choice = getattr(s, kind)
+        if s.command == "lyapunov" and choice.entry.needs_data:
+            raise ConfigError(f"{kind}={choice.name} needs a task's data and runs with salrun train, not lyapunov")
+        if model not in choice.entry.models:
+            raise ConfigError(f"{kind}={choice.name} applies to model={'|'.join(choice.entry.models)} only"
+                              f"{choice.entry.why}, got model={model}")
+        if hasattr(choice.settings, "check_model"):
+            choice.settings.check_model(s.model.settings)
+
+
+def defaults(cls: type) -> dict:
+    """The defaults of settings dataclass `cls` as a plain dict: what Hydra composes from."""
+    return dataclasses.asdict(cls())
 
 
 def build(cls: type, data: Mapping[str, Any] | None, where: str, ignore: frozenset[str] = frozenset()) -> Any:
@@ -277,69 +498,20 @@ def build(cls: type, data: Mapping[str, Any] | None, where: str, ignore: frozens
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        if field.name not in data:
-            continue
-        kwargs[field.name] = _coerce(hints[field.name], data.pop(field.name), f"{where}.{field.name}")
+        if field.name in data:
+            kwargs[field.name] = _coerce(hints[field.name], data.pop(field.name), _key(where, field.name))
     data.pop("name", None)
     if data:
-        raise ConfigError(f"unknown key {where}.{sorted(data)[0]}")
+        raise ConfigError(f"unknown key {_key(where, sorted(data)[0])}")
     return cls(**kwargs)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
-
-
-def method_settings(name: str, data: Mapping[str, Any]) -> Any:
-    """The settings of method `name`. A preset may tune several methods at once
-    (method.lr for sal, method.rho for spectral), so that one sweep can span
-    them; the keys of the other methods are dropped here."""
-    others = frozenset().union(*(_field_names(c) for n, c in METHOD_SETTINGS.items() if n != name))
-    return _prefixed(lambda: build(METHOD_SETTINGS[name], data, "method", ignore=others), "method")
-
-
-def init_settings(data: Mapping[str, Any] | None) -> tuple[str, Any]:
-    """The `init` group: its name and settings (a config without one: the model's random init)."""
-    data = dict(data or {"name": "random"})
-    name = data.get("name")
-    if name not in INIT_SETTINGS:
-        raise ConfigError(f"unknown init {name!r} (choose from: {', '.join(INIT_SETTINGS)})")
-    return name, _prefixed(lambda: build(INIT_SETTINGS[name], data, "init"), "init")
-
-
-def _prefixed(make, where: str) -> Any:
-    """Settings shared by the `init` group and `method` name their own key (init.gain, method.gain)."""
-    try:
-        return make()
-    except ConfigError as err:
-        message = str(err)
-        if message.split(" ")[0] in {f.name for c in INIT_SETTINGS.values() for f in dataclasses.fields(c)}:
-            message = f"{where}.{message}"
-        raise ConfigError(message) from None
-
-
-def check_combination(command: str, model_name: str, model: Any, method_name: str, method: Any,
-                      init_name: str) -> None:
-    """What single settings cannot see: a method or init that does not fit the model,
-    the command or the other of the two."""
-    if method_name in INIT_METHODS and init_name != "random":
-        raise ConfigError(f"method={method_name} is itself an initialisation; use init={init_name} "
-                          "with method none, sal, spectral or flossing")
-    if command == "lyapunov":
-        if init_name == "lsuv":
-            raise ConfigError("init=lsuv needs a task's data and runs with salrun train, not lyapunov")
-        if method_name in ("lsuv", "flossing"):
-            raise ConfigError(f"method={method_name} needs a task's data and runs with salrun train, "
-                              "not lyapunov")
-    for name in {init_name, method_name} & {"lsuv"}:
-        if model_name != "mlp":
-            raise ConfigError(f"{name} is feed-forward only (Mishkin & Matas 2016): it needs model=mlp, "
-                              f"got model={model_name}")
-    if method_name == "flossing":
-        if model_name != "rnn":
-            raise ConfigError(f"method=flossing applies to RNNs (model=rnn), got model={model_name}")
-        if method.k > model.hidden:
-            raise ConfigError(f"method.k must be <= model.hidden ({model.hidden}), got {method.k}")
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

@@ -9,7 +9,8 @@ make the information cross `task.lag` recurrent steps:
 - `copy_memory` (Hochreiter & Schmidhuber 1997, as in Arjovsky et al. 2016): 10
   symbols, each recalled lag steps after it was shown;
 - `delayed_xor`: the XOR of the ±1 bits of t = 0 and t = 1, read at t = lag.
-Sequences are shaped (time, batch, inputs).
+Sequences are shaped (time, batch, inputs). Each task is registered with its settings
+in salrun/settings.py; here it is built from them.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from salrun.settings import COPY_SYMBOLS, MIN_LAG, ConfigError, TaskSettings
+from salrun.settings import (COPY_SYMBOLS, AddingSettings, ClustersSettings, CopyMemorySettings, DelayedXORSettings,
+                             DigitsSettings, LagSettings, SpiralsSettings)
 
 
 @dataclass
@@ -86,7 +88,7 @@ def two_spirals(n: int, generator: torch.Generator, turns: float = 1.5, noise: f
     return x, label
 
 
-def make_spirals(settings: TaskSettings) -> ClassificationTask:
+def make_spirals(settings: SpiralsSettings) -> ClassificationTask:
     # The data set is part of the task, not of the run: a fixed seed.
     generator = torch.Generator().manual_seed(12345)
     x_train, y_train = two_spirals(settings.train_size // 2, generator, noise=settings.noise)
@@ -102,14 +104,14 @@ def two_clusters(n: int, generator: torch.Generator):
     return x, label
 
 
-def make_clusters(settings: TaskSettings) -> ClassificationTask:
+def make_clusters(settings: ClustersSettings) -> ClassificationTask:
     generator = torch.Generator().manual_seed(12345)
     x_train, y_train = two_clusters(settings.train_size // 2, generator)
     x_test, y_test = two_clusters(settings.test_size // 2, generator)
     return ClassificationTask("clusters", x_train, y_train, x_test, y_test, 2, threshold=0.9)
 
 
-def make_digits(settings: TaskSettings) -> ClassificationTask:
+def make_digits(settings: DigitsSettings) -> ClassificationTask:
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -125,14 +127,17 @@ def make_digits(settings: TaskSettings) -> ClassificationTask:
 class LagTask(Task):
     """Remember the input of t = 0 for `lag` steps; later inputs are zero or noise."""
 
-    def __init__(self, name: str, lag: int, noise: float, test_size: int, analog: bool):
-        if analog:
+    analog = False
+
+    def __init__(self, settings: LagSettings):
+        if self.analog:
             # Predicting the mean scores nmse = 1; success explains 90% of the variance.
-            super().__init__(name, 1, 1, True, "nmse", False, 1.0, 0.1, "test MSE < 10% of the target variance")
+            super().__init__("lag_analog", 1, 1, True, "nmse", False, 1.0, 0.1,
+                             "test MSE < 10% of the target variance")
         else:
-            super().__init__(name, 1, 1, True, "accuracy", True, 0.5, 0.95, "sign accuracy >= 0.95")
-        self.lag, self.noise, self.analog = lag, noise, analog
-        self._test = self._sample(test_size, torch.Generator().manual_seed(54321))
+            super().__init__("lag_sign", 1, 1, True, "accuracy", True, 0.5, 0.95, "sign accuracy >= 0.95")
+        self.lag, self.noise = settings.lag, settings.noise
+        self._test = self._sample(settings.test_size, torch.Generator().manual_seed(54321))
 
     def _sample(self, batch_size: int, generator: torch.Generator):
         if self.analog:
@@ -167,8 +172,6 @@ class SequenceTask(Task):
         raise NotImplementedError
 
     def _make_test_set(self, test_size: int) -> None:
-        if self.lag < MIN_LAG.get(self.name, 1):
-            raise ConfigError(f"task.lag must be >= {MIN_LAG[self.name]} for task {self.name}, got {self.lag}")
         self._test = self._sample(test_size, torch.Generator().manual_seed(54321))
 
     def train_batch(self, batch_size, generator):
@@ -182,11 +185,11 @@ class AddingTask(SequenceTask):
     """Two channels over lag + 1 steps: values U(0, 1) and a marker that is 1 at one step of
     the first half and one of the second; the target is the sum of the two marked values."""
 
-    def __init__(self, lag: int, test_size: int):
+    def __init__(self, settings: AddingSettings):
         # Always answering 1, the target's mean, scores its variance: 2 × 1/12.
         super().__init__("adding", 2, 1, True, "mse", False, 1 / 6, 0.01, "test MSE < 0.01 (chance 1/6)")
-        self.lag = lag
-        self._make_test_set(test_size)
+        self.lag = settings.lag
+        self._make_test_set(settings.test_size)
 
     def _sample(self, batch_size, generator):
         length = self.lag + 1
@@ -215,12 +218,12 @@ class CopyMemoryTask(SequenceTask):
 
     categories, alphabet = 10, 8
 
-    def __init__(self, lag: int, test_size: int):
+    def __init__(self, settings: CopyMemorySettings):
         # A guess ignores the input: 1 symbol in 8 (cross-entropy ln 8).
         super().__init__("copy_memory", self.categories, self.alphabet, True, "accuracy", True,
                          1 / self.alphabet, 0.95, "recalled-symbol accuracy >= 0.95", read_steps=COPY_SYMBOLS)
-        self.lag = lag
-        self._make_test_set(test_size)
+        self.lag = settings.lag
+        self._make_test_set(settings.test_size)
 
     def _sample(self, batch_size, generator):
         symbols = torch.randint(self.alphabet, (COPY_SYMBOLS, batch_size), generator=generator)  # 0..7
@@ -240,10 +243,10 @@ class DelayedXORTask(SequenceTask):
     """±1 bits a at t = 0 and b at t = 1, zeros (or noise) after; the target at t = lag is
     XOR(a, b) as ±1 (+1 when they differ), so both bits must be kept, not just their sum."""
 
-    def __init__(self, lag: int, noise: float, test_size: int):
+    def __init__(self, settings: DelayedXORSettings):
         super().__init__("delayed_xor", 1, 1, True, "accuracy", True, 0.5, 0.95, "sign accuracy >= 0.95")
-        self.lag, self.noise = lag, noise
-        self._make_test_set(test_size)
+        self.lag, self.noise = settings.lag, settings.noise
+        self._make_test_set(settings.test_size)
 
     def _sample(self, batch_size, generator):
         bits = torch.randint(2, (2, batch_size), generator=generator).float() * 2 - 1
@@ -260,19 +263,11 @@ class DelayedXORTask(SequenceTask):
         return float((torch.sign(prediction) == target).float().mean())
 
 
-TASKS = {
-    "spirals": make_spirals,
-    "clusters": make_clusters,
-    "digits": make_digits,
-    "lag_sign": lambda s: LagTask("lag_sign", s.lag, s.noise, s.test_size, analog=False),
-    "lag_analog": lambda s: LagTask("lag_analog", s.lag, s.noise, s.test_size, analog=True),
-    "adding": lambda s: AddingTask(s.lag, s.test_size),
-    "copy_memory": lambda s: CopyMemoryTask(s.lag, s.test_size),
-    "delayed_xor": lambda s: DelayedXORTask(s.lag, s.noise, s.test_size),
-}
+class LagSign(LagTask):
+    """The sign of a ±1 input of t = 0, read at t = lag."""
 
 
-def make_task(settings: TaskSettings) -> Task:
-    if settings.name not in TASKS:
-        raise ConfigError(f"unknown task {settings.name!r} (choose from: {', '.join(TASKS)})")
-    return TASKS[settings.name](settings)
+class LagAnalog(LagTask):
+    """The value of a U(-1, 1) input of t = 0, read at t = lag."""
+
+    analog = True

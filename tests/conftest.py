@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from salrun.settings import choose
+
 # Small, CPU-sized versions of the presets.
 TINY_FFN = ["model.depth=3", "model.width=8", "train.steps=6", "train.log_every=3", "threads=1"]
 TINY_RNN = ["experiment=long_lag", "model.hidden=8", "task.lag=5", "task.test_size=50", "train.steps=6",
@@ -23,6 +25,12 @@ def salrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def run_cli():
     return salrun
+
+
+def make_task(name: str, **values):
+    """Task `name` built from its registered settings, with `values` for some of them."""
+    task = choose("task", {"name": name, **values})
+    return task.entry.load()(task.settings)
 
 
 def summary_of(folder: Path) -> dict:

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_task
 from salrun.models import ElmanRNN
-from salrun.settings import COPY_SYMBOLS, InitSettings, RNNSettings, TaskSettings
-from salrun.tasks import make_task
+from salrun.settings import COPY_SYMBOLS, InitSettings, RNNSettings
 
 
 def task(name, lag, test_size=2000):
-    return make_task(TaskSettings(name=name, lag=lag, test_size=test_size))
+    return make_task(name, lag=lag, test_size=test_size)
 
 
 def batch(t, rows=500, seed=0):
@@ -117,7 +117,7 @@ def test_delayed_xor_is_not_solved_by_either_bit_alone():
 
 
 def test_delayed_xor_noise_comes_after_the_bits():
-    t = make_task(TaskSettings(name="delayed_xor", lag=6, test_size=10, noise=0.5))
+    t = make_task("delayed_xor", lag=6, test_size=10, noise=0.5)
     x, _ = batch(t, rows=200)
     assert set(x[:2].unique().tolist()) == {-1.0, 1.0}
     assert x[2:].std() == pytest.approx(0.5, rel=0.15)

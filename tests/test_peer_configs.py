@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import TINY_CHAOS, TINY_FFN, TINY_RNN, summary_of
-from salrun.jobs import load_model, run_job, validate
+from salrun.jobs import load_model, run_job
 from salrun.launch import compose
-from salrun.settings import ConfigError
+from salrun.settings import ConfigError, job_settings
 
 FFN = ["model.depth=3", "model.width=8"]
 RNN = ["experiment=long_lag", "model.hidden=8"]
@@ -46,7 +46,7 @@ RNN = ["experiment=long_lag", "model.hidden=8"]
 ])
 def test_bad_settings_are_config_errors(overrides, words):
     with pytest.raises(ConfigError) as err:
-        validate("train", compose("train", overrides))
+        job_settings("train", compose("train", overrides))
     message = str(err.value)
     assert "\n" not in message
     for word in words:
@@ -60,7 +60,7 @@ def test_bad_settings_are_config_errors(overrides, words):
 ])
 def test_lyapunov_refuses_what_needs_train(command, overrides, word):
     with pytest.raises(ConfigError, match=word):
-        validate(command, compose(command, overrides))
+        job_settings(command, compose(command, overrides))
 
 
 def test_good_combinations_validate():
@@ -68,9 +68,9 @@ def test_good_combinations_validate():
                       ["method=spectral", "init=orthogonal"], RNN + ["method=flossing", "method.k=8"],
                       RNN + ["method=flossing", "init=critical", "task=copy_memory", "task.lag=11"],
                       RNN + ["method=sal", "init=orthogonal", "task=delayed_xor", "task.lag=2"]):
-        validate("train", compose("train", overrides))
-    validate("lyapunov", compose("lyapunov", ["method=critical"]))
-    validate("lyapunov", compose("lyapunov", ["method=sal", "init=orthogonal"]))
+        job_settings("train", compose("train", overrides))
+    job_settings("lyapunov", compose("lyapunov", ["method=critical"]))
+    job_settings("lyapunov", compose("lyapunov", ["method=sal", "init=orthogonal"]))
 
 
 @pytest.mark.slow
@@ -90,7 +90,7 @@ def test_lyapunov_starts_sal_from_an_orthogonal_init(run_cli, tmp_path):
 def test_a_config_without_init_is_the_random_init():
     cfg = compose("train", FFN)
     del cfg["init"]  # a run folder written before the init group existed
-    validate("train", cfg)
+    job_settings("train", cfg)
 
 
 @pytest.mark.parametrize("args,word", [
@@ -163,7 +163,7 @@ def test_init_methods_sweep_in_depth(run_cli, tmp_path):
 def test_a_preset_tunes_flossing_in_a_sweep_with_other_methods():
     # Keys of another method: `++` adds them where the chosen method lacks them, and they are ignored there.
     for method in ("sal", "flossing"):
-        validate("train", compose("train", ["experiment=paper_long_lag", f"method={method}", "++method.k=3"]))
+        job_settings("train", compose("train", ["experiment=paper_long_lag", f"method={method}", "++method.k=3"]))
 
 
 @pytest.mark.slow

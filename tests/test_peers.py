@@ -6,13 +6,13 @@ import torch
 from scipy.integrate import quad
 
 from salrun.flossing import flossing_loss, lyapunov_exponents
-from salrun.inits import apply_init, critical_, lsuv_, orthogonal_
+from salrun.inits import critical_, lsuv_, orthogonal_, random_
 from salrun.meanfield import chi_1, critical_sigma_w
-from salrun.methods import FlossingMethod, OrthogonalMethod, TaskSampler, make_method
+from salrun.methods import FlossingMethod, OrthogonalMethod, TaskSampler
 from salrun.models import ElmanRNN, MLP
 from salrun.settings import (CriticalSettings, FlossingSettings, InitSettings, LSUVSettings, MLPSettings,
-                             OrthogonalSettings, RNNSettings, TaskSettings)
-from salrun.tasks import make_task
+                             OrthogonalSettings, RNNSettings)
+from conftest import make_task
 from single_thread import one_thread  # noqa: F401  (autouse)
 
 
@@ -116,14 +116,14 @@ def test_method_orthogonal_and_init_orthogonal_are_the_same_code():
     torch.manual_seed(5)
     OrthogonalMethod(OrthogonalSettings(gain=1.2)).on_init(a, None)
     torch.manual_seed(5)
-    apply_init("orthogonal", b, OrthogonalSettings(gain=1.2))
+    orthogonal_(b, OrthogonalSettings(gain=1.2))
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
 
 
 def test_random_init_leaves_the_model_as_built():
     a, b = mlp(), mlp()
-    apply_init("random", a, None)
+    random_(a)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -151,10 +151,10 @@ def test_lsuv_gives_every_hidden_layer_unit_output_variance():
 
 
 def test_lsuv_draws_its_batch_from_the_task():
-    task = make_task(TaskSettings(name="spirals"))
+    task = make_task("spirals")
     sampler = TaskSampler(task, seed=0)
     model = mlp(depth=3, width=8)
-    apply_init("lsuv", model, LSUVSettings(samples=64), sampler)
+    lsuv_(model, LSUVSettings(samples=64), sampler)
     x, _ = TaskSampler(task, seed=0)(64)
     with torch.no_grad():
         first = model.hidden_linears()[0](x)
@@ -204,7 +204,7 @@ def test_flossing_loss_gradient_matches_finite_differences():
 
 
 def _flossing(task_name="lag_sign", lag=30, **overrides):
-    task = make_task(TaskSettings(name=task_name, lag=lag, test_size=10))
+    task = make_task(task_name, lag=lag, test_size=10)
     settings = FlossingSettings(**{"k": 4, "mode": "before", "pre_steps": 30, "floss_lr": 0.01, **overrides})
     return task, settings
 
@@ -219,7 +219,7 @@ def test_flossing_before_training_drives_the_top_exponents_toward_zero():
             return lyapunov_exponents(model, x, 4, generator=torch.Generator().manual_seed(0)).mean(0)
 
     before = exponents()
-    make_method("flossing", settings).on_init(model, None, TaskSampler(task, seed=0))
+    FlossingMethod(settings).on_init(model, None, TaskSampler(task, seed=0))
     after = exponents()
     assert before.max() < -0.4
     assert float(after.pow(2).sum()) < 0.05 * float(before.pow(2).sum())
@@ -259,5 +259,5 @@ def test_flossing_state_round_trips():
 def test_flossing_keeps_a_sparse_mask():
     task, settings = _flossing(pre_steps=3)
     model = rnn(hidden=10, scale=2.0, density=0.5)
-    make_method("flossing", settings).on_init(model, None, TaskSampler(task, seed=0))
+    FlossingMethod(settings).on_init(model, None, TaskSampler(task, seed=0))
     assert torch.all(model.weight_hh.detach()[model.mask == 0] == 0)

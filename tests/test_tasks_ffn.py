@@ -1,12 +1,11 @@
 """Feed-forward tasks: their data match the chance level and criterion they declare."""
 import torch
 
-from salrun.settings import TaskSettings
-from salrun.tasks import make_task
+from conftest import make_task
 
 
 def test_clusters_is_balanced_separable_and_fixed():
-    task = make_task(TaskSettings(name="clusters", train_size=400, test_size=400))
+    task = make_task("clusters", train_size=400, test_size=400)
     x, y = task.test_set()
     assert x.shape == (400, 2) and task.output_size == 2
     assert task.chance == 0.5 == float(y.float().mean())
@@ -14,5 +13,5 @@ def test_clusters_is_balanced_separable_and_fixed():
     bayes = float(((x.sum(1) > 0).long() == y).float().mean())
     assert bayes > task.threshold + 0.03
     # The data belong to the task, not the run: built twice, they are the same.
-    again = make_task(TaskSettings(name="clusters", train_size=400, test_size=400))
+    again = make_task("clusters", train_size=400, test_size=400)
     assert torch.equal(again.test_set()[0], x)
