@@ -1,0 +1,112 @@
+"""Sweeps on a real SLURM cluster (scripts/slurm-local.sh brings one up on this machine).
+
+Skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set by .ci/run) turns the
+skip into a failure, so that CI cannot pass without running them. Each test names its
+jobs and cancels whatever is left of them at the end."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pandas as pd
+import pytest
+
+from conftest import summary_of
+
+pytestmark = pytest.mark.slurm
+
+# One CPU and 1 GB per job: the presets ask for more than a laptop's one-node cluster has.
+SMALL_JOBS = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+FFN = ["model.depth=3", "model.width=8", "threads=1"]
+
+
+def _cluster_problem() -> str:
+    if shutil.which("sbatch") is None:
+        return "no sbatch on PATH"
+    probe = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%T"], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+    if probe.returncode != 0:
+        return f"sinfo failed: {probe.stderr.strip()}"
+    if not any(state.startswith(("idle", "mixed", "allocated")) for state in probe.stdout.split()):
+        return f"no node is up (sinfo: {' '.join(probe.stdout.split()) or 'no nodes'})"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    problem = _cluster_problem()
+    if problem and os.environ.get("SALRUN_REQUIRE_SLURM") == "1":
+        pytest.fail(f"SALRUN_REQUIRE_SLURM=1 but there is no usable SLURM cluster: {problem}")
+    if problem:
+        pytest.skip(f"no SLURM cluster ({problem}); scripts/slurm-local.sh up starts one")
+
+
+@pytest.fixture
+def job_name(cluster):
+    """A name for this test's jobs; whatever of them is still queued or running at the end is cancelled."""
+    name = f"salrun-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
+
+
+def sweep(out, name, *overrides) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "salrun", "sweep", *overrides, "--launcher", "slurm_cpu",
+                             *SMALL_JOBS, f"hydra.launcher.name={name}", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+
+
+def finish(process, timeout=180) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(job_name, tmp_path):
+    out = tmp_path / "sweep"
+    code, stderr = finish(sweep(out, job_name, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3"))
+    assert code == 0, stderr
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table.status) == ["ok", "ok"] and sorted(table.seed) == [0, 1]
+    scripts = list((out / ".submitit").glob("*/*_submission.sh"))
+    assert scripts and "#SBATCH --array=0-1" in scripts[0].read_text()  # one array, submitted by sbatch
+    assert "sacct error" not in stderr and stderr.count("accounting") <= 1, stderr
+
+
+def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(job_name, tmp_path, run_cli):
+    run = [*FFN, "train.steps=10000", "train.log_every=100", "train.checkpoint_every=250"]
+    out = tmp_path / "sweep"
+    started = sweep(out, job_name, "seed=0", *run)
+    checkpoint = out / "0" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():  # the job is running and has a checkpoint to come back to
+        assert started.poll() is None, started.communicate()
+        assert time.monotonic() < deadline, "the job did not write a checkpoint within 120 s"
+        time.sleep(0.1)
+    # submitit's preemption signal (sbatch --signal=USR2@...): it requeues the job and exits.
+    subprocess.run(["scancel", "--signal=USR2", f"--name={job_name}"], check=True, timeout=30)
+    reference = run_cli("train", "seed=0", *run, "--out", str(tmp_path / "reference"), "--quiet")
+    assert reference.returncode == 0, reference.stderr
+    code, stderr = finish(started)
+    assert code == 0, stderr
+    summary = summary_of(out / "0")
+    assert summary["status"] == "ok"
+    assert 0 < summary["resumed_from_step"] < 10000
+    logs = "".join(p.read_text() for p in (out / ".submitit").glob("*/*_log.err"))
+    assert "this job is preempted" in logs
+    assert (out / "0" / "config.yaml").read_bytes() == (tmp_path / "reference" / "config.yaml").read_bytes()
+    assert (out / "0" / "metrics.csv").read_bytes() == (tmp_path / "reference" / "metrics.csv").read_bytes()
+
+
+def test_failed_job_is_recorded_while_the_other_completes(job_name, tmp_path):
+    out = tmp_path / "sweep"
+    (out / "1").mkdir(parents=True)  # job 1's folder already holds another run: the job refuses it
+    (out / "1" / "config.yaml").write_text("seed: 99\n")
+    code, stderr = finish(sweep(out, job_name, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3"))
+    assert code == 1, stderr
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table.status) == ["ok", "failed"] and table.output[1] == str(out / "1")
+    assert summary_of(out / "0")["seed"] == 0
+    assert (out / "1" / "config.yaml").read_text() == "seed: 99\n"  # and left it alone
