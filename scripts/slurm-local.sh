@@ -22,7 +22,7 @@ SPOOL=/var/spool/slurmd
 die() { echo "slurm-local: $*" >&2; exit 1; }
 
 running() {  # running PIDFILE: the daemon whose pid the file holds is alive
-    [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+    [[ -s $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null
 }
 
 stop() {  # stop PIDFILE NAME
@@ -46,7 +46,7 @@ SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 # A requeued job waits cred_expire seconds before it may start again (default 120).
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=5
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
 SlurmctldPidFile=/run/slurmctld.pid

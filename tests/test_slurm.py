@@ -1,8 +1,8 @@
 """Sweeps on a real SLURM cluster (scripts/slurm-local.sh brings one up on this machine).
 
 Skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set by .ci/run) turns the
-skip into a failure, so that CI cannot pass without running them. Each test names its
-jobs and cancels whatever is left of them at the end."""
+skip into a failure, so that CI cannot pass without running them. Each test's jobs carry
+one name; at its end its sweeps are stopped and whatever is left of its jobs is cancelled."""
 import os
 import shutil
 import subprocess
@@ -43,20 +43,39 @@ def cluster():
         pytest.skip(f"no SLURM cluster ({problem}); scripts/slurm-local.sh up starts one")
 
 
+class Sweeps:
+    """Starts `salrun sweep --launcher slurm_cpu` processes whose jobs carry one name, so that
+    the end of a test can stop the sweeps and cancel whatever is left of their jobs."""
+
+    def __init__(self):
+        self.name = f"salrun-test-{uuid.uuid4().hex[:8]}"
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, out, *overrides) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "salrun", "sweep", *overrides, "--launcher", "slurm_cpu", *SMALL_JOBS,
+             f"hydra.launcher.name={self.name}", "--out", str(out), "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
+    def run(self, out, *overrides) -> tuple[int, str]:
+        return finish(self.start(out, *overrides))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        subprocess.run(["scancel", f"--name={self.name}"], capture_output=True, timeout=30)
+
+
 @pytest.fixture
-def job_name(cluster):
-    """A name for this test's jobs; whatever of them is still queued or running at the end is cancelled."""
-    name = f"salrun-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
-
-
-def sweep(out, name, *overrides) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "salrun", "sweep", *overrides, "--launcher", "slurm_cpu",
-                             *SMALL_JOBS, f"hydra.launcher.name={name}", "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            stdin=subprocess.DEVNULL)
+def sweeps(cluster):
+    started = Sweeps()
+    yield started
+    started.stop()
 
 
 def finish(process, timeout=180) -> tuple[int, str]:
@@ -64,9 +83,9 @@ def finish(process, timeout=180) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(job_name, tmp_path):
+def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(sweeps, tmp_path):
     out = tmp_path / "sweep"
-    code, stderr = finish(sweep(out, job_name, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3"))
+    code, stderr = sweeps.run(out, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3")
     assert code == 0, stderr
     table = pd.read_csv(out / "sweep.csv")
     assert list(table.status) == ["ok", "ok"] and sorted(table.seed) == [0, 1]
@@ -75,10 +94,10 @@ def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(job_name,
     assert "sacct error" not in stderr and stderr.count("accounting") <= 1, stderr
 
 
-def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(job_name, tmp_path, run_cli):
-    run = [*FFN, "train.steps=10000", "train.log_every=100", "train.checkpoint_every=250"]
+def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(sweeps, tmp_path, run_cli):
+    run = [*FFN, "train.steps=6000", "train.log_every=100", "train.checkpoint_every=200"]
     out = tmp_path / "sweep"
-    started = sweep(out, job_name, "seed=0", *run)
+    started = sweeps.start(out, "seed=0", *run)
     checkpoint = out / "0" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists():  # the job is running and has a checkpoint to come back to
@@ -86,25 +105,25 @@ def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(job_name, tmp_pa
         assert time.monotonic() < deadline, "the job did not write a checkpoint within 120 s"
         time.sleep(0.1)
     # submitit's preemption signal (sbatch --signal=USR2@...): it requeues the job and exits.
-    subprocess.run(["scancel", "--signal=USR2", f"--name={job_name}"], check=True, timeout=30)
+    subprocess.run(["scancel", "--signal=USR2", f"--name={sweeps.name}"], check=True, timeout=30)
     reference = run_cli("train", "seed=0", *run, "--out", str(tmp_path / "reference"), "--quiet")
     assert reference.returncode == 0, reference.stderr
     code, stderr = finish(started)
     assert code == 0, stderr
     summary = summary_of(out / "0")
     assert summary["status"] == "ok"
-    assert 0 < summary["resumed_from_step"] < 10000
+    assert 0 < summary["resumed_from_step"] < 6000
     logs = "".join(p.read_text() for p in (out / ".submitit").glob("*/*_log.err"))
     assert "this job is preempted" in logs
     assert (out / "0" / "config.yaml").read_bytes() == (tmp_path / "reference" / "config.yaml").read_bytes()
     assert (out / "0" / "metrics.csv").read_bytes() == (tmp_path / "reference" / "metrics.csv").read_bytes()
 
 
-def test_failed_job_is_recorded_while_the_other_completes(job_name, tmp_path):
+def test_failed_job_is_recorded_while_the_other_completes(sweeps, tmp_path):
     out = tmp_path / "sweep"
     (out / "1").mkdir(parents=True)  # job 1's folder already holds another run: the job refuses it
     (out / "1" / "config.yaml").write_text("seed: 99\n")
-    code, stderr = finish(sweep(out, job_name, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3"))
+    code, stderr = sweeps.run(out, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3")
     assert code == 1, stderr
     table = pd.read_csv(out / "sweep.csv")
     assert list(table.status) == ["ok", "failed"] and table.output[1] == str(out / "1")
