@@ -1,6 +1,6 @@
 """Sweeps on a real SLURM cluster (scripts/slurm-local.sh brings one up on this machine).
 
-Skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set by .ci/run) turns the
+The tests marked slurm are skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set by .ci/run) turns the
 skip into a failure, so that CI cannot pass without running them. Each test's jobs carry
 one name; at its end its sweeps are stopped and whatever is left of its jobs is cancelled."""
 import os
@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 
 from conftest import summary_of
-
-pytestmark = pytest.mark.slurm
 
 # One CPU and 1 GB per job: the presets ask for more than a laptop's one-node cluster has.
 SMALL_JOBS = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -83,6 +81,7 @@ def finish(process, timeout=180) -> tuple[int, str]:
     return process.returncode, stderr
 
 
+@pytest.mark.slurm
 def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(sweeps, tmp_path):
     out = tmp_path / "sweep"
     code, stderr = sweeps.run(out, "seed=0,1", *FFN, "train.steps=6", "train.log_every=3")
@@ -94,6 +93,7 @@ def test_sweep_runs_as_slurm_jobs_and_says_once_that_accounting_is_off(sweeps, t
     assert "sacct error" not in stderr and stderr.count("accounting") <= 1, stderr
 
 
+@pytest.mark.slurm
 def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(sweeps, tmp_path, run_cli):
     run = [*FFN, "train.steps=6000", "train.log_every=100", "train.checkpoint_every=200"]
     out = tmp_path / "sweep"
@@ -119,6 +119,7 @@ def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(sweeps, tmp_path
     assert (out / "0" / "metrics.csv").read_bytes() == (tmp_path / "reference" / "metrics.csv").read_bytes()
 
 
+@pytest.mark.slurm
 def test_failed_job_is_recorded_while_the_other_completes(sweeps, tmp_path):
     out = tmp_path / "sweep"
     (out / "1").mkdir(parents=True)  # job 1's folder already holds another run: the job refuses it
@@ -129,3 +130,24 @@ def test_failed_job_is_recorded_while_the_other_completes(sweeps, tmp_path):
     assert list(table.status) == ["ok", "failed"] and table.output[1] == str(out / "1")
     assert summary_of(out / "0")["seed"] == 0
     assert (out / "1" / "config.yaml").read_text() == "seed: 99\n"  # and left it alone
+
+
+@pytest.mark.parametrize("accounting", ["disabled", "on"])
+def test_sacct_is_asked_once_and_polled_only_where_accounting_is_on(tmp_path, monkeypatch, capsys, accounting):
+    """No cluster needed: a stand-in sacct answers as SLURM does with and without slurmdbd."""
+    from submitit.slurm.slurm import SlurmJob
+
+    from salrun.cluster import quiet_sacct
+
+    fake = tmp_path / "sacct"
+    fake.write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n" if accounting == "disabled"
+                    else "#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    watcher = SlurmJob.watcher
+    monkeypatch.setattr(watcher, "_registered", {"12_0"})
+    monkeypatch.setattr(watcher, "_make_command", watcher._make_command)  # restored after the test
+    quiet_sacct()
+    command = watcher._make_command()
+    assert (command is None) == (accounting == "disabled")
+    assert capsys.readouterr().err.count("accounting is disabled") == (accounting == "disabled")
