@@ -5,7 +5,8 @@ minute or more. Without accounting each call fails and prints four lines (sacct'
 and submitit's warning three times over), for as long as the sweep runs. Ask once
 before the sweep; if accounting is disabled, say so in one line and stop the calls:
 submitit then learns that a job ended from the result file the job writes, as it
-does first anyway.
+does first anyway; only a job killed outright (SIGKILL: out of memory, a node failure)
+writes none, and the sweep waits for it.
 """
 from __future__ import annotations
 
@@ -25,4 +26,4 @@ def quiet_sacct() -> None:
 
     SlurmJob.watcher._make_command = lambda: None  # no command: submitit's update() skips the call
     print("salrun: SLURM accounting is disabled (sacct fails), so job states come from the jobs' result files; "
-          "a job killed before it writes one (scancel, a node failure) leaves the sweep waiting", file=sys.stderr)
+          "a job killed outright (out of memory, a node failure) leaves the sweep waiting", file=sys.stderr)
