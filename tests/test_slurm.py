@@ -1,8 +1,9 @@
 """Sweeps on a real SLURM cluster (scripts/slurm-local.sh brings one up on this machine).
 
-The tests marked slurm are skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set by .ci/run) turns the
-skip into a failure, so that CI cannot pass without running them. Each test's jobs carry
-one name; at its end its sweeps are stopped and whatever is left of its jobs is cancelled."""
+The tests marked slurm are skipped where there is no cluster; SALRUN_REQUIRE_SLURM=1 (set
+by .ci/run) turns the skip into a failure, so that CI cannot pass without running them.
+Each test's jobs carry one name; at its end its sweeps are stopped and whatever is left
+of its jobs is cancelled."""
 import os
 import shutil
 import subprocess
