@@ -35,26 +35,57 @@ def load_net(run: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return w_hh, state["weight_ih"].double(), state["bias"].double()
 
 
-def mle_by_trajectory(net, transient: int, windows: list[int], trajectories: int, seed: int) -> dict[int, torch.Tensor]:
-    """Per-trajectory MLE over the first `w` steps after `transient`, for each w in `windows`."""
+def exponents_by_trajectory(net, transient: int, windows: list[int], trajectories: int, seed: int, k: int = 1,
+                            keep: int = 0) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Per-trajectory top-k exponents (trajectories, k) over the first `w` steps after `transient`,
+    for each w in `windows` (k tangent vectors, re-orthonormalised by QR every step), and the
+    last `keep` states (keep, trajectories, n)."""
     w_hh, w_ih, bias = net
     gen = torch.Generator().manual_seed(seed)
     n, inputs = w_ih.shape
     h = torch.rand(trajectories, n, generator=gen, dtype=torch.float64) * 2 - 1
-    v = torch.randn(trajectories, n, generator=gen, dtype=torch.float64)
-    log_growth = torch.zeros(trajectories, dtype=torch.float64)
-    found = {}
-    for t in range(transient + max(windows)):
+    q = torch.linalg.qr(torch.randn(trajectories, n, k, generator=gen, dtype=torch.float64)).Q
+    log_growth = torch.zeros(trajectories, k, dtype=torch.float64)
+    found, last = {}, []
+    total = transient + max(windows)
+    for t in range(total):
         u = bias + (w_ih @ torch.randn(inputs, trajectories, generator=gen, dtype=torch.float64)).T if inputs else bias
         h = torch.tanh(h @ w_hh.T + u)
-        v = (1 - h * h) * (v @ w_hh.T)
-        norm = v.norm(dim=1)
-        v = v / norm[:, None]
+        q, r = torch.linalg.qr((1 - h * h)[:, :, None] * (w_hh @ q))
         if t >= transient:
-            log_growth += norm.log()
+            log_growth += torch.diagonal(r, dim1=-2, dim2=-1).abs().log()
             if t - transient + 1 in windows:
                 found[t - transient + 1] = log_growth / (t - transient + 1)
-    return found
+        if t >= total - keep:
+            last.append(h)
+    return found, torch.stack(last) if keep else h[None]
+
+
+def mle_by_trajectory(net, transient: int, windows: list[int], trajectories: int, seed: int) -> dict[int, torch.Tensor]:
+    """Per-trajectory MLE (trajectories,) for each window, as in `exponents_by_trajectory`."""
+    found, _ = exponents_by_trajectory(net, transient, windows, trajectories, seed)
+    return {w: exponents[:, 0] for w, exponents in found.items()}
+
+
+def period(states: torch.Tensor, tolerance: float = 1e-6) -> int | None:
+    """The smallest p with h_T = h_{T-p} (relative to the state's size) in every trajectory, if any."""
+    end = states[-1]
+    size = end.norm(dim=-1).clamp_min(1e-300)
+    for p in range(1, len(states)):
+        if bool(((states[-1 - p] - end).norm(dim=-1) <= tolerance * size).all()):
+            return p
+    return None
+
+
+def attractor(mle: float, second: float, p: int | None, driven: bool, size: float, zero: float = 1e-3) -> str:
+    """Name the attractor from the top two exponents and whether the state returns."""
+    if driven:
+        return "input-driven, contracting" if mle < -zero else "input-driven, " + ("chaotic" if mle > zero else "λ_1 = 0")
+    if mle > zero:
+        return "chaotic"
+    if mle < -zero:
+        return "fixed point" + (" h = 0" if size < 1e-6 else "") if p == 1 else f"periodic, p = {p}" if p else "stable, no return ≤ 1000"
+    return "quasi-periodic torus (λ_1 = λ_2 = 0)" if abs(second) <= zero else "quasi-periodic closed curve (λ_2 < 0)"
 
 
 def runs_in(folder: Path) -> list[Path]:
@@ -75,19 +106,25 @@ def describe(run: Path) -> str:
 
 
 def check(folders: list[Path], args) -> int:
-    print(f"fresh states: {args.trajectories} trajectories, transient {args.transient}, window {args.steps}, float64\n")
+    print(f"fresh states: {args.trajectories} trajectories, transient {args.transient}, window {args.steps}, float64; "
+          "a return: h_T = h_(T-p) within 1e-6 in every trajectory, p ≤ 1000\n")
     print("| run | salrun final MLE ± std | long-window MLE ± s.e. | difference | within "
-          f"{args.tolerance} |\n|---|---|---|---|---|")
+          f"{args.tolerance} | long-window λ_2 | attractor |\n|---|---|---|---|---|---|---|")
     failed = 0
     for run in (r for folder in folders for r in runs_in(folder)):
         summary = json.loads((run / "summary.json").read_text())
         reported, spread = summary["final"]["mle"], summary["final"].get("mle_std", float("nan"))
-        mle = mle_by_trajectory(load_net(run), args.transient, [args.steps], args.trajectories, args.seed)[args.steps]
+        net = load_net(run)
+        found, states = exponents_by_trajectory(net, args.transient, [args.steps], args.trajectories, args.seed, k=2,
+                                                keep=1001)
+        mle, second = found[args.steps][:, 0], found[args.steps][:, 1]
         ours, se = float(mle.mean()), float(mle.std() / math.sqrt(len(mle)))
         ok = abs(reported - ours) <= args.tolerance
         failed += not ok
+        kind = attractor(ours, float(second.mean()), period(states), net[1].shape[1] > 0,
+                         float(states[-1].pow(2).mean().sqrt()))
         print(f"| {describe(run)} | {reported:+.4f} ± {spread:.4f} | {ours:+.4f} ± {se:.4f} | "
-              f"{reported - ours:+.4f} | {'yes' if ok else 'NO'} |")
+              f"{reported - ours:+.4f} | {'yes' if ok else 'NO'} | {float(second.mean()):+.4f} | {kind} |")
     return 1 if failed else 0
 
 

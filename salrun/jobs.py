@@ -373,6 +373,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     method = make_method(cfg["method"]["name"], settings["method"])
     method.on_init(model, probe)
     h = random_states(study.trajectories, model.settings.hidden, generator).to(device)
+    seen = h[None]  # the states the method saw in the last chunk
     warnings: list[str] = []
 
     def inputs(steps: int):
@@ -385,7 +386,7 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
         spectrum = {f"le_{i}": value for i, value in enumerate(m.exponents, 1)} if study.k > 1 else {}
         if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity, *spectrum.values()])).all()):
             raise Diverged(step, "the MLE")
-        alive = float(state_rms(h).min())
+        alive = float(state_rms(seen).min())
         writer.log_many(step, {"mle": m.mle, "mle_std": m.mle_std, **spectrum, "log_sensitivity": m.log_sensitivity,
                                "state_rms": alive, "attractor_rms": float(state_rms(m.state).mean()),
                                "spectral_radius": float(torch.linalg.eigvals(w_hh.double()).abs().max())})
@@ -402,7 +403,8 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
         with torch.no_grad():
             if study.noise > 0:
                 h = h + study.noise * torch.randn(h.shape, generator=generator).to(device)
-            h = model.run(inputs(study.chunk), h)[-1]
+            seen = torch.stack(model.run(inputs(study.chunk), h))
+            h = seen[-1]
         method.after_step()
         model.apply_mask_()
         state["step"] = step

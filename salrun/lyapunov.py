@@ -202,9 +202,10 @@ def random_states(trajectories: int, hidden: int, generator: torch.Generator | N
     return torch.rand(trajectories, hidden, generator=generator) * 2 - 1
 
 
-def state_rms(h: torch.Tensor) -> torch.Tensor:
-    """RMS of each trajectory's state (batch,); below DEAD_RMS it has collapsed onto h = 0."""
-    return h.pow(2).mean(-1).sqrt()
+def state_rms(states: torch.Tensor) -> torch.Tensor:
+    """RMS of each trajectory's states (..., batch, hidden) over time and neurons: (batch,).
+    Below DEAD_RMS the trajectory has collapsed onto h = 0."""
+    return states.pow(2).mean(-1).reshape(-1, states.shape[-2]).mean(0).sqrt()
 
 
 @torch.no_grad()
