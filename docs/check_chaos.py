@@ -83,8 +83,12 @@ def attractor(mle: float, second: float, p: int | None, driven: bool, size: floa
         return "input-driven, contracting" if mle < -zero else "input-driven, " + ("chaotic" if mle > zero else "λ_1 = 0")
     if mle > zero:
         return "chaotic"
+    if p == 1:
+        return "fixed point h = 0" if size < 1e-6 else "fixed point"
+    if p:
+        return f"periodic, p = {p}"
     if mle < -zero:
-        return "fixed point" + (" h = 0" if size < 1e-6 else "") if p == 1 else f"periodic, p = {p}" if p else "stable, no return ≤ 1000"
+        return "stable, no return ≤ 1000"
     return "quasi-periodic torus (λ_1 = λ_2 = 0)" if abs(second) <= zero else "quasi-periodic closed curve (λ_2 < 0)"
 
 
@@ -102,6 +106,10 @@ def describe(run: Path) -> str:
         parts.append(f"density {model['density']}")
     if study.get("input_size", 0):
         parts.append(f"{study['input_size']} inputs")
+    if study.get("noise", 0.001) != 0.001:
+        parts.append(f"kick {study['noise']:g}")
+    if study.get("fresh_chunks"):
+        parts.append("fresh chunks")
     return ", ".join(parts) + f", seed {cfg['seed']}"
 
 

@@ -401,6 +401,8 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     for step in range(1, study.sal_steps + 1):
         probe.clear()
         with torch.no_grad():
+            if study.fresh_chunks:
+                h = random_states(study.trajectories, model.settings.hidden, generator).to(device)
             if study.noise > 0:
                 h = h + study.noise * torch.randn(h.shape, generator=generator).to(device)
             seen = torch.stack(model.run(inputs(study.chunk), h))

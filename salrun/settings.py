@@ -235,6 +235,7 @@ class LyapunovSettings:
     input_size: int = 0           # 0: autonomous net; > 0: driven by N(0, 1) input
     k: int = 1                    # top-k Lyapunov exponents by QR (le_1 … le_k); 1: the MLE alone
     noise: float = 1e-3           # std of the N(0, noise²) kick to the adapting states before every chunk
+    fresh_chunks: bool = False    # restart the adapting states uniform in ±1 before every chunk (not our choice)
 
     def __post_init__(self) -> None:
         for name in ("sal_steps", "chunk", "trajectories", "log_every", "measure_steps", "k"):
