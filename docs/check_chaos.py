@@ -93,7 +93,8 @@ def attractor(mle: float, second: float, p: int | None, driven: bool, size: floa
 
 
 def runs_in(folder: Path) -> list[Path]:
-    return [folder] if (folder / "model.pt").is_file() else sorted(p.parent for p in folder.glob("*/model.pt"))
+    runs = [p.parent for p in folder.glob("*/model.pt")]
+    return [folder] if (folder / "model.pt").is_file() else sorted(runs, key=lambda p: (len(p.name), p.name))
 
 
 def describe(run: Path) -> str:
