@@ -52,7 +52,7 @@ class SpectrumMeasurement:
         return self.exponents[0]
 
 
-def _ensemble_drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, steps: int,
+def _drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, steps: int,
                     batch: int) -> torch.Tensor:
     """W_ih x_t + θ for every step, member and trajectory: (steps, E, batch, hidden)."""
     if inputs is None or inputs.shape[-1] == 0:
@@ -101,7 +101,7 @@ def max_lyapunov_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Te
     Member e gets exactly the estimate `max_lyapunov` gives for its slices."""
     total = transient + steps
     members, batch = h.shape[0], h.shape[1]
-    drive = _ensemble_drive(w_ih, bias, inputs, total, batch)
+    drive = _drive(w_ih, bias, inputs, total, batch)
     if v is None:
         v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
     v = v / v.norm(dim=-1, keepdim=True)
@@ -151,7 +151,7 @@ def lyapunov_spectrum_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: tor
     members, batch, n = h.shape
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the hidden size {n}, got {k}")
-    drive = _ensemble_drive(w_ih, bias, inputs, total, batch)
+    drive = _drive(w_ih, bias, inputs, total, batch)
     if basis is None:
         basis = torch.randn(members, batch, k, n, generator=generator, dtype=h.dtype, device=h.device)
     q = torch.linalg.qr(basis.transpose(-1, -2)).Q.transpose(-1, -2)  # orthonormal rows
@@ -182,7 +182,7 @@ def mle_two_trajectory(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tenso
                        generator: torch.Generator | None = None) -> float:
     """Finite-difference MLE: a twin trajectory kept at distance ε, renormalised each step."""
     total = transient + steps
-    drive = _ensemble_drive(w_ih[None], bias[None], None if inputs is None else inputs[:, None], total,
+    drive = _drive(w_ih[None], bias[None], None if inputs is None else inputs[:, None], total,
                             h.shape[0])[:, 0]
     d = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
     twin = h + epsilon * d / d.norm(dim=1, keepdim=True)
