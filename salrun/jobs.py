@@ -148,8 +148,10 @@ def load_checkpoint(out_dir: Path) -> dict | None:
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise RunFolderError(f"{path} is unreadable ({type(err).__name__}); delete it to restart the run "
                              "from step 0") from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("rows"), list):  # before metric_rows: every row
+        checkpoint["metric_rows"] = len(checkpoint.pop("rows"))
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
-        raise RunFolderError(f"{path} is not a salrun checkpoint (or one from a salrun older than this one)")
+        raise RunFolderError(f"{path} is not a salrun checkpoint")
     return checkpoint
 
 

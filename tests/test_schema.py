@@ -149,3 +149,21 @@ def test_a_resumed_writer_keeps_the_rows_its_checkpoint_counted(tmp_path):
     assert resumed.row_count == 5 and resumed.latest() == {"loss": 2.0}
     with pytest.raises(Exception, match="fewer than its checkpoint"):
         RunWriter(tmp_path, keep_rows=9)
+
+
+def test_a_checkpoint_that_holds_the_rows_themselves_still_resumes(tmp_path):
+    """Checkpoints written before metric_rows held every row; a run requeued across the upgrade continues."""
+    cfg = compose("train", [*TINY_FFN, "train.steps=6", "train.log_every=1", "train.checkpoint_every=2"])
+    whole = run_job("train", cfg, tmp_path / "whole")
+
+    def stop(done, latest):
+        if done == 4:
+            raise KeyboardInterrupt
+    run_job("train", cfg, tmp_path / "run", stop)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["rows"] = [("old", "row")] * checkpoint.pop("metric_rows")
+    torch.save(checkpoint, path)
+    resumed = run_job("train", cfg, tmp_path / "run", resume=True)
+    assert resumed["resumed_from_step"] == 4 and resumed["final"] == whole["final"]
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
