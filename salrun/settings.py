@@ -77,7 +77,7 @@ def registered(kind: str, name: str, target: str, **limits: Any) -> Callable[[ty
 
 
 def entry(kind: str, name: Any) -> Entry:
-    if name not in REGISTRY[kind]:
+    if not isinstance(name, str) or name not in REGISTRY[kind]:
         raise ConfigError(f"unknown {kind} {name!r} (choose from: {', '.join(REGISTRY[kind])})")
     return REGISTRY[kind][name]
 
