@@ -226,7 +226,7 @@ def _log_layers(model, probe, writer: RunWriter, step: int) -> None:
     import torch
 
     from salrun.models import ElmanRNN
-    from salrun.sensitivity import log_sensitivity, sensitivity
+    from salrun.neurons import log_sensitivity, sensitivity
 
     layers = probe.layers()
     if isinstance(model, ElmanRNN):

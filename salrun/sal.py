@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, probe_for
-from salrun.sensitivity import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
+from salrun.neurons import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
 from salrun.settings import SALSettings
 
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
