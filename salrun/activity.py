@@ -127,6 +127,7 @@ class LinearLayer:
 
     def __init__(self, name: str, linear: nn.Linear, activation: str, recompute: bool):
         self.name, self.linear, self.activation, self.recompute = name, linear, activation, recompute
+        self.module = linear
         self.inputs: list[torch.Tensor] = []   # may be the list of the layer before (a chain)
         self.outputs: list[torch.Tensor] = []
 
@@ -159,8 +160,11 @@ class RNNLayer:
     """Layer `index` of an nn.RNN: inputs [x_t, h_{t-1}] through weight_ih_l{index} and
     weight_hh_l{index}; bias bias_ih + bias_hh."""
 
+    activation = "tanh"
+
     def __init__(self, name: str, rnn: nn.RNN, index: int):
         self.name, self.rnn, self.index = f"{name}.l{index}" if rnn.num_layers > 1 else name, rnn, index
+        self.module = rnn
         self.segments: list[tuple[list[torch.Tensor], torch.Tensor]] = []
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
@@ -192,8 +196,11 @@ class RNNLayer:
 class CellLayer:
     """An nn.RNNCell driven by the user's loop: each call is one step, inputs [x_t, h_{t-1}]."""
 
+    activation = "tanh"
+
     def __init__(self, name: str, cell: nn.RNNCell):
         self.name, self.cell = name, cell
+        self.module = cell
         self.inputs: list[torch.Tensor] = []
         self.previous: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
@@ -242,6 +249,7 @@ class HookProbe:
         self.names = {m: name or type(m).__name__ for name, m in model.named_modules()}  # by module: survives deepcopy
         self._handles: list = []
         self._units: list = []
+        self._hidden: list | None = None  # the units less the output layer
         self._found: list[str] = []   # what the tracer saw, for messages and describe()
         self._left_alone: list[str] = []
         self.traced = layers is not None
@@ -362,7 +370,8 @@ class HookProbe:
         if not self.traced:
             weights = {id(m.weight): m for m in self.model.modules() if isinstance(m, nn.Linear)}
             tanhs = [m for m in self.model.modules() if isinstance(m, nn.Tanh)]
-            self._tracer = _Tracer(weights, tanhs)
+            recurrent = [m for m in self.model.modules() if isinstance(m, (nn.RNN, nn.RNNCell))]
+            self._tracer = _Tracer(weights, tanhs, recurrent)
             self._tracer.__enter__()
 
     def _end_trace(self, model, _args, out):
@@ -436,9 +445,8 @@ class HookProbe:
                         unit.inputs.append(_rows(x))
                     unit.outputs.append(_rows(u if unit.recompute else o))
         order = {id(m): k for k, m in enumerate(tracer.order)}
-        self._units = sorted([*self._units, *chosen.values()],
-                             key=lambda u: order.get(id(getattr(u, "linear", None) or getattr(u, "rnn", None)
-                                                        or getattr(u, "cell", None)), len(order)))
+        self._hidden = None
+        self._units = sorted([*self._units, *chosen.values()], key=lambda u: order.get(id(u.module), len(order)))
         self._found = tracer.summary(self.names)
 
     # -- what SAL reads -----------------------------------------------------------------------
@@ -452,12 +460,13 @@ class HookProbe:
             self._settle()
             self._left_alone.append("every nn.Linear: the model's own forward never ran, so SAL could not "
                                     "see where their outputs go")
-        units = [u for u in self._units if include_output or getattr(u, "activation", "tanh") != "linear"]
-        if not any(getattr(u, "activation", "tanh") != "linear" for u in self._units):
+        if self._hidden is None:  # fixed once traced; this runs every step
+            self._hidden = [u for u in self._units if u.activation != "linear"]
+        if not self._hidden:
             raise ValueError(f"{SUPPORTED}; the forward pass of {type(self.model).__name__} ran none: "
                              + "; ".join(self._found or self._left_alone or [_inventory(self.model)])
                              + ". Name the layers with SAL(model, layers=[...])")
-        return units
+        return self._units if include_output else self._hidden
 
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
         found = []
@@ -496,7 +505,7 @@ class _Tracer(TorchFunctionMode):
     over time steps of data-dependent length). Tensors are matched by identity; those
     it saw are kept alive for the pass, so an id is never reused."""
 
-    def __init__(self, weights: dict[int, nn.Linear], tanhs: list[nn.Tanh]):
+    def __init__(self, weights: dict[int, nn.Linear], tanhs: list[nn.Tanh], recurrent: list[nn.Module]):
         super().__init__()
         self.weights = weights
         self.linear_calls: dict[nn.Linear, list[tuple]] = {}  # per call: (x, U, o or None)
@@ -504,11 +513,16 @@ class _Tracer(TorchFunctionMode):
         self.sigmoids: dict[int, tuple[nn.Linear, int]] = {}   # id(sigmoid(U)) -> (Linear, call)
         self.pairs: list[tuple[nn.Linear, int, str, torch.Tensor]] = []  # (Linear, call, activation, o)
         self.consumers: dict[nn.Linear, str] = {}
-        self.order: list[nn.Module] = []
+        self.order: list[nn.Module] = []  # Linears and recurrent modules, by first call
         self.calls: dict[int, int] = {}  # id(nn.Tanh) -> its calls in the pass
         self.tanh_of: dict[int, nn.Tanh] = {}  # id(o) -> the nn.Tanh that made it
         self.keep: list[torch.Tensor] = []
         self._hooks = [t.register_forward_hook(self._tanh_hook) for t in tanhs]
+        self._hooks += [m.register_forward_pre_hook(self._recurrent_hook) for m in recurrent]
+
+    def _recurrent_hook(self, module, _args):
+        if module not in self.order:
+            self.order.append(module)
 
     def _tanh_hook(self, module, _args, out):
         self.calls[id(module)] = self.calls.get(id(module), 0) + 1

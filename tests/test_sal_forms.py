@@ -440,3 +440,19 @@ def test_describe_before_any_forward_asks_for_one():
     assert "first forward pass" in SAL(model).describe()
     text = SAL(sequential()).describe(torch.randn(2, 3))
     assert "0 (Linear 3→4) → tanh" in text and "4 (Linear 4→4) → tanh" in text
+
+
+def test_layers_are_listed_in_the_order_the_forward_runs_them():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head, self.rnn, self.embed = nn.Linear(H, 1), nn.RNN(I, H), nn.Linear(I, I)
+
+        def forward(self, x):
+            return self.head(self.rnn(torch.tanh(self.embed(x)))[0][-1])
+
+    model = Model().double()
+    sal = SAL(model, include_output=True)
+    model(sequence())
+    assert [layer.name for layer in sal.layers()] == ["embed", "rnn", "head"]
+    assert [layer.activation for layer in sal.layers()] == ["tanh", "tanh", "linear"]
