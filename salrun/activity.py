@@ -252,6 +252,8 @@ class HookProbe:
         self._hidden: list | None = None  # the units less the output layer
         self._found: list[str] = []   # what the tracer saw, for messages and describe()
         self._left_alone: list[str] = []
+        self._tracer: _Tracer | None = None
+        self._trace_handles: list = []
         self.traced = layers is not None
         if layers is not None:
             self._explicit(layers)
@@ -259,8 +261,6 @@ class HookProbe:
         _refuse_unsupported(model, self.names)
         for module in model.modules():
             self._hook_recurrent(module)
-        self._tracer: _Tracer | None = None
-        self._trace_handles = []
         if any(isinstance(m, nn.Linear) for m in model.modules()):
             self._trace_handles = [model.register_forward_pre_hook(self._start_trace),
                                    model.register_forward_hook(self._end_trace, always_call=True)]
@@ -271,16 +271,14 @@ class HookProbe:
 
     # -- nn.RNN and nn.RNNCell -------------------------------------------------------------
 
-    def _hook_recurrent(self, module: nn.Module, check: bool = False) -> bool:
+    def _hook_recurrent(self, module: nn.Module) -> bool:
         name = self.names[module]
+        if isinstance(module, (nn.RNN, nn.RNNCell)):
+            _refuse_unsupported(module, {module: name})
         if isinstance(module, nn.RNN):
-            if check:
-                _refuse_unsupported(module, {module: name})
             units = [RNNLayer(name, module, k) for k in range(module.num_layers)]
             self._handles.append(module.register_forward_hook(self._rnn_hook(units), with_kwargs=True))
         elif isinstance(module, nn.RNNCell):
-            if check:
-                _refuse_unsupported(module, {module: name})
             units = [CellLayer(name, module)]
             self._handles.append(module.register_forward_hook(self._cell_hook(units[0]), with_kwargs=True))
         else:
@@ -340,7 +338,7 @@ class HookProbe:
                 unit = LinearLayer(self.names[module], module, activation, recompute=True)
                 self._units.append(unit)
                 self._handles.append(module.register_forward_hook(self._linear_hook(unit, unit.inputs)))
-            elif not self._hook_recurrent(module, check=True):
+            elif not self._hook_recurrent(module):
                 raise TypeError(f"layers: {self.names[module]!r} is an nn.{type(module).__name__}; "
                                 "give nn.Linear, nn.RNN or nn.RNNCell modules (or their names)")
         if not self._units:
@@ -394,59 +392,53 @@ class HookProbe:
     def _build(self, tracer: _Tracer, record: bool) -> None:
         """Layers from the traced calls, in the order they first ran, with their hooks;
         the traced pass's activity is recorded like that of the passes that follow."""
-        feeders = _sequential_neighbours(self.model)
-        counts = tracer.calls
-        chosen: dict[int, LinearLayer] = {}
+        neighbours = _sequential_neighbours(self.model)
         pairs = tracer.pairs_by_linear()
+        chosen: dict[nn.Linear, LinearLayer] = {}
+        by_tanh: dict[nn.Module, LinearLayer] = {}  # layers whose o is read from their nn.Tanh's hook
         last_plain = None
         for linear, calls in tracer.linear_calls.items():
-            name = self.names[linear]
-            used = pairs.get(linear, [])
-            activations = {a for a, *_ in used}
-            if used and (len(used) < len(calls) or len(activations) > 1):
-                self._left_alone.append(f"{name}: {len(used)} of its {len(calls)} calls go into "
-                                        f"{'/'.join(sorted(activations))}, the others elsewhere")
-                continue
+            name, used = self.names[linear], pairs.get(linear, [])
+            activations = {activation for activation, _ in used}
             if not used:
                 if last_plain is not None:
                     self._left_alone.append(f"{self.names[last_plain]}: its output goes into "
                                             f"{tracer.consumer(last_plain)}")
                 last_plain = linear
-                continue
-            modules = {id(m) if m is not None else None for *_, m in used}
-            tanh = used[0][-1]
-            # o read from the Tanh's hook only where the data flow is fixed by an nn.Sequential
-            # and that Tanh serves this Linear alone; anywhere else o = f(U), exact too.
-            direct = (modules == {id(tanh)} and tanh is not None and feeders.get(id(linear), (None, None))[1] is tanh
-                      and counts.get(id(tanh)) == len(calls))
-            unit = LinearLayer(name, linear, activations.pop(), recompute=not direct)
-            chosen[id(linear)] = unit
+            elif len(used) < len(calls) or len(activations) > 1:
+                self._left_alone.append(f"{name}: {len(used)} of its {len(calls)} calls go into "
+                                        f"{'/'.join(sorted(activations))}, the others elsewhere")
+            else:
+                # o is read from the Tanh's hook only where an nn.Sequential fixes the data flow
+                # and that Tanh serves this Linear alone; anywhere else o = f(U), exact too.
+                tanh = neighbours.get(linear, (None, None))[1]
+                direct = tanh is not None and all(made_by is tanh for _, made_by in used) \
+                    and tracer.calls.get(tanh) == len(calls)
+                chosen[linear] = LinearLayer(name, linear, activations.pop(), recompute=not direct)
+                if direct:
+                    by_tanh[tanh] = chosen[linear]
         if last_plain is not None:
-            chosen[id(last_plain)] = LinearLayer(self.names[last_plain], last_plain, "linear", recompute=True)
-        for linear in tracer.linear_calls:  # hooks and shared input lists, in call order
-            unit = chosen.get(id(linear))
-            if unit is None:
-                continue
-            before = feeders.get(id(linear), (None, None))[0]
-            feeder = next((u for u in chosen.values() if not u.recompute and u.activation == "tanh"
-                           and before is not None and feeders.get(id(u.linear), (None, None))[1] is before
-                           and counts.get(id(before)) == len(tracer.linear_calls[linear])), None)
-            if feeder is not None:
+            chosen[last_plain] = LinearLayer(self.names[last_plain], last_plain, "linear", recompute=True)
+        for linear, unit in chosen.items():
+            calls = tracer.linear_calls[linear]
+            before = neighbours[linear][0] if linear in neighbours else None
+            feeder = by_tanh.get(before)  # its Tanh's output is this Linear's input
+            if feeder is not None and tracer.calls.get(before) == len(calls):
                 unit.inputs = feeder.outputs
+            else:
+                feeder = None
             if feeder is None or unit.recompute:
                 self._handles.append(linear.register_forward_hook(
                     self._linear_hook(unit, unit.inputs if feeder is None else None)))
             if not unit.recompute:
-                tanh = feeders[id(linear)][1]
-                self._handles.append(tanh.register_forward_hook(self._activation_hook(unit.outputs)))
-            if record:
-                for x, u, o in tracer.linear_calls[linear]:
-                    if feeder is None:
-                        unit.inputs.append(_rows(x))
-                    unit.outputs.append(_rows(u if unit.recompute else o))
-        order = {id(m): k for k, m in enumerate(tracer.order)}
+                self._handles.append(neighbours[linear][1].register_forward_hook(self._activation_hook(unit.outputs)))
+            for x, u, o in calls if record else ():
+                if feeder is None:
+                    unit.inputs.append(_rows(x))
+                unit.outputs.append(_rows(u if unit.recompute else o))
+        order = {m: k for k, m in enumerate(tracer.order)}
         self._hidden = None
-        self._units = sorted([*self._units, *chosen.values()], key=lambda u: order.get(id(u.module), len(order)))
+        self._units = sorted([*self._units, *chosen.values()], key=lambda u: order.get(u.module, len(order)))
         self._found = tracer.summary(self.names)
 
     # -- what SAL reads -----------------------------------------------------------------------
@@ -514,7 +506,7 @@ class _Tracer(TorchFunctionMode):
         self.pairs: list[tuple[nn.Linear, int, str, torch.Tensor]] = []  # (Linear, call, activation, o)
         self.consumers: dict[nn.Linear, str] = {}
         self.order: list[nn.Module] = []  # Linears and recurrent modules, by first call
-        self.calls: dict[int, int] = {}  # id(nn.Tanh) -> its calls in the pass
+        self.calls: dict[nn.Tanh, int] = {}  # each nn.Tanh's calls in the pass
         self.tanh_of: dict[int, nn.Tanh] = {}  # id(o) -> the nn.Tanh that made it
         self.keep: list[torch.Tensor] = []
         self._hooks = [t.register_forward_hook(self._tanh_hook) for t in tanhs]
@@ -525,7 +517,7 @@ class _Tracer(TorchFunctionMode):
             self.order.append(module)
 
     def _tanh_hook(self, module, _args, out):
-        self.calls[id(module)] = self.calls.get(id(module), 0) + 1
+        self.calls[module] = self.calls.get(module, 0) + 1
         self.tanh_of[id(out)] = module
         self.keep.append(out)
 
@@ -561,14 +553,14 @@ class _Tracer(TorchFunctionMode):
         self.keep.append(out)
         return out
 
-    def pairs_by_linear(self) -> dict[nn.Linear, list[tuple[str, torch.Tensor, nn.Tanh | None]]]:
-        """Per Linear, one (activation, o, the nn.Tanh that made o or None) per paired call;
+    def pairs_by_linear(self) -> dict[nn.Linear, list[tuple[str, nn.Tanh | None]]]:
+        """Per Linear, one (activation, the nn.Tanh that made o or None) per paired call;
         each call's o is filled into `linear_calls`."""
         found: dict[nn.Linear, list] = {}
         for linear, call, activation, o in self.pairs:
             x, u, _ = self.linear_calls[linear][call]
             self.linear_calls[linear][call] = (x, u, o)
-            found.setdefault(linear, []).append((activation, o, self.tanh_of.get(id(o))))
+            found.setdefault(linear, []).append((activation, self.tanh_of.get(id(o))))
         return found
 
     def consumer(self, linear: nn.Linear) -> str:
@@ -615,8 +607,8 @@ def _refuse_unsupported(model: nn.Module, names: dict[nn.Module, str]) -> None:
                                 "stack single-layer nn.RNN modules with nn.Dropout between them")
 
 
-def _sequential_neighbours(model: nn.Module) -> dict[int, tuple[nn.Module | None, nn.Module | None]]:
-    """id(Linear) -> (the child before it, the child after it) in an nn.Sequential that
+def _sequential_neighbours(model: nn.Module) -> dict[nn.Module, tuple[nn.Module | None, nn.Module | None]]:
+    """Linear -> (the child before it, the child after it) in an nn.Sequential that
     runs its children in order: the one before's output is the Linear's input, and the
     Linear's output is the next one's input."""
     found = {}
@@ -625,7 +617,7 @@ def _sequential_neighbours(model: nn.Module) -> dict[int, tuple[nn.Module | None
             children = list(parent.children())
             for k, module in enumerate(children):
                 if isinstance(module, nn.Linear):
-                    found[id(module)] = (children[k - 1] if k > 0 else None,
+                    found[module] = (children[k - 1] if k > 0 else None,
                                          children[k + 1] if k + 1 < len(children) else None)
     return found
 
