@@ -456,3 +456,22 @@ def test_layers_are_listed_in_the_order_the_forward_runs_them():
     model(sequence())
     assert [layer.name for layer in sal.layers()] == ["embed", "rnn", "head"]
     assert [layer.activation for layer in sal.layers()] == ["tanh", "tanh", "linear"]
+
+
+def test_nn_rnn_with_a_given_first_state_and_unbatched_input():
+    twin = small_(nn.RNN(I, H).double(), 10)
+    before = {k: v.detach().clone() for k, v in twin.named_parameters()}
+    x = sequence()[:, :1]                      # batch of one
+    h0 = 0.5 * torch.ones(1, 1, H, dtype=torch.float64)
+    sal = SAL(twin, lr=LR)
+    twin(x[:, 0], h0[:, 0])                    # unbatched: (T, inputs) and (layers, hidden)
+    sal.step()
+    w_ih, w_hh, b_ih, b_hh = (before[f"{p}_l0"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    states = [h0[0]]
+    for t in range(T):
+        states.append(torch.tanh(x[t] @ w_ih.T + b_ih + states[-1] @ w_hh.T + b_hh))
+    (new_ih, new_hh), (new_b_ih, _) = oracle([w_ih, w_hh], [x.flatten(0, 1), torch.cat(states[:-1])],
+                                             torch.cat(states[1:]), [b_ih, b_hh])
+    torch.testing.assert_close(twin.weight_ih_l0.detach(), new_ih, rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin.weight_hh_l0.detach(), new_hh, rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin.bias_ih_l0.detach(), new_b_ih, rtol=0, atol=1e-12)
