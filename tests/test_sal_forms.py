@@ -42,6 +42,17 @@ def oracle(weights, inputs, o, bias_parts):
     return new_w, [b + db / len(bias_parts) for b in bias_parts]
 
 
+def assert_tanh_layer(before, after, name, x):
+    """Linear `name`, whose output goes into tanh, moved as the formula says from its input x;
+    returns its output o."""
+    w, b = before[f"{name}.weight"], before[f"{name}.bias"]
+    o = torch.tanh(x @ w.T + b)
+    (new_w,), (new_b,) = oracle([w], [x], o, [b])
+    torch.testing.assert_close(after[f"{name}.weight"], new_w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(after[f"{name}.bias"], new_b, rtol=0, atol=1e-12)
+    return o
+
+
 def step_once(model, x, **kwargs):
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     sal = SAL(model, lr=LR, **kwargs)
@@ -164,13 +175,8 @@ def test_sequential_update_is_the_formula_on_each_layer(fused, monkeypatch):
     x = batch()
     before, after, changed = step_once(model, x)
     h = x
-    for k in (0, 2, 4):  # by hand: each tanh layer's input and output
-        w, b = before[f"{k}.weight"], before[f"{k}.bias"]
-        o = torch.tanh(h @ w.T + b)
-        (new_w,), (new_b,) = oracle([w], [h], o, [b])
-        torch.testing.assert_close(after[f"{k}.weight"], new_w, rtol=0, atol=1e-12)
-        torch.testing.assert_close(after[f"{k}.bias"], new_b, rtol=0, atol=1e-12)
-        h = o
+    for k in (0, 2, 4):  # by hand: each tanh layer's input is the output of the one before
+        h = assert_tanh_layer(before, after, k, h)
     assert changed == {f"{k}.{p}" for k in (0, 2, 4) for p in ("weight", "bias")}
 
 
@@ -208,10 +214,7 @@ def test_explicit_layers_when_the_forward_hides_them():
         model(x)
         sal.step()
     before, after, changed = step_once(model, x, layers=["a"])
-    w, b = before["a.weight"], before["a.bias"]
-    (new_w,), (new_b,) = oracle([w], [x], torch.tanh(x @ w.T + b), [b])
-    torch.testing.assert_close(after["a.weight"], new_w, rtol=0, atol=1e-12)
-    torch.testing.assert_close(after["a.bias"], new_b, rtol=0, atol=1e-12)
+    assert_tanh_layer(before, after, "a", x)
     assert changed == {"a.weight", "a.bias"}
 
 
@@ -232,11 +235,7 @@ def test_a_linear_feeding_a_relu_is_left_alone_and_the_tanh_layer_found():
     text = SAL(model).describe(x)
     assert "fc2 (Linear 4→4) → tanh" in text and "fc1: its output goes into relu" in text
     before, after, changed = step_once(model, x)
-    h = torch.relu(x @ before["fc1.weight"].T + before["fc1.bias"])
-    w, b = before["fc2.weight"], before["fc2.bias"]
-    (new_w,), (new_b,) = oracle([w], [h], torch.tanh(h @ w.T + b), [b])
-    torch.testing.assert_close(after["fc2.weight"], new_w, rtol=0, atol=1e-12)
-    torch.testing.assert_close(after["fc2.bias"], new_b, rtol=0, atol=1e-12)
+    assert_tanh_layer(before, after, "fc2", torch.relu(x @ before["fc1.weight"].T + before["fc1.bias"]))
     assert changed == {"fc2.weight", "fc2.bias"}
 
 
