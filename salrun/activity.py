@@ -495,7 +495,7 @@ class _Tracer(TorchFunctionMode):
     as nn.Tanh (which calls torch.tanh) and F.linear (which nn.Linear calls), whatever
     the forward does, with no tracing restrictions (torch.fx cannot follow a Python loop
     over time steps of data-dependent length). Tensors are matched by identity; those
-    it saw are kept alive for the pass, so an id is never reused."""
+    whose id it notes are kept alive for the pass, so an id is never reused."""
 
     def __init__(self, weights: dict[int, nn.Linear], tanhs: list[nn.Tanh], recurrent: list[nn.Module]):
         super().__init__()
@@ -539,7 +539,6 @@ class _Tracer(TorchFunctionMode):
                     self.order.append(linear)
                 calls.append((first, out, None))
                 self.made_by[id(out)] = (linear, len(calls) - 1)
-                self.keep += [first, out]
                 return out
         source = self.made_by.get(id(first)) if isinstance(first, torch.Tensor) else None
         if source is not None:
@@ -547,10 +546,10 @@ class _Tracer(TorchFunctionMode):
                 self.pairs.append((*source, "tanh", out))
             elif func in SIGMOID:
                 self.sigmoids[id(out)] = source
+                self.keep.append(out)
             self.consumers.setdefault(source[0], getattr(func, "__name__", str(func)))
         elif func in SUBTRACT and id(first) in self.sigmoids and len(args) > 1 and _is_half(args[1]):
             self.pairs.append((*self.sigmoids[id(first)], "sigmoid_shifted", out))
-        self.keep.append(out)
         return out
 
     def pairs_by_linear(self) -> dict[nn.Linear, list[tuple[str, nn.Tanh | None]]]:

@@ -474,3 +474,32 @@ def test_nn_rnn_with_a_given_first_state_and_unbatched_input():
     torch.testing.assert_close(twin.weight_ih_l0.detach(), new_ih, rtol=0, atol=1e-12)
     torch.testing.assert_close(twin.weight_hh_l0.detach(), new_hh, rtol=0, atol=1e-12)
     torch.testing.assert_close(twin.bias_ih_l0.detach(), new_b_ih, rtol=0, atol=1e-12)
+
+
+def test_a_linear_in_your_own_loop_is_one_layer_like_a_cell():
+    """h = tanh(fc([x_t, h])) step by step: one layer, its steps stacked, updated as an RNNCell."""
+
+    class ConcatLoop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(I + H, H)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[1], H, dtype=x.dtype)
+            for x_t in x:
+                h = torch.tanh(self.fc(torch.cat([x_t, h], 1)))
+            return h
+
+    cells = copy_rnn(CellLoop().double(), small_(nn.RNN(I, H).double(), 11))
+    loop = ConcatLoop().double()
+    with torch.no_grad():
+        loop.fc.weight.copy_(torch.cat([cells.cell.weight_ih, cells.cell.weight_hh], 1))
+        loop.fc.bias.copy_(cells.cell.bias_ih + cells.cell.bias_hh)
+    x = sequence()
+    _, after, changed = step_once(loop, x)
+    _, cell_after, _ = step_once(cells, x)
+    torch.testing.assert_close(after["fc.weight"], torch.cat([cell_after["cell.weight_ih"],
+                                                              cell_after["cell.weight_hh"]], 1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(after["fc.bias"], cell_after["cell.bias_ih"] + cell_after["cell.bias_hh"],
+                               rtol=0, atol=1e-12)
+    assert changed == {"fc.weight", "fc.bias"}
