@@ -42,16 +42,17 @@ def main() -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        report = step % 100 == 0 or step == args.steps
+        line = ""
         if sal is not None:
-            if step % 100 == 0 or step == args.steps:
-                # The sensitivities of this step's forward pass, before SAL uses (and clears) them.
+            if report:  # this forward pass's sensitivities, read before SAL uses (and clears) them
                 s = torch.cat([sensitivity(layer.output, layer.weights) for layer in sal.layers()], 1)
-                print(f"  log-sensitivity {log_sensitivity(s).item():+.3f}", end="")
+                line = f"  log-sensitivity {log_sensitivity(s).item():+.3f}"
             sal.step()
-        if step % 100 == 0 or step == args.steps:
+        if report:
             with torch.no_grad():
                 accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
-            print(f"  step {step:5d}  loss {loss.item():.4f}  test accuracy {accuracy:.3f}")
+            print(f"step {step:5d}  loss {loss.item():.4f}  test accuracy {accuracy:.3f}{line}")
 
 
 if __name__ == "__main__":
