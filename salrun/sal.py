@@ -35,7 +35,7 @@ from salrun.neurons import curvature_ratio, derivative, log_sensitivity_gradient
 from salrun.settings import SALSettings
 
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
-SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (sensitivity.py)
+SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
 class SAL:
