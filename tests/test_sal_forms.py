@@ -503,3 +503,21 @@ def test_a_linear_in_your_own_loop_is_one_layer_like_a_cell():
     torch.testing.assert_close(after["fc.bias"], cell_after["cell.bias_ih"] + cell_after["cell.bias_hh"],
                                rtol=0, atol=1e-12)
     assert changed == {"fc.weight", "fc.bias"}
+
+
+def test_a_linear_only_some_of_whose_calls_go_into_tanh_is_left_alone():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.relu(self.shared(torch.tanh(self.shared(x)))) + torch.tanh(self.b(x))
+
+    model = small_(Twice().double(), 12)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    sal = SAL(model)
+    assert "shared: 1 of its 2 calls go into tanh, the others elsewhere" in sal.describe(x)
+    before, after, changed = step_once(model, x)
+    assert_tanh_layer(before, after, "b", x)
+    assert changed == {"b.weight", "b.bias"}
