@@ -479,7 +479,7 @@ class HookProbe:
             unit.clear()
 
     def remove(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles + self._trace_handles:
             handle.remove()
 
 
