@@ -42,6 +42,12 @@ chaos() {  # claim 1: four architectures, SAL alone
   sweep chaos_dense --command lyapunov experiment=paper_chaos model.hidden=100,500 $SEEDS
   sweep chaos_sparse --command lyapunov experiment=paper_chaos model.density=0.1 $SEEDS
   sweep chaos_driven --command lyapunov experiment=paper_chaos lyapunov.input_size=5 $SEEDS
+  # How the adapting states are kept alive (preset chaos): the kick's size, and fresh states every chunk instead.
+  sweep chaos_noise --command lyapunov lyapunov.noise=0,0.0001,0.001,0.01,0.1 seed=0,1,2
+  sweep chaos_fresh_chunks --command lyapunov lyapunov.fresh_chunks=true lyapunov.noise=0 seed=0,1,2
+  # The independent check: each final MLE against a long float64 window on model.pt, and the attractor.
+  python docs/check_chaos.py "$OUT"/chaos_dense "$OUT"/chaos_sparse "$OUT"/chaos_driven "$OUT"/chaos_noise \
+    "$OUT"/chaos_fresh_chunks > "$DOCS/chaos_check.md"
 }
 
 ffn() {  # claims 2 and 4 on a 300-layer MLP

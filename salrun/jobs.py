@@ -350,17 +350,21 @@ def train(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: P
 
 def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress: Progress | None) -> dict:
     """The chaos study: the method (SAL by default) adapts an RNN that runs on its own
-    (or driven by random input); every `log_every` updates the MLE and the
-    log-sensitivity are measured on the same stretch of trajectory."""
+    (or driven by random input), its state kicked by N(0, lyapunov.noise²) before every
+    chunk so that it never dies on the fixed point h = 0; every `log_every` updates the
+    MLE and the log-sensitivity are measured on the attractor (`salrun.lyapunov.on_attractor`)."""
+    import sys
+
     import torch
 
     from salrun.activity import probe_for
     from salrun.inits import apply_init
-    from salrun.lyapunov import lyapunov_spectrum, max_lyapunov
+    from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
     from salrun.methods import make_method
     from salrun.runtime import prepare, resolve_device
 
     generator = prepare(cfg["seed"], cfg["threads"])
+    measuring = torch.Generator().manual_seed(cfg["seed"])  # its own stream: measuring never changes the adaptation
     device = resolve_device(cfg["device"])
     study = settings["lyapunov"]
     model = build_model("rnn", settings["model"], study.input_size, 1, generator).to(device)
@@ -368,40 +372,47 @@ def lyapunov(cfg: dict, settings: dict, writer: RunWriter, state: dict, progress
     probe = probe_for(model)
     method = make_method(cfg["method"]["name"], settings["method"])
     method.on_init(model, probe)
-    h = (torch.rand(study.trajectories, model.settings.hidden, generator=generator) * 2 - 1).to(device)
+    h = random_states(study.trajectories, model.settings.hidden, generator).to(device)
+    seen = h[None]  # the states the method saw in the last chunk
+    warnings: list[str] = []
 
     def inputs(steps: int):
         return torch.randn(steps, study.trajectories, study.input_size, generator=generator).to(device)
 
-    def measure(step: int) -> torch.Tensor:
-        weights = (model.recurrent_weight().detach(), model.weight_ih.detach(), model.bias.detach(), h,
-                   inputs(study.transient + study.measure_steps), study.transient, study.measure_steps)
-        if study.k == 1:
-            m = max_lyapunov(*weights, generator=None)
-            spectrum = {}
-        else:  # le_1 of the QR estimate is the MLE
-            m = lyapunov_spectrum(*weights, k=study.k, generator=None)
-            spectrum = {f"le_{i}": value for i, value in enumerate(m.exponents, 1)}
+    def measure(step: int) -> None:
+        w_hh = model.recurrent_weight().detach()
+        m = on_attractor(w_hh, model.weight_ih, model.bias, study.trajectories, study.transient,
+                         study.measure_steps, study.k, measuring)
+        spectrum = {f"le_{i}": value for i, value in enumerate(m.exponents, 1)} if study.k > 1 else {}
         if not (torch.isfinite(torch.tensor([m.mle, m.log_sensitivity, *spectrum.values()])).all()):
             raise Diverged(step, "the MLE")
-        writer.log_many(step, {"mle": m.mle, **spectrum, "log_sensitivity": m.log_sensitivity,
-                               "spectral_radius": float(torch.linalg.eigvals(
-                                   model.recurrent_weight().detach().double()).abs().max())})
+        alive = float(state_rms(seen).min())
+        writer.log_many(step, {"mle": m.mle, "mle_std": m.mle_std, **spectrum, "log_sensitivity": m.log_sensitivity,
+                               "state_rms": alive, "attractor_rms": float(state_rms(m.state).mean()),
+                               "spectral_radius": float(torch.linalg.eigvals(w_hh.double()).abs().max())})
         writer.flush_metrics()
-        return m.state
+        if alive < DEAD_RMS and not warnings:
+            warnings.append(f"step {step}: an adapting trajectory collapsed onto h = 0 (state RMS {alive:.1e} < "
+                            f"{DEAD_RMS:g}); the method sees tanh'(0) = 1 there (lyapunov.noise > 0 keeps it alive)")
+            print(f"warning: {warnings[0]}", file=sys.stderr)
 
     model.train()
-    h = measure(0)
+    measure(0)
     for step in range(1, study.sal_steps + 1):
         probe.clear()
         with torch.no_grad():
-            h = model.run(inputs(study.chunk), h)[-1]
+            if study.fresh_chunks:
+                h = random_states(study.trajectories, model.settings.hidden, generator).to(device)
+            if study.noise > 0:
+                h = h + study.noise * torch.randn(h.shape, generator=generator).to(device)
+            seen = torch.stack(model.run(inputs(study.chunk), h))
+            h = seen[-1]
         method.after_step()
         model.apply_mask_()
         state["step"] = step
         if step % study.log_every == 0 or step == study.sal_steps:
-            h = measure(step)
+            measure(step)
         if progress is not None:
             progress(step, writer.latest())
     writer.save_model(_model_payload(model, cfg, (study.input_size, 1), method))
-    return {"final": writer.latest()}
+    return {"final": writer.latest(), "warnings": warnings}

@@ -14,6 +14,12 @@ pass: the same products, one bmm per step for all of them.
 every step, Q_t R_t = J_t Q_{t-1}; λ_i is the time average of ln |R_t[i, i]|.
 Its first column is exactly the renormalised vector of the MLE, so λ_1 is
 the MLE. `lyapunov_spectrum_ensemble` does the same for E networks at once.
+
+`on_attractor` is what the chaos study reports: the estimate from fresh
+random states, in float64, after a transient, so that it describes the
+attractor the network has now, never a state left over from earlier weights
+(a contracting net's state underflows to exactly 0 in float32 and stays there
+after 0 has turned unstable).
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from salrun.neurons import row_norm_sq
+from salrun.neurons import log_sensitivity
+
+DEAD_RMS = 1e-6  # a state this small has collapsed onto the fixed point h = 0 (tanh'(0) = 1 exactly)
 
 
 @dataclass
@@ -29,13 +37,42 @@ class ChaosMeasurement:
     mle: float                  # mean over trajectories
     log_sensitivity: float      # ln RMS recurrent sensitivity over the same steps and trajectories
     state: torch.Tensor         # the final states, to continue from
+    mle_std: float = 0.0        # spread of the per-trajectory MLE (std over trajectories)
 
 
-def _drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, steps: int, batch: int) -> torch.Tensor:
-    """W_ih x_t + θ for every step: (steps, batch, hidden)."""
+@dataclass
+class SpectrumMeasurement:
+    exponents: list[float]      # λ_1 ≥ … ≥ λ_k, mean over trajectories (λ_1 is the MLE)
+    log_sensitivity: float      # as in ChaosMeasurement
+    state: torch.Tensor         # the final states, to continue from
+    mle_std: float = 0.0        # as in ChaosMeasurement, for λ_1
+
+    @property
+    def mle(self) -> float:
+        return self.exponents[0]
+
+
+def _drive(w_ih: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor | None, steps: int,
+                    batch: int) -> torch.Tensor:
+    """W_ih x_t + θ for every step, member and trajectory: (steps, E, batch, hidden)."""
     if inputs is None or inputs.shape[-1] == 0:
-        return bias.expand(steps, batch, -1)
-    return torch.nn.functional.linear(inputs, w_ih, bias)
+        return bias[None, :, None, :].expand(steps, bias.shape[0], batch, -1)
+    return torch.einsum("temk,enk->temn", inputs, w_ih) + bias[None, :, None, :]
+
+
+def _log_sensitivity(slope_sq_sum: torch.Tensor, w_hh: torch.Tensor, steps: int) -> list[float]:
+    """Per member, ln RMS of s = f'(U)·‖w_j‖ over the steps, trajectories and neurons whose
+    Σ_t f'² is `slope_sq_sum` (E, batch, n)."""
+    s_sq = slope_sq_sum / steps * w_hh.pow(2).sum(-1)[:, None, :]  # per trajectory and neuron: mean_t s²
+    return [float(log_sensitivity(member.sqrt())) for member in s_sq]
+
+
+def _mean_std(per_trajectory: torch.Tensor) -> tuple[list, list[float]]:
+    """Per member: the mean over the trajectories (dim 1) of per-trajectory exponents (E, batch, k),
+    and the std over the trajectories of the first (the MLE)."""
+    first = per_trajectory[:, :, 0]
+    std = first.std(1) if first.shape[1] > 1 else torch.zeros_like(first[:, 0])
+    return per_trajectory.mean(1).tolist(), std.tolist()
 
 
 @torch.no_grad()
@@ -48,29 +85,10 @@ def max_lyapunov(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, h: 
     The log-sensitivity uses the recurrent weights: the gain from h_{t-1} to h_t
     that the MLE measures. `v` is the initial perturbation (random if None).
     """
-    total = transient + steps
-    drive = _drive(w_ih, bias, inputs, total, h.shape[0])
-    if v is None:
-        v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
-    v = v / v.norm(dim=-1, keepdim=True)
-    w_t = w_hh.T
-    # Per step only what the tangent dynamics need; logs and sums once at the end.
-    growth = torch.empty(steps, h.shape[0], 1, dtype=h.dtype, device=h.device)
-    slope_sq = torch.zeros_like(h)
-    batch = h.shape[0]
-    hv = torch.cat([h, v])  # state and tangent vector meet the same W: one product per step
-    for t in range(total):
-        hv = hv @ w_t
-        h = hv[:batch].add_(drive[t]).tanh_()
-        slope = 1 - h * h
-        v = hv[batch:].mul_(slope)
-        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True, out=growth[t - transient] if t >= transient else None)
-        v.div_(norm)
-        if t >= transient:
-            slope_sq.addcmul_(slope, slope)
-    mle = float(growth.log().sum(0).mean() / steps)
-    log_sens = float(0.5 * torch.log((slope_sq * row_norm_sq([w_hh])).mean() / steps))
-    return ChaosMeasurement(mle, log_sens, h)
+    members = max_lyapunov_ensemble(w_hh[None], w_ih[None], bias[None], h[None],
+                                    None if inputs is None else inputs[:, None], transient, steps, generator,
+                                    None if v is None else v[None])
+    return members[0]
 
 
 @torch.no_grad()
@@ -83,14 +101,12 @@ def max_lyapunov_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Te
     Member e gets exactly the estimate `max_lyapunov` gives for its slices."""
     total = transient + steps
     members, batch = h.shape[0], h.shape[1]
-    if inputs is None or inputs.shape[-1] == 0:
-        drive = bias[None, :, None, :].expand(total, members, batch, -1)
-    else:
-        drive = torch.einsum("temk,enk->temn", inputs, w_ih) + bias[None, :, None, :]
+    drive = _drive(w_ih, bias, inputs, total, batch)
     if v is None:
         v = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
     v = v / v.norm(dim=-1, keepdim=True)
     w_t = w_hh.transpose(1, 2)
+    # Per step only what the tangent dynamics need; logs and sums once at the end.
     growth = torch.empty(steps, members, batch, 1, dtype=h.dtype, device=h.device)
     slope_sq = torch.zeros_like(h)
     hv = torch.cat([h, v], dim=1)  # state and tangent vector meet the same W: one bmm per step
@@ -103,21 +119,9 @@ def max_lyapunov_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Te
         v.div_(norm)
         if t >= transient:
             slope_sq.addcmul_(slope, slope)
-    mle = (growth.log().sum(0)[..., 0].mean(1) / steps).tolist()
-    norm_sq = w_hh.pow(2).sum(-1)[:, None, :]  # (E, 1, n)
-    log_sens = (0.5 * torch.log((slope_sq * norm_sq).mean((1, 2)) / steps)).tolist()
-    return [ChaosMeasurement(m, s, h[e]) for e, (m, s) in enumerate(zip(mle, log_sens))]
-
-
-@dataclass
-class SpectrumMeasurement:
-    exponents: list[float]      # λ_1 ≥ … ≥ λ_k, mean over trajectories (λ_1 is the MLE)
-    log_sensitivity: float      # as in ChaosMeasurement
-    state: torch.Tensor         # the final states, to continue from
-
-    @property
-    def mle(self) -> float:
-        return self.exponents[0]
+    mle, std = _mean_std(growth.log().sum(0) / steps)
+    return [ChaosMeasurement(m[0], s, h[e], d)
+            for e, (m, s, d) in enumerate(zip(mle, _log_sensitivity(slope_sq, w_hh, steps), std))]
 
 
 @torch.no_grad()
@@ -147,10 +151,7 @@ def lyapunov_spectrum_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: tor
     members, batch, n = h.shape
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the hidden size {n}, got {k}")
-    if inputs is None or inputs.shape[-1] == 0:
-        drive = bias[None, :, None, :].expand(total, members, batch, -1)
-    else:
-        drive = torch.einsum("temk,enk->temn", inputs, w_ih) + bias[None, :, None, :]
+    drive = _drive(w_ih, bias, inputs, total, batch)
     if basis is None:
         basis = torch.randn(members, batch, k, n, generator=generator, dtype=h.dtype, device=h.device)
     q = torch.linalg.qr(basis.transpose(-1, -2)).Q.transpose(-1, -2)  # orthonormal rows
@@ -170,10 +171,9 @@ def lyapunov_spectrum_ensemble(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: tor
             growth[t - transient] = torch.diagonal(r, dim1=-2, dim2=-1).abs()
             slope_sq.addcmul_(slope, slope)
         hq = torch.cat([h[:, :, None, :], q.transpose(-1, -2)], dim=2).reshape(members, batch * (k + 1), n)
-    exponents = (growth.log().sum(0).mean(1) / steps).tolist()  # (E, k)
-    norm_sq = w_hh.pow(2).sum(-1)[:, None, :]
-    log_sens = (0.5 * torch.log((slope_sq * norm_sq).mean((1, 2)) / steps)).tolist()
-    return [SpectrumMeasurement(e, s, h[i]) for i, (e, s) in enumerate(zip(exponents, log_sens))]
+    exponents, std = _mean_std(growth.log().sum(0) / steps)  # (E, k) and (E,)
+    return [SpectrumMeasurement(e, s, h[i], d)
+            for i, (e, s, d) in enumerate(zip(exponents, _log_sensitivity(slope_sq, w_hh, steps), std))]
 
 
 @torch.no_grad()
@@ -182,7 +182,8 @@ def mle_two_trajectory(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tenso
                        generator: torch.Generator | None = None) -> float:
     """Finite-difference MLE: a twin trajectory kept at distance ε, renormalised each step."""
     total = transient + steps
-    drive = _drive(w_ih, bias, inputs, total, h.shape[0])
+    drive = _drive(w_ih[None], bias[None], None if inputs is None else inputs[:, None], total,
+                            h.shape[0])[:, 0]
     d = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
     twin = h + epsilon * d / d.norm(dim=1, keepdim=True)
     log_growth = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
@@ -194,3 +195,40 @@ def mle_two_trajectory(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tenso
         if t >= transient:
             log_growth += (gap[:, 0] / epsilon).log()
     return float(log_growth.mean() / steps)
+
+
+def random_states(trajectories: int, hidden: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fresh initial states, uniform in ±1: (trajectories, hidden), float32 on the CPU."""
+    return torch.rand(trajectories, hidden, generator=generator) * 2 - 1
+
+
+def state_rms(states: torch.Tensor) -> torch.Tensor:
+    """RMS of each trajectory's states (..., batch, hidden) over time and neurons: (batch,).
+    Below DEAD_RMS the trajectory has collapsed onto h = 0."""
+    return states.pow(2).mean(-1).reshape(-1, states.shape[-2]).mean(0).sqrt()
+
+
+@torch.no_grad()
+def on_attractor(w_hh: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, trajectories: int, transient: int,
+                 steps: int, k: int = 1, generator: torch.Generator | None = None
+                 ) -> ChaosMeasurement | SpectrumMeasurement:
+    """The MLE (k = 1) or the top-k spectrum of the net as it is now, on its attractor.
+
+    `trajectories` fresh states uniform in ±1 (and fresh N(0, 1) input if W_ih has
+    columns) run `transient` steps before `steps` are averaged, in float64: no state
+    from an earlier measurement or from the adapting trajectories is reused, so a
+    fixed point that has turned unstable cannot hold them, and a contracting net's
+    state reaches its fixed point without underflowing to exactly 0 first.
+    Random numbers come from `generator` on the CPU, whatever the device."""
+    device, f64 = w_hh.device, torch.float64
+    w_hh, w_ih, bias = (t.detach().to(f64) for t in (w_hh, w_ih, bias))
+    n, input_size = w_ih.shape
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=generator, dtype=f64).to(device)
+
+    h = random_states(trajectories, n, generator).to(device, f64)
+    inputs = draw(transient + steps, trajectories, input_size) if input_size else None
+    if k == 1:
+        return max_lyapunov(w_hh, w_ih, bias, h, inputs, transient, steps, v=draw(trajectories, n))
+    return lyapunov_spectrum(w_hh, w_ih, bias, h, inputs, transient, steps, k, basis=draw(trajectories, k, n))

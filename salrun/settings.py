@@ -223,7 +223,8 @@ class TrainSettings:
 
 @dataclass
 class LyapunovSettings:
-    """The chaos study: SAL alone adapts an RNN, the MLE is measured on the way."""
+    """The chaos study: SAL alone adapts an RNN, the MLE is measured on the way, each time from
+    `trajectories` fresh random states: `transient` steps, then `measure_steps` averaged."""
 
     sal_steps: int = 400          # SAL updates
     chunk: int = 10               # time steps the net runs between two SAL updates
@@ -233,6 +234,8 @@ class LyapunovSettings:
     measure_steps: int = 400      # steps averaged for the MLE and log-sensitivity
     input_size: int = 0           # 0: autonomous net; > 0: driven by N(0, 1) input
     k: int = 1                    # top-k Lyapunov exponents by QR (le_1 … le_k); 1: the MLE alone
+    noise: float = 1e-3           # std of the N(0, noise²) kick to the adapting states before every chunk
+    fresh_chunks: bool = False    # restart the adapting states uniform in ±1 before every chunk (not our choice)
 
     def __post_init__(self) -> None:
         for name in ("sal_steps", "chunk", "trajectories", "log_every", "measure_steps", "k"):
@@ -240,6 +243,7 @@ class LyapunovSettings:
             _require(value >= 1, f"lyapunov.{name} must be >= 1, got {value}")
         _require(self.transient >= 0, f"lyapunov.transient must be >= 0, got {self.transient}")
         _require(self.input_size >= 0, f"lyapunov.input_size must be >= 0, got {self.input_size}")
+        _non_negative("lyapunov.noise", self.noise)
 
     def check_hidden(self, hidden: int) -> None:
         """A hidden state of n neurons has n Lyapunov exponents."""
