@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from salrun.sensitivity import log_sensitivity
+from salrun.neurons import log_sensitivity
 
 DEAD_RMS = 1e-6  # a state this small has collapsed onto the fixed point h = 0 (tanh'(0) = 1 exactly)
 
