@@ -74,8 +74,8 @@ _HYDRA_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
 
 
 def register_schema() -> None:
-    """Give Hydra the schema's defaults: the root keys (`salrun_schema`, first in
-    conf/config.yaml's defaults list) and one option per registered model, task, method and
+    """Give Hydra the schema's defaults: the root keys (`salrun_schema`, in conf/config.yaml's
+    defaults list) and one option per registered model, task, method and
     init. Plain dicts, not typed nodes, so that salrun.settings checks the types with its own
     messages (a typed node would turn optim.lr=010 into 10.0)."""
     store = ConfigStore.instance()
@@ -89,7 +89,8 @@ def resolved(cfg, choices) -> dict:
     """A composed config as the plain dict a job reads: each group named by Hydra's choice."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     for kind in KINDS:
-        plain[kind] = {"name": choices.get(kind), **plain[kind]}
+        if isinstance(plain.get(kind), dict):  # else (~method) the schema check names what is missing
+            plain[kind] = {"name": choices.get(kind), **plain[kind]}
     return {"experiment": choices.get("experiment"), **plain}
 
 
@@ -100,7 +101,7 @@ def compose(command: str, overrides: list[str]) -> dict:
 
 def compose_grid(command: str, jobs: list[list[str]]) -> list[dict]:
     """The resolved config of each job (a list of overrides). Hydra composes once per distinct
-    set of group choices; each job's other overrides are then applied by Hydra's own code, as
+    set of group choices (and hydra.* overrides); each job's other overrides are then applied by Hydra's own code, as
     its compose would apply them, so a 240-job grid is checked in seconds."""
     register_schema()
     parser = OverridesParser.create()
@@ -111,8 +112,8 @@ def compose_grid(command: str, jobs: list[list[str]]) -> list[dict]:
             repository = GlobalHydra.instance().config_loader().repository
             for job in jobs:
                 parsed = parser.parse_overrides(with_default_experiment(command, job))
-                groups = tuple(o.input_line for o in parsed
-                               if repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
+                groups = tuple(o.input_line for o in parsed if o.is_hydra_override()  # hydra.*: Hydra's own node
+                               or repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
                 if groups not in composed:
                     cfg = hydra_compose("config", overrides=list(groups), return_hydra_config=True)
                     choices = dict(cfg.hydra.runtime.choices)
