@@ -188,6 +188,10 @@ def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path) 
     task = sweep_train if command == "train" else sweep_lyapunov
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
+    if "slurm" in launcher:
+        from salrun.cluster import quiet_sacct
+
+        quiet_sacct()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=f"salrun_{command}"):
         returns = GlobalHydra.instance().hydra.multirun(
             config_name="config", task_function=task, overrides=hydra_overrides + overrides)
