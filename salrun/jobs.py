@@ -25,7 +25,7 @@ from salrun.methods import Method, TaskSampler, spectral_radius
 from salrun.models import ElmanRNN
 from salrun.results import RunFolderError, RunWriter, read_config, read_summary
 from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
-from salrun.sensitivity import log_sensitivity, sensitivity
+from salrun.neurons import log_sensitivity, sensitivity
 from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from salrun.sensitivity import row_norm_sq
+from salrun.neurons import row_norm_sq
 
 
 @dataclass

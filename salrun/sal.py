@@ -9,7 +9,7 @@ ln s_j with its own input held fixed; nothing is back-propagated:
 with g_j = 1 below target and 0 (one-sided gate) or -1 (two-sided) above.
 For tanh, f''/f' = -2·o_j. Use it after each optimizer step:
 
-    sal = SAL(model)           # any Linear → Tanh model, or a salrun model
+    sal = SAL(model)           # Linear → tanh layers, nn.RNN, nn.RNNCell (activity.py), or a salrun model
     loss.backward(); optimizer.step(); sal.step()
 
 How it is computed (the numbers are those of the formula; `fused=False`
@@ -23,30 +23,34 @@ with batched operations; a recurrent layer is read in blocks of steps
 """
 from __future__ import annotations
 
+import dataclasses
 import operator
+import typing
 
 import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, probe_for
-from salrun.sensitivity import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
+from salrun.neurons import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
 from salrun.settings import SALSettings
 
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
-SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (sensitivity.py)
+SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
 class SAL:
     fused = True  # False: the reference path (the formula as written), for tests and benchmarks
 
     def __init__(self, model: nn.Module, settings: SALSettings | None = None, probe: Probe | None = None,
-                 **overrides):
-        if settings is None:
-            settings = SALSettings(**overrides)
-        elif overrides:
-            raise TypeError("give either settings or keyword overrides, not both")
-        self.settings = settings
-        self.probe = probe if probe is not None else probe_for(model)
+                 layers: list | None = None, **overrides):
+        """`layers`: the layers to adapt, for models whose forward pass SAL cannot read: nn.Linear
+        (taken as followed by tanh; or a (module, activation) pair), nn.RNN and nn.RNNCell modules
+        or their names. Otherwise they are found in the model's first forward pass."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"SAL needs a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.settings = _library_settings(settings, overrides)
+        self.probe = probe if probe is not None else probe_for(model, layers)
         self.averages: list[torch.Tensor] = []  # s̄_j per layer, created on the first step
         self._stacks: dict[tuple[int, ...], tuple] = {}  # averages of a layer group: stacked, and its rows
         self._plan_key: tuple | None = None
@@ -54,6 +58,19 @@ class SAL:
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
+
+    def describe(self, *example_args, **example_kwargs) -> str:
+        """The layers SAL adapts, by module name, and the Linears it leaves alone. With an
+        example input the model runs on it once first (in eval mode: nothing is recorded)."""
+        if example_args or example_kwargs:
+            training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    self.model(*example_args, **example_kwargs)
+            finally:
+                self.model.train(training)
+        return "\n".join([f"SAL layers of {type(self.model).__name__}:", *self.probe.describe()])
 
     @torch.no_grad()
     def step(self) -> None:
@@ -127,8 +144,7 @@ class SAL:
         for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
             update = step[:, None] * grad
             w.add_(update if mask is None else update * mask)
-        if layer.bias is not None:
-            layer.bias.add_(step * bias_grad)
+        _add_to_bias(layer.bias, step * bias_grad)
 
     # -- fused: one layer, read in blocks of rows ----------------------------------
 
@@ -163,8 +179,7 @@ class SAL:
                 w.mul_((1 + radial)[:, None]).add_(r.mul_(data[:, None]))
             else:
                 w.add_((w * radial[:, None]).add_(r.mul_(data[:, None])).mul_(mask))
-        if layer.bias is not None:
-            layer.bias.add_(step * ratio_sum / rows)
+        _add_to_bias(layer.bias, step * ratio_sum / rows)
 
     # -- fused: a stack of equal layers at once -----------------------------------
 
@@ -247,6 +262,41 @@ class SAL:
         self._stacks = {}
 
 
+def _add_to_bias(bias: torch.Tensor | list[torch.Tensor] | None, update: torch.Tensor) -> None:
+    """θ += update; a bias held as a sum of tensors (nn.RNN's bias_ih + bias_hh) gets an equal
+    share in each, so that the sum moves as θ does."""
+    if isinstance(bias, list):
+        update = update / len(bias)
+        for part in bias:
+            part.add_(update)
+    elif bias is not None:
+        bias.add_(update)
+
+
+CHOICES = {name: typing.get_args(hint) for name, hint in typing.get_type_hints(SALSettings).items()
+           if typing.get_origin(hint) is typing.Literal}
+
+
+def _library_settings(settings: SALSettings | None, overrides: dict) -> SALSettings:
+    """SALSettings from keywords, its errors worded for a library user (the settings
+    dataclass speaks to the command line, as `method.lr`)."""
+    if settings is not None and overrides:
+        raise TypeError("give either settings or keyword overrides, not both")
+    if settings is None:
+        fields = [f.name for f in dataclasses.fields(SALSettings)]
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise TypeError(f"SAL got an unknown setting {unknown[0]!r}; its settings: {', '.join(fields)}")
+        try:
+            settings = SALSettings(**overrides)
+        except ValueError as error:
+            raise ValueError(str(error).removeprefix("method.")) from None
+    for name, choices in CHOICES.items():
+        if getattr(settings, name) not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(settings, name)!r}")
+    return settings
+
+
 def _groups(layers: list[LayerActivity]) -> list[list[int]]:
     """Runs of consecutive layers that can be updated as one batch: one weight block,
     no mask, the same shapes, activation, dtype and device."""
@@ -255,6 +305,7 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
     for i, layer in enumerate(layers):
         w = layer.weights[0]
         simple = (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
+                  and not isinstance(layer.bias, list)
                   and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
         key = (w.shape, layer.output.shape, layer.inputs[0].shape, layer.activation, w.dtype, w.device,
                layer.bias is not None) if simple else None

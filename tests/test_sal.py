@@ -4,7 +4,7 @@ from torch import nn
 
 from salrun.models import ElmanRNN, MLP
 from salrun.sal import SAL
-from salrun.sensitivity import sensitivity
+from salrun.neurons import sensitivity
 from salrun.settings import InitSettings, MLPSettings, RNNSettings, SALSettings
 
 

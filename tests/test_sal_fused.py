@@ -105,8 +105,9 @@ def test_probe_reads_a_linear_input_from_the_tanh_before_it_only_in_a_sequential
 
     mlp = MLP(2, 1, MLPSettings(depth=4, width=5)).double()
     probe = HookProbe(mlp)
+    mlp(torch.randn(3, 2, dtype=torch.float64))  # the first pass is traced, then hooked
     assert len(probe._handles) == 1 + 4 + 1  # first input, each Tanh, the readout's output: no hook twice
-    mlp(torch.randn(3, 2, dtype=torch.float64))
+    assert not probe._trace_handles
     layers = probe.layers()
     assert all(b.inputs[0] is a.output for a, b in zip(layers, layers[1:]))
 

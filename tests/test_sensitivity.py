@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from salrun.sensitivity import (activate, derivative, log_sensitivity, log_sensitivity_gradient,
+from salrun.neurons import (activate, derivative, log_sensitivity, log_sensitivity_gradient,
                                 sensitivity)
 
 

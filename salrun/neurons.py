@@ -1,5 +1,7 @@
 """Sensitivity math (SCIENCE.md §1-2): pure tensor functions, no state, no I/O.
 
+(Not named sensitivity.py: `salrun.sensitivity` is the public function.)
+
 A neuron j has weights w_j (one row of W), bias θ_j, input x and output
 o_j = f(U_j) with U_j = w_j·x + θ_j. Its sensitivity is s_j = f'(U_j)·‖w_j‖.
 Every function here works on a batch: x is (n, inputs), o is (n, neurons).
