@@ -104,14 +104,15 @@ def _lyapunov(s: JobSettings) -> list[Term]:
 
 # -- what the machine can give --------------------------------------------------------------------
 
-def available() -> tuple[float, str]:
-    """Host memory this process may still use, and what limits it: MemAvailable, the
-    cgroup's limit, or the address-space limit (ulimit -v), whichever is least."""
-    limits = [(_meminfo_available(), "available"), (_cgroup_available(), "available to this cgroup")]
+def available() -> list[tuple[float, str, bool]]:
+    """What limits the host memory of a job: (bytes, why, shared by the jobs that run at
+    once). MemAvailable and the cgroup's limit are shared; the address-space limit
+    (ulimit -v) binds each process alone."""
+    limits = [(_meminfo_available(), "available", True), (_cgroup_available(), "available to this cgroup", True)]
     address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
     if address_space != resource.RLIM_INFINITY:
-        limits.append((float(address_space), "allowed by ulimit -v"))
-    return min(((b, why) for b, why in limits if b is not None), default=(math.inf, "available"))
+        limits.append((float(address_space), "allowed by ulimit -v", False))
+    return [limit for limit in limits if limit[0] is not None]
 
 
 def _meminfo_available() -> float | None:
@@ -172,32 +173,27 @@ def gb(value: float) -> str:
 
 def check(jobs: list[JobSettings], workers: int = 1, limit: float | None = None, where: str = "") -> None:
     """Raise ConfigError (exit 2) if the `workers` largest of `jobs`, run at once, need more
-    than SHARE of the memory available (or of `limit`, a cluster job's own memory); one line
-    names the estimate, its largest term and the key that controls it."""
-    estimates = sorted(((total(t), t) for t in map(estimate, jobs)), key=lambda e: -e[0])
-    running = estimates[:max(1, workers)]
-    host = sum(need for need, _ in running)
-    largest = running[0][1]
-    if limit is not None:
-        budgets = [(host, limit, where)]
+    than SHARE of the memory available (or one job more than `limit`, a cluster job's own
+    memory); one line names the estimate, its largest term and the key that controls it."""
+    running = sorted(map(estimate, jobs), key=total, reverse=True)[:max(1, workers)]
+    gpu = None if limit is not None else gpu_free(jobs[0].root.device)
+    if gpu is not None:  # the model on the GPU; the runtime and the task's data on the host as well
+        device = [sum(t.bytes for t in terms) + CUDA_CONTEXT_BYTES for terms in running]
+        host = [BASE_BYTES + sum(t.bytes for t in terms if t.data) for terms in running]
+        budgets = [(gpu, "free on the GPU", True, device)]
     else:
-        gpu = gpu_free(jobs[0].root.device)
-        if gpu is None:
-            budgets = [(host, *available())]
-        else:  # the model on the GPU; the runtime and the task's data on the host as well
-            device = sum(sum(t.bytes for t in terms) + CUDA_CONTEXT_BYTES for _, terms in running)
-            host = sum(BASE_BYTES + sum(t.bytes for t in terms if t.data) for _, terms in running)
-            budgets = [(device, gpu, "free on the GPU"), (host, *available())]
-    for need, have, why in budgets:
+        host = [total(terms) for terms in running]
+        budgets = [(limit, where, False, host)] if limit is not None else []
+    if limit is None:
+        budgets += [(have, why, shared, host) for have, why, shared in available()]
+    for have, why, shared, needs in budgets:
+        need = sum(needs) if shared else needs[0]
         if need > SHARE * have:
-            raise ConfigError(_refusal(need, have, why, largest, workers if len(jobs) > 1 else 1))
+            raise ConfigError(_refusal(need, have, why, running[0], len(running) if shared else 1))
 
 
 def _refusal(need: float, have: float, why: str, terms: list[Term], workers: int) -> str:
     at_once = f" for {workers} jobs at once" if workers > 1 else ""
-    if terms:
-        term = terms[0]
-        cause = f" ({term.name}: {term.product}); {gb(have)} {why}; lower {term.lower}"
-    else:
-        cause = f"; {gb(have)} {why}"
-    return f"needs about {gb(need)}{at_once}{cause}, or pass --no-memory-check to run it anyway"
+    term = terms[0]
+    return (f"needs about {gb(need)}{at_once} ({term.name}: {term.product}); {gb(have)} {why}; "
+            f"lower {term.lower}, or pass --no-memory-check to run it anyway")
