@@ -73,9 +73,10 @@ def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
     raise KeyboardInterrupt
 
 
-def memory_preflight(jobs: list, memory_check: bool, budget: Optional[dict] = None) -> None:
-    """Exit 2 before anything is built if the jobs would not fit in memory (salrun.memory)."""
-    if memory_check and budget is not None:
+def memory_preflight(jobs: list, budget: Optional[dict]) -> None:
+    """Exit 2 before anything is built if the jobs would not fit in memory. `budget`: what
+    salrun.memory.check compares them with ({}: this machine), None for no check."""
+    if budget is not None:
         from salrun.memory import check
 
         try:
@@ -88,7 +89,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
          resume: Optional[Path] = None, memory_check: bool = True) -> None:
     if resume is not None:
         cfg, out = _resumed(resume, overrides, out)
-        memory_preflight([job_settings(command, cfg)], memory_check, {})
+        memory_preflight([job_settings(command, cfg)], {} if memory_check else None)
     else:
         from salrun.launch import compose  # Hydra: not for --help
 
@@ -99,7 +100,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
             settings = job_settings(command, cfg)  # a bad value exits here, before torch is imported
         except ConfigError as err:
             fail_usage(str(err))
-        memory_preflight([settings], memory_check, {})
+        memory_preflight([settings], {} if memory_check else None)
         make_out_dir(out)
     from salrun.console import print_summary, progress_bar  # rich and torch: once the input is checked
     from salrun.jobs import EXIT_CODES, run_job
@@ -188,7 +189,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         budget = sweep_memory_budget(launcher, overrides, len(jobs)) if not no_memory_check else None
     except ConfigError as err:
         fail_usage(str(err))
-    memory_preflight(grid, not no_memory_check, budget)
+    memory_preflight(grid, budget)
     make_out_dir(out)
     write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
     if not quiet:

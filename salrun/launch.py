@@ -175,9 +175,10 @@ def sweep_memory_budget(launcher: str, overrides: list[str], jobs: int) -> dict 
     settings = launcher_settings(launcher, overrides)
     if "slurm" not in launcher:
         return {"workers": parallel_jobs(launcher, settings, jobs)}
-    if not settings.get("mem_gb"):
+    memory = settings.get("mem_gb")
+    if not memory:
         return None
-    return {"limit": float(settings["mem_gb"]) * 1e9, "where": "per job (hydra.launcher.mem_gb)"}
+    return {"limit": float(memory) * 2 ** 30, "where": f"per job (hydra.launcher.mem_gb={memory}, GiB)"}
 
 
 def sweep_job_threads(runtime) -> int:

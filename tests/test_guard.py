@@ -113,7 +113,7 @@ def test_a_cluster_job_is_checked_against_its_own_memory(tmp_path):
     process = salrun("sweep", *TINY_FFN, "train.batch_size=100000000", "seed=0,1", "--launcher", "slurm_cpu",
                      "hydra.launcher.mem_gb=8", "--out", str(tmp_path / "sweep"))
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2 and "8 GB per job (hydra.launcher.mem_gb)" in stderr, stderr
+    assert process.returncode == 2 and "8.59 GB per job (hydra.launcher.mem_gb=8, GiB)" in stderr, stderr
     assert not (tmp_path / "sweep").exists()
 
 
