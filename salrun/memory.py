@@ -9,18 +9,18 @@ may be present: the CLI refuses a job in well under a second.
 """
 from __future__ import annotations
 
-import math
 import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from salrun.settings import ConfigError, JobSettings
+from salrun.settings import COPY_SYMBOLS, ConfigError, JobSettings
 
 FLOAT = 4                 # bytes of a float32
 BASE_BYTES = 350e6        # Python, torch and salrun before the first tensor (a 3-layer run peaks at 0.34 GB)
-CUDA_CONTEXT_BYTES = 600e6
+CUDA_CONTEXT_BYTES = 600e6  # device memory of a CUDA context: ours, not measured here (no GPU)
+DIGITS_BYTES = 2e8         # task=digits imports scikit-learn to load its images
 SHARE = 0.8               # refuse a job whose estimate exceeds this share of the available memory
 # Copies kept at once, per element of depth × width × batch (MLP) or steps × hidden × batch
 # (RNN): the activations autograd keeps, SAL's stacked inputs and outputs, the per-layer
@@ -59,17 +59,17 @@ def _train(s: JobSettings) -> list[Term]:
         depth, width = model.depth, model.width
         inputs = 64 if s.task.name == "digits" else 2
         test = getattr(task, "test_size", 1)
+        # batches gathered by int64 index from the training set (index, points, labels), the sets themselves
+        data = 24 * (batch + getattr(task, "train_size", 0) + test) + (DIGITS_BYTES if s.task.name == "digits" else 0)
         return [
             Term("parameters", PARAMETER_COPIES * FLOAT * (depth * width * (width + 1) + inputs * width),
                  "model.depth × model.width²", "model.width"),
             Term("activations", KEPT_ACTIVATIONS["mlp"] * FLOAT * depth * width * batch,
                  "model.depth × model.width × train.batch_size", "train.batch_size"),
             Term("evaluation", 2 * FLOAT * width * test, "model.width × task.test_size", "task.test_size"),
-            # a batch gathered by int64 index from the training set: index, points, labels
-            Term("data", 24 * (batch + getattr(task, "train_size", 0) + test) + (2e8 if s.task.name == "digits" else 0),
-                 "train.batch_size", "train.batch_size", data=True),
+            Term("data", data, "train.batch_size", "train.batch_size", data=True),
         ]
-    hidden, steps = model.hidden, task.lag + (10 if s.task.name == "copy_memory" else 1)
+    hidden, steps = model.hidden, task.lag + (COPY_SYMBOLS if s.task.name == "copy_memory" else 1)
     per_step = SEQUENCE_BYTES.get(s.task.name, 2 * FLOAT)  # the others: one input (and its noise)
     terms = [
         Term("parameters", PARAMETER_COPIES * FLOAT * hidden * (hidden + SEQUENCE_INPUTS.get(s.task.name, 1)),
@@ -156,7 +156,8 @@ def _cgroup_available() -> float | None:
 def gpu_free(device: str) -> float | None:
     """Free memory of the GPU the job will use, or None if it runs on the CPU. torch is
     imported only where a GPU driver is present, so the CPU-only check stays instant."""
-    if device == "cpu" or not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd")):
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")  # no GPU visible
+    if device == "cpu" or hidden or not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd")):
         return None
     import torch
 
