@@ -501,10 +501,63 @@ def sweep_bench(args) -> list[dict]:
     return [row, marginal]
 
 
+# -- the memory preflight's estimate against the measured peak RSS -------------------------------
+
+# Every preset for a few steps (the peak comes with the first evaluation and checkpoint), then
+# four scaled up so that the estimate's terms, not the runtime, make the peak.
+MEMORY_CASES = [
+    ("train", ["experiment=deep_ffn", "train.steps=2"]),
+    ("train", ["experiment=paper_deep_ffn", "train.steps=2"]),
+    ("train", ["experiment=long_lag", "train.steps=2"]),
+    ("train", ["experiment=paper_long_lag", "train.steps=2"]),
+    ("lyapunov", ["experiment=chaos", "lyapunov.sal_steps=10"]),
+    ("lyapunov", ["experiment=paper_chaos", "lyapunov.sal_steps=10"]),
+    ("train", ["experiment=deep_ffn", "train.steps=2", "train.batch_size=100000"]),
+    ("train", ["experiment=long_lag", "train.steps=2", "task.test_size=20000"]),
+    ("train", ["experiment=long_lag", "train.steps=2", "train.batch_size=50000"]),
+    ("lyapunov", ["experiment=chaos", "lyapunov.sal_steps=10", "model.hidden=2000"]),
+]
+MEMORY_LIMIT = 6_000_000_000  # address space of each measured run: a wrong case fails, the machine lives
+
+
+def _limit_address_space() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def memory_estimate(args) -> list[dict]:
+    """salrun.memory's estimate against the peak RSS of the same run, measured in a child
+    (os.wait4 gives that child's own ru_maxrss). Target: within 2x either way."""
+    from salrun.launch import compose
+    from salrun.memory import estimate, total
+    from salrun.settings import job_settings
+
+    rows = []
+    for command, overrides in MEMORY_CASES:
+        overrides = [*overrides, f"threads={args.threads}"]
+        estimated = total(estimate(job_settings(command, compose(command, overrides))))
+        with tempfile.TemporaryDirectory() as tmp:
+            process = subprocess.Popen([*salrun_command(), command, *overrides, "--out", f"{tmp}/run", "--quiet"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                       preexec_fn=_limit_address_space)
+            _, status, usage = os.wait4(process.pid, 0)
+        peak = usage.ru_maxrss * 1024
+        ratio = estimated / peak
+        row = {"benchmark": "memory_estimate", "case": f"{command} {' '.join(overrides[:-1])}", "baseline_s": "",
+               "measured_s": "", "ratio": ratio, "target": "0.5-2", "met": "yes" if 0.5 <= ratio <= 2 else "NO",
+               "note": f"estimate {estimated / 1e9:.2f} GB, peak RSS {peak / 1e9:.2f} GB"
+                       + ("" if os.waitstatus_to_exitcode(status) == 0 else ", the run FAILED")}
+        _print_row(row)
+        rows.append(row)
+    return rows
+
+
 # -- driver -----------------------------------------------------------------------------------
 
 BENCHMARKS = {"sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
               "sweep": sweep_bench, "peers": peer_cost, "logging": logging_cost}
+BENCHMARKS["memory"] = memory_estimate
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
 
 

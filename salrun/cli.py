@@ -25,6 +25,8 @@ OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model.depth=100 
 OutOpt = typer.Option(None, "--out", help="Run folder (default: outputs/COMMAND/TIMESTAMP)")
 JsonOpt = typer.Option(False, "--json", help="Print summary.json to stdout")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table")
+NoMemoryCheckOpt = typer.Option(False, "--no-memory-check",
+                                help="Run even if the memory preflight estimates that it will not fit")
 
 
 def fail_usage(message: str) -> None:
@@ -71,10 +73,23 @@ def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
     raise KeyboardInterrupt
 
 
+def memory_preflight(jobs: list, budget: Optional[dict]) -> None:
+    """Exit 2 before anything is built if the jobs would not fit in memory. `budget`: what
+    salrun.memory.check compares them with ({}: this machine), None for no check."""
+    if budget is not None:
+        from salrun.memory import check
+
+        try:
+            check(jobs, **budget)
+        except ConfigError as err:
+            fail_usage(str(err))
+
+
 def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool, quiet: bool,
-         resume: Optional[Path] = None) -> None:
+         resume: Optional[Path] = None, memory_check: bool = True) -> None:
     if resume is not None:
         cfg, out = _resumed(resume, overrides, out)
+        memory_preflight([job_settings(command, cfg)], {} if memory_check else None)
     else:
         from salrun.launch import compose  # Hydra: not for --help
 
@@ -82,9 +97,10 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
         check_out_dir(out)
         try:
             cfg = compose(command, overrides)
-            job_settings(command, cfg)  # a bad value exits here, before torch is imported
+            settings = job_settings(command, cfg)  # a bad value exits here, before torch is imported
         except ConfigError as err:
             fail_usage(str(err))
+        memory_preflight([settings], {} if memory_check else None)
         make_out_dir(out)
     from salrun.console import print_summary, progress_bar  # rich and torch: once the input is checked
     from salrun.jobs import EXIT_CODES, run_job
@@ -125,17 +141,18 @@ def train(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] = O
           as_json: bool = JsonOpt, quiet: bool = QuietOpt,
           resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR",
                                                 help="Continue the interrupted train run in DIR from its "
-                                                     "checkpoint; DIR/config.yaml is the config")) -> None:
+                                                     "checkpoint; DIR/config.yaml is the config"),
+          no_memory_check: bool = NoMemoryCheckOpt) -> None:
     """Train a deep tanh MLP (BP) or a tanh RNN (BPTT) with a method (default: experiment=deep_ffn)."""
-    _run("train", overrides or [], out, as_json, quiet, resume)
+    _run("train", overrides or [], out, as_json, quiet, resume, not no_memory_check)
 
 
 @app.command()
 def lyapunov(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] = OutOpt,
-             as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+             as_json: bool = JsonOpt, quiet: bool = QuietOpt, no_memory_check: bool = NoMemoryCheckOpt) -> None:
     """Chaos study: SAL adapts an RNN; log-sensitivity and the max Lyapunov exponent are logged
     (default: experiment=chaos)."""
-    _run("lyapunov", overrides or [], out, as_json, quiet)
+    _run("lyapunov", overrides or [], out, as_json, quiet, memory_check=not no_memory_check)
 
 
 @app.command()
@@ -148,10 +165,10 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
           resume: bool = typer.Option(False, "--resume",
                                       help="Continue the sweep in --out: skip jobs that completed (status ok), "
                                            "rerun the rest; train jobs continue from their checkpoints"),
-          quiet: bool = QuietOpt) -> None:
+          quiet: bool = QuietOpt, no_memory_check: bool = NoMemoryCheckOpt) -> None:
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
-    from salrun.launch import LAUNCHERS, compose_grid, sweep_jobs  # Hydra: not for --help
+    from salrun.launch import LAUNCHERS, compose_grid, sweep_jobs, sweep_memory_budget  # Hydra: not for --help
 
     overrides = overrides or []
     if resume:
@@ -166,11 +183,13 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         check_out_dir(out, "sweep")
     try:
         jobs = sweep_jobs(overrides)
-        # Every grid point must be valid before anything runs.
-        for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs]):
-            job_settings(command, cfg)
+        # Every grid point must be valid, and the jobs that run at once must fit, before anything runs.
+        grid = [job_settings(command, cfg)
+                for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs])]
+        budget = sweep_memory_budget(launcher, overrides, len(jobs)) if not no_memory_check else None
     except ConfigError as err:
         fail_usage(str(err))
+    memory_preflight(grid, budget)
     make_out_dir(out)
     write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
     if not quiet:

@@ -25,7 +25,8 @@ from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
 from salrun.methods import Method, TaskSampler, spectral_radius
 from salrun.models import ElmanRNN
 from salrun.results import RunFolderError, RunWriter, read_config, read_summary
-from salrun.runtime import interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state
+from salrun.runtime import (interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state,
+                            stop_guard)
 from salrun.neurons import log_sensitivity, sensitivity
 from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
 
@@ -85,22 +86,29 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     if checkpoint is not None:
         state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
         summary["resumed_from_step"] = checkpoint["step"]
-    try:
-        summary.update((train if command == "train" else lyapunov)(settings, writer, state, progress))
-        summary["status"] = "ok"
-    except Diverged as err:
-        summary.update(status="diverged", error=str(err), diverged_step=err.step)
-    except KeyboardInterrupt:
-        summary.update(status="interrupted")
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-    summary["steps"] = state.step
-    summary["wall_seconds"] = round(state.wall_seconds(), 3)
+    # A stop by a second signal records the job as interrupted where it is (even in set-up).
+    with stop_guard(lambda: writer.write_summary(_ended(dict(summary), state, writer, status="interrupted"))) as guard:
+        try:
+            summary.update((train if command == "train" else lyapunov)(settings, writer, state, progress))
+            summary["status"] = "ok"
+        except Diverged as err:
+            summary.update(status="diverged", error=str(err), diverged_step=err.step)
+        except KeyboardInterrupt:
+            summary.update(status="interrupted")
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
+            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        with guard.finishing():
+            _ended(summary, state, writer)
+            writer.flush_metrics()
+            writer.write_summary(summary)
+    return summary
+
+
+def _ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
+    summary.update(update, steps=state.step, wall_seconds=round(state.wall_seconds(), 3))
     summary.setdefault("final", writer.latest())
-    writer.flush_metrics()
-    writer.write_summary(summary)
     return summary
 
 

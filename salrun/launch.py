@@ -139,16 +139,55 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parallel_jobs(launcher: str, settings, jobs: int | None = None) -> int:
+    """Sweep jobs that run at once on this machine: joblib's n_jobs, submitit_local every
+    job, basic one at a time (a cluster's jobs run on its nodes: one each)."""
+    if launcher == "joblib":
+        workers = int(settings.get("n_jobs") or 1)
+        workers = _cores() + 1 + workers if workers < 0 else workers  # joblib: -1 is every core
+    elif launcher == "submitit_local":
+        workers = jobs or 1
+    else:
+        workers = 1
+    return max(1, min(workers, jobs or workers))
+
+
+def launcher_settings(launcher: str, overrides: list[str]) -> dict:
+    """The launcher's settings as the sweep will run it: its preset and the hydra.launcher.* overrides."""
+    register_schema()
+    mine = [o for o in overrides if o.startswith("hydra.launcher.")]
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="salrun"):
+            cfg = hydra_compose("config", overrides=[f"hydra/launcher={launcher}", *mine], return_hydra_config=True)
+    except _HYDRA_ERRORS as err:
+        raise ConfigError(_one_line(err)) from None
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+
+
+def sweep_memory_budget(launcher: str, overrides: list[str], jobs: int) -> dict | None:
+    """What `salrun.memory.check` compares a sweep's jobs with: this machine shared by the
+    jobs that run at once, or on a cluster each job's own mem_gb (None when unset: the
+    cluster's default, which salrun cannot know)."""
+    settings = launcher_settings(launcher, overrides)
+    if "slurm" not in launcher:
+        return {"workers": parallel_jobs(launcher, settings, jobs)}
+    memory = settings.get("mem_gb")
+    if not memory:
+        return None
+    return {"limit": float(memory) * 2 ** 30, "where": f"per job (hydra.launcher.mem_gb={memory}, GiB)"}
+
+
 def sweep_job_threads(runtime) -> int:
     """Torch threads for one sweep job when the config leaves it at 0: the cores divided
     among the joblib launcher's parallel workers; 0 (torch's default) for the other
     launchers (basic runs one job at a time, a cluster job owns its cores)."""
     if runtime.runtime.choices.get("hydra/launcher") != "joblib":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = int(runtime.launcher.get("n_jobs") or 1)
-    workers = cores + 1 + workers if workers < 0 else workers  # joblib: -1 is every core
-    return max(1, cores // max(workers, 1))
+    return max(1, _cores() // parallel_jobs("joblib", runtime.launcher))
 
 
 def _sweep_task(command: str, cfg) -> dict:

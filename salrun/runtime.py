@@ -1,10 +1,13 @@
-"""Where a job runs: device, threads, seeding, RNG snapshots for checkpoints, and when interrupts land."""
+"""Where a job runs: device, threads, seeding, RNG snapshots for checkpoints, and when signals stop it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import select
 import signal
 import threading
+import time
 from typing import Callable, Iterator
 
 import torch
@@ -47,29 +50,126 @@ def set_rng_state(generator: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+GRACE_SECONDS = 10.0  # how long the first signal waits for a step boundary before the job stops anyway
+FIRST_SIGNAL = b"salrun: stopping at the end of this step; Ctrl-C again to stop now\n"
+_active: StopGuard | None = None  # the guard of the job running in this process
+
+
+class StopGuard:
+    """The two-signal rule of one job. The first SIGINT or SIGTERM is graceful: while
+    `interrupts_at_step_boundaries` defers it, it is held until the step ends (a
+    consistent checkpoint), elsewhere it raises KeyboardInterrupt. A second signal, or
+    the first when no step boundary comes within GRACE_SECONDS, stops the process at once
+    with exit 130, after `on_stop` (which writes summary.json).
+
+    Python runs its signal handlers only between bytecodes, which one long torch call (a
+    huge allocation, a step that never ends) holds off for ever. The interpreter's C
+    handler still writes each signal's number to the wakeup fd at once, so a thread that
+    reads it can always act."""
+
+    def __init__(self, on_stop: Callable[[], None]):
+        self.on_stop = on_stop
+        self.deferring = False    # inside the step loop: hold the first signal until the step ends
+        self.pending = False      # a signal reached the Python handler
+        self.graceful = False     # the step boundary came: the job is stopping on its own
+        self.finished = False     # the job wrote its summary
+        self.count = 0            # signals seen by the watcher
+        self.deadline: float | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def _handler(self, signum, frame) -> None:
+        if self.pending:
+            return  # a second signal: the watcher stops the process
+        self.pending = True
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """At a step boundary: raise KeyboardInterrupt if a signal arrived."""
+        if self.pending:
+            self.graceful = True
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        """The job's last writes: a stop now waits for them (milliseconds), so that it
+        never writes summary.json beside them."""
+        with self.lock:
+            yield
+            self.finished = True
+
+    def _watch(self, read_fd: int) -> None:
+        while not self.done.is_set():
+            wait = 0.1 if self.deadline is None else min(0.1, max(0.0, self.deadline - time.monotonic()))
+            if select.select([read_fd], [], [], wait)[0]:
+                for signum in os.read(read_fd, 64):
+                    if signum in (signal.SIGINT, signal.SIGTERM):
+                        self._signalled()
+            if self.deadline is not None and not self.graceful and time.monotonic() >= self.deadline:
+                self._stop_now()
+
+    def _signalled(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            os.write(2, FIRST_SIGNAL)
+            self.deadline = time.monotonic() + GRACE_SECONDS
+        else:
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self.done.is_set():
+            return
+        with self.lock:
+            if not self.finished:
+                try:
+                    self.on_stop()
+                except Exception:  # noqa: BLE001 - stopping matters more than the record
+                    pass
+            os._exit(130)
+
+
 @contextlib.contextmanager
-def interrupts_at_step_boundaries() -> Iterator[Callable[[], None]]:
-    """Hold SIGINT/SIGTERM until the current step ends, so that a checkpoint written on
-    interrupt is a consistent state. Yields `check`, which raises KeyboardInterrupt if a
-    signal arrived; a second signal interrupts at once. Outside the main thread (where
-    Python cannot install handlers) signals act as they did."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
+def stop_guard(on_stop: Callable[[], None]) -> Iterator[StopGuard]:
+    """Apply the two-signal rule (StopGuard) while the job runs. Outside the main thread,
+    where Python cannot install handlers, signals act as they did."""
+    global _active
+    guard = StopGuard(on_stop)
+    if threading.current_thread() is not threading.main_thread() or _active is not None:
+        yield guard
         return
-    pending: list[int] = []
-
-    def hold(signum, frame):
-        if pending:
-            raise KeyboardInterrupt
-        pending.append(signum)
-
-    def check() -> None:
-        if pending:
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, guard._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watcher = threading.Thread(target=guard._watch, args=(read_fd,), name="salrun-signals", daemon=True)
+    watcher.start()
+    _active = guard
     try:
-        yield check
+        yield guard
     finally:
+        _active = None
+        guard.done.set()
+        watcher.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+@contextlib.contextmanager
+def interrupts_at_step_boundaries() -> Iterator[Callable[[], None]]:
+    """Hold the first SIGINT/SIGTERM until the current step ends, so that a checkpoint
+    written on interrupt is a consistent state. Yields `check`, which raises
+    KeyboardInterrupt at a step boundary if a signal arrived. The rule for a second signal
+    is the job's StopGuard; without one (outside the main thread) signals act as they did."""
+    guard = _active
+    if guard is None:
+        yield lambda: None
+        return
+    guard.deferring = True
+    try:
+        yield guard.check
+    finally:
+        guard.deferring = False
