@@ -121,6 +121,90 @@ def sal_overhead(args) -> list[dict]:
     return rows
 
 
+# -- salrun's training step against the loops a user would write (issue 13) -------------------
+
+def _preset_step(preset: str, method: str):
+    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
+    from salrun import jobs
+    from salrun.launch import compose
+    from salrun.settings import job_settings
+
+    s = job_settings("train", compose("train", [f"experiment={preset}", f"method={method}", "threads=1"]))
+    task = s.task.entry.load()(s.task.settings)
+    net = jobs._network(s, task.input_size, task.output_size, task)
+    optimizer = jobs._optimizer(s, net.model)
+    return (lambda: jobs._train_step(s, net, task, optimizer, None, 0, False)), s, task
+
+
+def _reference_steps(s, task) -> dict:
+    """Bare PyTorch loops of the preset's sizes, a fixed batch of the task, the same optimizer as salrun."""
+    import torch
+    from torch import nn
+
+    from salrun import jobs
+
+    x, y = task.train_batch(s.root.train.batch_size, torch.Generator().manual_seed(0))
+
+    def stepper(module, forward):
+        optimizer = jobs._optimizer(s, module)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            task.loss(forward(x), y).backward()
+            optimizer.step()
+        return step
+
+    model, n_in, n_out = s.model.settings, task.input_size, task.output_size
+    if task.sequential:
+        bare = nn.ParameterDict({"w_ih": nn.Parameter(0.1 * torch.randn(model.hidden, n_in)),
+                                 "w_hh": nn.Parameter(torch.randn(model.hidden, model.hidden) / model.hidden ** 0.5),
+                                 "b": nn.Parameter(torch.zeros(model.hidden))})
+        bare_readout = nn.Linear(model.hidden, n_out)
+        both = nn.ModuleList([bare, bare_readout])
+
+        def unbind_loop(inputs):
+            h = inputs.new_zeros(inputs.shape[1], model.hidden)
+            for drive_t in nn.functional.linear(inputs, bare["w_ih"], bare["b"]).unbind(0):
+                h = torch.tanh(torch.addmm(drive_t, h, bare["w_hh"].T))
+            return bare_readout(h)
+
+        rnn, readout = nn.RNN(n_in, model.hidden), nn.Linear(model.hidden, n_out)
+        return {"unbind_loop": stepper(both, unbind_loop),
+                "torch_rnn": stepper(nn.ModuleList([rnn, readout]), lambda inputs: readout(rnn(inputs)[0][-1]))}
+    layers: list[nn.Module] = []
+    for i in range(model.depth):
+        layers += [nn.Linear(model.width if i else n_in, model.width), nn.Tanh()]
+    sequential = nn.Sequential(*layers, nn.Linear(model.width, n_out))
+    return {"sequential": stepper(sequential, sequential)}
+
+
+def reference_loops(args) -> list[dict]:
+    """One salrun training step (paper_long_lag, paper_deep_ffn; method none and sal) against the
+    best of the bare loops of the same sizes: for the RNN a loop over the unbound drive and
+    torch.nn.RNN, for the MLP an nn.Sequential; all with salrun's optimizer (Adam, fused)."""
+    rows = []
+    for preset in ("paper_long_lag", "paper_deep_ffn"):
+        if args.case and args.case not in preset:
+            continue
+        none_step, s, task = _preset_step(preset, "none")
+        sal_step, _, _ = _preset_step(preset, "sal")
+        references = _reference_steps(s, task)
+        times = alternate({**references, "none": none_step, "sal": sal_step}, repeats=args.repeats, warmup=2,
+                          inner=1 if args.quick else 3)
+        best = min(references, key=lambda name: statistics.median(times[name]))
+        times["best"] = times[best]
+        for name in references:
+            if name != best:
+                rows.append(ratio_row("reference_loops", f"{preset}: {name}", times, best, name, "",
+                                      f"another reference / the best ({best})"))
+        for method in ("none", "sal"):
+            rows.append(ratio_row("reference_loops", f"{preset}: salrun method={method}", times, "best", method,
+                                  "<=1.10", f"salrun's step / the best bare loop ({best})"))
+    for row in rows:
+        _print_row(row)
+    return rows
+
+
 # -- cost of SAL's peers per step (issue 5) -------------------------------------------------
 
 def peer_cost(args) -> list[dict]:
@@ -503,7 +587,7 @@ def sweep_bench(args) -> list[dict]:
 
 # -- driver -----------------------------------------------------------------------------------
 
-BENCHMARKS = {"sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
+BENCHMARKS = {"loops": reference_loops, "sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
               "sweep": sweep_bench, "peers": peer_cost, "logging": logging_cost}
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
 

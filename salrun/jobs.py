@@ -216,35 +216,42 @@ def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
 
 @torch.no_grad()
 def _layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
-    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity."""
+    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity.
+    Each metric is computed for all layers at once and read back with one tolist: a float()
+    per layer is a Python round trip per layer, which 300 layers (or steps) notice."""
     model, layers = net.model, net.probe.layers()
     if isinstance(model, ElmanRNN):
         states = model.recorded_states()
-        for t, h in enumerate(states):
-            if h.grad is not None:
-                writer.log(step, "grad_norm", float(h.grad.norm(dim=1).mean()), t)
+        grads = [(t, h.grad) for t, h in enumerate(states) if h.grad is not None]
+        if grads:
+            norms = torch.stack([g.norm(dim=1).mean() for _, g in grads]).tolist()
+            for (t, _), norm in zip(grads, norms):
+                writer.log(step, "grad_norm", norm, t)
         # Through time only the recurrent weights carry the signal: gain from h_{t-1} to h_t.
         s = sensitivity(layers[0].output, [model.recurrent_weight()]).reshape(len(states), -1)
         for t, rms in enumerate(s.pow(2).mean(1).sqrt().tolist()):
             writer.log(step, "sensitivity_rms", rms, t)
         writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
         return
-    for index, linear in enumerate(model.linears()):
-        if linear.weight.grad is not None:
-            writer.log(step, "grad_norm", float(linear.weight.grad.norm()), index)
-    every_s = []
-    for index, layer in enumerate(layers):
-        s = sensitivity(layer.output, layer.weights, layer.activation)
-        writer.log(step, "sensitivity_rms", float(s.pow(2).mean().sqrt()), index)
-        every_s.append(s.reshape(-1))
+    grads = [(index, linear.weight.grad) for index, linear in enumerate(model.linears())
+             if linear.weight.grad is not None]
+    if grads:
+        for (index, _), norm in zip(grads, torch.stack(torch._foreach_norm([g for _, g in grads])).tolist()):
+            writer.log(step, "grad_norm", norm, index)
+    every_s = [sensitivity(layer.output, layer.weights, layer.activation).reshape(-1) for layer in layers]
+    for index, rms in enumerate(torch.stack([s.pow(2).mean().sqrt() for s in every_s]).tolist()):
+        writer.log(step, "sensitivity_rms", rms, index)
     writer.log(step, "log_sensitivity", float(log_sensitivity(torch.cat(every_s))))
 
 
 def _optimizer(s: JobSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
-    optim = s.root.optim
+    """Adam and SGD with their multi-tensor kernels: the MLP has 602 parameters, and the default
+    per-parameter loop on the CPU is most of a step (measured: benchmarks/run.py --only loops)."""
+    optim, params = s.root.optim, list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     if optim.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=optim.lr)
-    return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum)
+        return torch.optim.Adam(params, lr=optim.lr, fused=fused, foreach=None if fused else True)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, fused=fused, foreach=None if fused else True)
 
 
 def _train_step(s: JobSettings, net: Network, task, optimizer, writer: RunWriter, step: int, log_now: bool):
