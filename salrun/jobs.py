@@ -12,6 +12,7 @@ ends with the same metrics as a run that was never stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,10 +259,13 @@ def _train_step(s: JobSettings, net: Network, task, optimizer, writer: RunWriter
     """One BP (BPTT) step with the method's loss term and update; the per-layer metrics are
     read between backward and the update, on the gradients of this step."""
     model = net.model
-    model.train()
+    if not model.training:  # train() walks every module: 3 ms a step for the 300-layer MLP
+        model.train()
     net.probe.clear()
     x, y = (t.to(net.device) for t in task.train_batch(s.root.train.batch_size, net.generator))
-    prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
+    quiet = not (log_now or net.method.reads_activity) and hasattr(net.probe, "paused")
+    with net.probe.paused() if quiet else contextlib.nullcontext():
+        prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
     loss = task.loss(prediction, y)
     extra = net.method.loss_term(model)
     if extra is not None:
