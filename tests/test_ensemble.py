@@ -1,0 +1,111 @@
+"""Runs trained as one batched model (salrun.ensemble) keep each run's numbers: in float64 a
+member's metrics equal those of its single run (jobs._train_step, jobs._evaluate) to 1e-9
+relative over 50 steps, for the MLP and the RNN and every batched method; a member that
+diverges is frozen while the others go on."""
+import csv
+import math
+
+import pytest
+import torch
+
+from salrun import jobs
+from salrun.ensemble import EnsembleTrainer, MembersDiffer
+from salrun.launch import compose
+from salrun.results import RunWriter
+from salrun.settings import job_settings
+
+STEPS, LOG_EVERY = 50, 10
+MLP_BASE = ["model.depth=4", "model.width=6", "train.batch_size=8", "task=clusters"]
+RNN_BASE = ["experiment=long_lag", "model.hidden=6", "task.lag=7", "task.test_size=40", "train.batch_size=8"]
+MEMBERS = [["method=none", "seed=0"],
+           ["method=sal", "seed=1", "method.lr=0.05"],
+           ["method=sal", "seed=2", "method.gate=two_sided", "method.target=1.2", "method.beta=0.3", "optim.lr=0.003"],
+           ["method=spectral", "method.rho=1.4", "seed=3"],
+           ["method=orthogonal", "seed=4"],
+           ["method=critical", "seed=5", "optim.lr=0.002"]]
+
+
+def _settings(base: list[str], member: list[str], steps: int = STEPS):
+    return job_settings("train", compose("train", [*base, *member, f"train.steps={steps}",
+                                                   f"train.log_every={LOG_EVERY}", "threads=1", "device=cpu"]))
+
+
+def _rows(folder) -> dict:
+    with open(folder / "metrics.csv") as handle:
+        return {(r["step"], r["metric"], r["layer"]): float(r["value"]) for r in csv.DictReader(handle)}
+
+
+def _double(task):
+    """The task with its data in float64 (labels stay integers)."""
+    def cast(pair):
+        return tuple(t.double() if t.is_floating_point() else t for t in pair)
+    train_batch, test_set = task.train_batch, task.test_set
+    task.train_batch = lambda batch_size, generator: cast(train_batch(batch_size, generator))
+    task.test_set = lambda: cast(test_set())
+    return task
+
+
+def _single_run(s, folder) -> dict:
+    """The single-run path, step for step as jobs.train runs it, in float64."""
+    task = _double(s.task.entry.load()(s.task.settings))
+    net = jobs._network(s, task.input_size, task.output_size, task)
+    net.model.double()
+    optimizer = jobs._optimizer(s, net.model)
+    writer, test = RunWriter(folder), task.test_set()
+    for step in range(1, s.root.train.steps + 1):
+        log_now = step == 1 or step % LOG_EVERY == 0 or step == s.root.train.steps
+        loss = jobs._train_step(s, net, task, optimizer, writer, step, log_now)
+        if log_now:
+            jobs._evaluate(net, task, test, loss, writer, step)
+    writer.flush_metrics()
+    return _rows(folder)
+
+
+def _ensemble_run(settings, folders, dtype=torch.float64) -> EnsembleTrainer:
+    writers = [RunWriter(folder) for folder in folders]
+    trainer = EnsembleTrainer(settings, writers, dtype=dtype)
+    steps = settings[0].root.train.steps
+    for step in range(1, steps + 1):
+        log_now = step == 1 or step % LOG_EVERY == 0 or step == steps
+        losses = trainer.step(step, log_now)
+        if log_now:
+            trainer.evaluate(step, losses)
+    for writer in writers:
+        writer.flush_metrics()
+    return trainer
+
+
+@pytest.mark.parametrize("base", [MLP_BASE, RNN_BASE], ids=["mlp", "rnn"])
+def test_members_equal_their_single_runs_in_float64(tmp_path, base):
+    settings = [_settings(base, member) for member in MEMBERS]
+    folders = [tmp_path / f"member{i}" for i in range(len(MEMBERS))]
+    _ensemble_run(settings, folders)
+    for i, s in enumerate(settings):
+        single, batched = _single_run(s, tmp_path / f"single{i}"), _rows(folders[i])
+        assert single.keys() == batched.keys(), MEMBERS[i]
+        assert any(key[1] == "sensitivity_rms" for key in single) and len(single) > 20
+        for key, value in single.items():
+            assert math.isclose(batched[key], value, rel_tol=1e-9, abs_tol=1e-12), (MEMBERS[i], key, value, batched[key])
+    assert len({_rows(f)[("50", "loss", "")] for f in folders}) == len(MEMBERS)  # the members did differ
+
+
+def test_a_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
+    members = (["seed=0"], ["seed=1", "optim.lr=1e38"], ["seed=2"])
+    settings = [_settings([*MLP_BASE, "optim.name=sgd", "optim.lr=0.05"], member, steps=20) for member in members]
+    folders = [tmp_path / f"member{i}" for i in range(3)]
+    trainer = _ensemble_run(settings, folders, dtype=None)
+    assert trainer.alive == [True, False, True]
+    assert trainer.outcome[1]["status"] == "diverged" and trainer.outcome[1]["diverged_step"] < 20
+    alone = _ensemble_run([settings[0]], [tmp_path / "alone"], dtype=None)  # member 0 without the others
+    assert alone.alive == [True]
+    together, alone_rows = _rows(folders[0]), _rows(tmp_path / "alone")
+    assert together.keys() == alone_rows.keys() and len(together) > 20
+    assert all(math.isclose(together[k], alone_rows[k], rel_tol=1e-5, abs_tol=1e-7) for k in together)
+    assert max(int(k[0]) for k in _rows(folders[1])) < 20  # its rows stop where it diverged
+
+
+def test_runs_of_different_shapes_do_not_batch():
+    with pytest.raises(MembersDiffer, match="more than per-member"):
+        EnsembleTrainer([_settings(MLP_BASE, []), _settings(MLP_BASE, ["model.width=5"])], [None, None])
+    with pytest.raises(MembersDiffer, match="does not batch"):
+        EnsembleTrainer([_settings(MLP_BASE, ["method=sal", "method.objective=linear"])], [None])
