@@ -123,13 +123,19 @@ def sal_overhead(args) -> list[dict]:
 
 # -- salrun's training step against the loops a user would write (issue 13) -------------------
 
-def _preset_step(preset: str, method: str):
-    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
-    from salrun import jobs
+def _preset_settings(preset: str, method: str, seed: int = 0):
     from salrun.launch import compose
     from salrun.settings import job_settings
 
-    s = job_settings("train", compose("train", [f"experiment={preset}", f"method={method}", "threads=1"]))
+    return job_settings("train", compose("train", [f"experiment={preset}", f"method={method}", f"seed={seed}",
+                                                   "threads=1", "device=cpu"]))
+
+
+def _preset_step(preset: str, method: str, seed: int = 0):
+    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
+    from salrun import jobs
+
+    s = _preset_settings(preset, method, seed)
     task = s.task.entry.load()(s.task.settings)
     net = jobs._network(s, task.input_size, task.output_size, task)
     optimizer = jobs._optimizer(s, net.model)
@@ -201,6 +207,37 @@ def reference_loops(args) -> list[dict]:
             rows.append(ratio_row("reference_loops", f"{preset}: salrun method={method}", times, "best", method,
                                   "<=1.10", f"salrun's step / the best bare loop ({best})"))
     for row in rows:
+        _print_row(row)
+    return rows
+
+
+def ensemble_train(args) -> list[dict]:
+    """16 train runs (seeds 0-15, method=sal) as one batched model (salrun.ensemble) against the same
+    16 runs one after another on the single-run path (jobs._train_step): time per step of all 16."""
+    from salrun.ensemble_jobs import EnsembleTrainer
+
+    members = 16
+    rows = []
+    for preset in ("paper_long_lag", "paper_deep_ffn"):
+        if args.case and args.case not in preset:
+            continue
+        singles = [_preset_step(preset, "sal", seed)[0] for seed in range(members)]
+        trainer = EnsembleTrainer([_preset_settings(preset, "sal", seed) for seed in range(members)],
+                                  [None] * members)
+
+        def sequential():
+            for step in singles:
+                step()
+
+        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False)},
+                          repeats=max(3, args.repeats // 2), warmup=1)
+        speedup = [s / e for s, e in zip(times["single"], times["ensemble"])]
+        row = {"benchmark": "ensemble_train", "case": f"{preset} method=sal, {members} members",
+               "baseline_s": statistics.median(times["single"]), "measured_s": statistics.median(times["ensemble"]),
+               "ratio": statistics.median(speedup), "target": ">=2.5",
+               "note": f"{members} single-run steps / one batched step of {members} members (speed-up)"}
+        row["met"] = _met(row["ratio"], ">=2.5")
+        rows.append(row)
         _print_row(row)
     return rows
 
@@ -587,7 +624,7 @@ def sweep_bench(args) -> list[dict]:
 
 # -- driver -----------------------------------------------------------------------------------
 
-BENCHMARKS = {"loops": reference_loops, "sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
+BENCHMARKS = {"loops": reference_loops, "ensemble": ensemble_train, "sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
               "sweep": sweep_bench, "peers": peer_cost, "logging": logging_cost}
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
 

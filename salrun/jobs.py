@@ -78,9 +78,7 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
     writer = RunWriter(out_dir, keep_rows=checkpoint["metric_rows"] if checkpoint else 0)
     writer.write_config(cfg)
-    summary = {"status": "running", "command": command, "experiment": cfg.get("experiment"),
-               **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
-               "seed": settings.root.seed, "steps": 0}
+    summary = new_summary(command, settings)
     state = RunState()
     if checkpoint is not None:
         state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
@@ -96,12 +94,24 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         raise
     except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+    close(writer, summary, state)
+    return summary
+
+
+def new_summary(command: str, settings: JobSettings) -> dict:
+    cfg = settings.config
+    return {"status": "running", "command": command, "experiment": cfg.get("experiment"),
+            **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
+            "seed": settings.root.seed, "steps": 0}
+
+
+def close(writer: RunWriter, summary: dict, state: RunState) -> None:
+    """The run folder's last words: every metric row, and the summary with its status."""
     summary["steps"] = state.step
     summary["wall_seconds"] = round(state.wall_seconds(), 3)
     summary.setdefault("final", writer.latest())
     writer.flush_metrics()
     writer.write_summary(summary)
-    return summary
 
 
 def _network(s: JobSettings, input_size: int, output_size: int, task=None) -> Network:
@@ -329,6 +339,10 @@ def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress
             raise
     writer.save_model(_model_payload(s, net, (task.input_size, task.output_size)))
     _save_checkpoint(writer, s.config, net, optimizer, state)
+    return train_outcome(task, writer)
+
+
+def train_outcome(task, writer: RunWriter) -> dict:
     final = writer.latest()
     return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
             "chance": task.chance, "criterion": task.criterion}

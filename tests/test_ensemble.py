@@ -3,13 +3,14 @@ member's metrics equal those of its single run (jobs._train_step, jobs._evaluate
 relative over 50 steps, for the MLP and the RNN and every batched method; a member that
 diverges is frozen while the others go on."""
 import csv
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from salrun import jobs
-from salrun.ensemble import EnsembleTrainer, MembersDiffer
+from salrun.ensemble_jobs import EnsembleTrainer, MembersDiffer
 from salrun.launch import compose
 from salrun.results import RunWriter
 from salrun.settings import job_settings
@@ -109,3 +110,45 @@ def test_runs_of_different_shapes_do_not_batch():
         EnsembleTrainer([_settings(MLP_BASE, []), _settings(MLP_BASE, ["model.width=5"])], [None, None])
     with pytest.raises(MembersDiffer, match="does not batch"):
         EnsembleTrainer([_settings(MLP_BASE, ["method=sal", "method.objective=linear"])], [None])
+
+
+def test_member_folders_are_single_run_folders(tmp_path):
+    from salrun.ensemble_jobs import train_ensemble
+
+    overrides = [[*MLP_BASE, *m, "train.steps=6", "train.log_every=3", "threads=1", "device=cpu"] for m in MEMBERS[:3]]
+    cfgs = [compose("train", o) for o in overrides]
+    summaries = train_ensemble(cfgs, [tmp_path / f"member{i}" for i in range(3)])
+    for i, cfg in enumerate(cfgs):
+        single = jobs.run_job("train", cfg, tmp_path / f"single{i}")
+        member = summaries[i]
+        assert member["status"] == single["status"] == "ok"
+        assert sorted(p.name for p in (tmp_path / f"member{i}").iterdir()) == \
+            sorted(p.name for p in (tmp_path / f"single{i}").iterdir())
+        assert member.keys() == single.keys()
+        assert {k: v for k, v in member.items() if k not in ("final", "wall_seconds")} == \
+            {k: v for k, v in single.items() if k not in ("final", "wall_seconds")}
+        a, b = _rows(tmp_path / f"member{i}"), _rows(tmp_path / f"single{i}")
+        assert a.keys() == b.keys()
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in a)
+        rebuilt = jobs.load_model(tmp_path / f"member{i}" / "model.pt")
+        assert jobs.load_model(tmp_path / f"single{i}" / "model.pt").state_dict().keys() == rebuilt.state_dict().keys()
+
+
+@pytest.mark.parametrize("base", [MLP_BASE, RNN_BASE], ids=["mlp", "rnn"])
+def test_an_exported_member_continues_as_its_single_run(tmp_path, base):
+    """What a member's checkpoint holds (model, optimizer and SAL state) continues on the
+    single-run path with the numbers the ensemble goes on with (float64)."""
+    settings = [_settings(base, member, steps=20) for member in MEMBERS[1:3]]
+    trainer = _ensemble_run(settings, [tmp_path / "a", tmp_path / "b"])  # 20 steps
+    trainer.nets[1].model.double()
+    optimizer = trainer.export(1)
+    s, net = settings[1], trainer.nets[1]
+    net = dataclasses.replace(net, generator=torch.Generator().set_state(net.generator.get_state()))
+    task = _double(trainer.task)
+    writer = RunWriter(tmp_path / "continued")
+    for step in range(21, 26):
+        jobs._train_step(s, net, task, optimizer, writer, step, False)
+        trainer.step(step, False)
+    for name, view in trainer.model.member_views(1, dict(trainer.model.named_parameters())).items():
+        # 1e-6: torch's fused Adam keeps its step count in float32 (its bias corrections round there)
+        torch.testing.assert_close(dict(net.model.named_parameters())[name], view, rtol=1e-6, atol=1e-9)
