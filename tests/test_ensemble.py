@@ -152,3 +152,30 @@ def test_an_exported_member_continues_as_its_single_run(tmp_path, base):
     for name, view in trainer.model.member_views(1, dict(trainer.model.named_parameters())).items():
         # 1e-6: torch's fused Adam keeps its step count in float32 (its bias corrections round there)
         torch.testing.assert_close(dict(net.model.named_parameters())[name], view, rtol=1e-6, atol=1e-9)
+
+
+def test_an_interrupt_checkpoints_every_member_and_each_resumes_as_a_single_run(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from salrun import ensemble_jobs
+
+    step = ensemble_jobs.EnsembleTrainer.step
+
+    def interrupted_step(self, number, log_now):
+        if number == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the step ends, as Ctrl-C is
+        return step(self, number, log_now)
+
+    monkeypatch.setattr(ensemble_jobs.EnsembleTrainer, "step", interrupted_step)
+    overrides = [[*MLP_BASE, *m, "train.steps=8", "train.log_every=2", "threads=1", "device=cpu"] for m in MEMBERS[:2]]
+    cfgs = [compose("train", o) for o in overrides]
+    folders = [tmp_path / f"member{i}" for i in range(2)]
+    summaries = ensemble_jobs.train_ensemble(cfgs, folders)
+    assert [s["status"] for s in summaries] == ["interrupted"] * 2 and all(s["steps"] == 4 for s in summaries)
+    monkeypatch.undo()
+    for cfg, folder in zip(cfgs, folders):
+        assert jobs.load_checkpoint(folder)["step"] == 4
+        resumed = jobs.run_or_resume("train", cfg, folder)
+        assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 4 and resumed["steps"] == 8
+        assert max(int(k[0]) for k in _rows(folder)) == 8
