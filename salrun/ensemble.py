@@ -24,11 +24,11 @@ from salrun.neurons import log_sensitivity
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the single run uses
 
 
-def batchable(method: Method) -> bool:
+def batchable(method: Method | type[Method]) -> bool:
     """SAL, or a method that acts only before training (an init): nothing per step but SAL batches."""
-    kind = type(method)
-    return isinstance(method, SALMethod) or (kind.after_step is Method.after_step
-                                             and kind.loss_term is Method.loss_term)
+    kind = method if isinstance(method, type) else type(method)
+    return issubclass(kind, SALMethod) or (kind.after_step is Method.after_step
+                                           and kind.loss_term is Method.loss_term)
 
 
 def per_member(values, like: torch.Tensor) -> torch.Tensor:

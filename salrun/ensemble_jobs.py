@@ -19,9 +19,9 @@ from salrun import jobs
 from salrun.ensemble import (BatchedOptimizer, BatchedSAL, MemberRates, StackedMLP, StackedRNN, per_member,
                              batchable, log_sensitivity_per_member, stack_models)
 from salrun.methods import SALMethod
-from salrun.results import RunWriter
+from salrun.results import RunFolderError, RunWriter
 from salrun.runtime import interrupts_at_step_boundaries
-from salrun.settings import job_settings
+from salrun.settings import ConfigError, job_settings
 
 
 class MembersDiffer(ValueError):
@@ -261,3 +261,54 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path]) -> list[dict]:
             summary.update(outcome)
         jobs.close(writer, summary, state)
     return summaries
+
+
+def ensemble_groups(cfgs: list[dict]) -> tuple[list[list[int]], list[int]]:
+    """The jobs that train as one batched model (groups of indices, each of one shape and of
+    two members or more) and those that run alone (a method that acts during training, or a
+    shape no other job shares)."""
+    groups: dict[tuple, list[int]] = {}
+    alone = []
+    for i, cfg in enumerate(cfgs):
+        s = job_settings("train", cfg)
+        key = _shape_key(s)
+        if not (batchable(s.method.entry.load()) and key[-2]):
+            alone.append(i)
+        else:
+            groups.setdefault(key[:-2] + (key[-1] or "all",), []).append(i)  # no SAL: any rnn_inputs will do
+    together = [group for group in groups.values() if len(group) > 1]
+    alone += [group[0] for group in groups.values() if len(group) == 1]
+    return together, sorted(alone)
+
+
+def sweep_ensembles(jobs_overrides: list[list[str]], out: Path, say=print) -> list[tuple[list[str], Path, str]]:
+    """`salrun sweep --ensemble`: the grid's train jobs, grouped by `ensemble_groups`, each group
+    trained as one batched model in this process; job i writes OUT/i as a sweep's launcher
+    would. A job whose folder exists (sweep --resume) continues alone from its checkpoint.
+    Returns (overrides, folder, error) per job, as `launch.run_sweep`."""
+    from salrun.launch import compose_grid, with_default_experiment
+
+    jobs_overrides = [[o for o in with_default_experiment("train", job) if not o.startswith("hydra.")]
+                      for job in jobs_overrides]
+    cfgs = compose_grid("train", jobs_overrides)
+    folders = [out / str(i) for i in range(len(cfgs))]
+    fresh = [i for i, folder in enumerate(folders) if not (folder / "config.yaml").is_file()]
+    together, alone = ensemble_groups([cfgs[i] for i in fresh])
+    together = [[fresh[i] for i in group] for group in together]
+    alone = sorted({fresh[i] for i in alone} | (set(range(len(cfgs))) - set(fresh)))
+    say(f"ensemble: {sum(map(len, together))} jobs in {len(together)} batched model(s); "
+        f"{len(alone)} alone" + (f" (jobs {', '.join(map(str, alone))})" if alone else ""))
+    errors = [""] * len(cfgs)
+    for group in together:
+        summaries = train_ensemble([cfgs[i] for i in group], [folders[i] for i in group])
+        if any(summary["status"] == "interrupted" for summary in summaries):
+            raise KeyboardInterrupt  # Ctrl-C stops the sweep; every member has its checkpoint
+    for i in alone:
+        try:
+            summary = jobs.run_or_resume("train", cfgs[i], folders[i])
+        except (ConfigError, RunFolderError) as err:
+            errors[i] = str(err)
+            continue
+        if summary["status"] == "interrupted":
+            raise KeyboardInterrupt
+    return [(o, folder, error) for o, folder, error in zip(jobs_overrides, folders, errors)]

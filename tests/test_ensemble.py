@@ -179,3 +179,25 @@ def test_an_interrupt_checkpoints_every_member_and_each_resumes_as_a_single_run(
         resumed = jobs.run_or_resume("train", cfg, folder)
         assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 4 and resumed["steps"] == 8
         assert max(int(k[0]) for k in _rows(folder)) == 8
+
+
+def test_sweep_ensemble_writes_the_table_of_a_sweep(run_cli, tmp_path):
+    import pandas as pd
+
+    from conftest import TINY_FFN
+
+    grid = [*TINY_FFN, "method=sal,none", "seed=0,1"]
+    plain = run_cli("sweep", *grid, "--out", str(tmp_path / "plain"), "--quiet")
+    batched = run_cli("sweep", *grid, "--ensemble", "--out", str(tmp_path / "batched"), "--quiet")
+    assert plain.returncode == 0 and batched.returncode == 0, batched.stderr
+    assert "ensemble: 4 jobs in 1 batched model(s); 0 alone" in batched.stderr
+    a, b = pd.read_csv(tmp_path / "plain" / "sweep.csv"), pd.read_csv(tmp_path / "batched" / "sweep.csv")
+    assert list(a.columns) == list(b.columns) and list(a["overrides"]) == list(b["overrides"])
+    assert list(b["status"]) == ["ok"] * 4 and list(b["method"]) == list(a["method"])
+    def run_files(folder):  # the run folder contract's files, less Hydra's own (.hydra/, the job's log)
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".log")
+
+    for i in range(4):
+        assert run_files(tmp_path / "batched" / str(i)) == run_files(tmp_path / "plain" / str(i))
+    wrong = run_cli("sweep", *grid, "--ensemble", "--launcher", "joblib", "--out", str(tmp_path / "wrong"))
+    assert wrong.returncode == 2 and "--ensemble" in wrong.stderr and "Traceback" not in wrong.stderr
