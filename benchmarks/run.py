@@ -239,7 +239,41 @@ def ensemble_train(args) -> list[dict]:
         row["met"] = _met(row["ratio"], ">=2.5")
         rows.append(row)
         _print_row(row)
+    if not args.case or "rss" in args.case:
+        rows.append(ensemble_rss(args))
     return rows
+
+
+def ensemble_rss_child(members: int, threads: int) -> None:
+    import torch
+
+    from salrun.ensemble_jobs import EnsembleTrainer
+
+    torch.set_num_threads(threads)
+    trainer = EnsembleTrainer([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)],
+                              [None] * members)
+    before = _vm_hwm_kib()
+    for step in range(1, 3):
+        trainer.step(step, False)
+    print(json.dumps({"before_kib": before, "peak_kib": _vm_hwm_kib()}))
+
+
+def ensemble_rss(args) -> dict:
+    """Peak RSS of an ensemble's training steps (above its set-up) against the member count: it should
+    grow linearly (the BPTT graph and SAL's state block are per member)."""
+    growth = {}
+    for members in (1, 4, 16):
+        out = subprocess.run([PYTHON, __file__, "--child-ensemble-rss", str(members), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        growth[members] = (run["peak_kib"] - run["before_kib"]) / 1024
+    per_member = (growth[16] - growth[1]) / 15
+    row = {"benchmark": "ensemble_rss", "case": "paper_long_lag method=sal, 1 / 4 / 16 members", "baseline_s": "",
+           "measured_s": "", "ratio": growth[16] / max(growth[1], 1e-9), "target": "", "met": "",
+           "note": f"peak RSS above the set-up: {growth[1]:.0f} / {growth[4]:.0f} / {growth[16]:.0f} MiB "
+                   f"({per_member:.1f} MiB per further member); ratio: 16 members / 1"}
+    _print_row(row)
+    return row
 
 
 # -- cost of SAL's peers per step (issue 5) -------------------------------------------------
@@ -648,9 +682,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--case", default="", help="SAL overhead: only the cases whose name contains this")
     parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-ensemble-rss", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss is not None:
         rss_child(bool(args.child_rss), args.threads)
+        return
+    if args.child_ensemble_rss is not None:
+        ensemble_rss_child(args.child_ensemble_rss, args.threads)
         return
     args.repeats = args.repeats or (3 if args.quick else 7)
     import torch

@@ -126,7 +126,9 @@ class StackedRNN(nn.Module):
         drive = torch.matmul(x.transpose(0, 1), self.weight_ih.mT) + self.bias[:, None]  # (time, S, batch, n)
         h = x.new_zeros(x.shape[0], x.shape[2], self.weight_hh.shape[1])
         record = self.training
-        block = x.new_zeros(x.shape[0], x.shape[1] + 1, *h.shape[1:]) if record else None
+        block = x.new_empty(x.shape[0], x.shape[1] + 1, *h.shape[1:]) if record else None
+        if record:
+            block[:, 0] = 0  # h_{-1}; the loop writes the rest (a zero fill of the whole block costs a pass)
         states = [h]
         for t, drive_t in enumerate(drive.unbind(0), 1):
             h = torch.tanh(torch.baddbmm(drive_t, h, w_hh))
