@@ -268,14 +268,21 @@ class BatchedSAL:
     def step(self) -> None:
         model = self.model
         if isinstance(model, StackedMLP):
-            o_first = model.outputs[0]
-            blocks = [([model.w_first], [model.inputs], o_first, model.b_first)]
+            blocks = [([model.w_first], [model.inputs], model.outputs[0], model.b_first)]
             if model.w_hidden.shape[1] > 0:
-                chain = torch.stack(model.outputs, 1)  # (S, depth, batch, width): layer l+1's input is o_l
-                blocks.append(([model.w_hidden], [chain[:, :-1]], chain[:, 1:], model.b_hidden))
+                # Layer-major (depth, S, batch, width): a contiguous stack, whose slices o_l and
+                # x_l = o_{l-1} are contiguous (L·S) batches of matrices for one matmul, no copies;
+                # the weights are read through a layer-major view to match.
+                chain = torch.stack(model.outputs)
+                blocks.append(([model.w_hidden.transpose(0, 1)], [chain[:-1]], chain[1:],
+                               model.b_hidden.transpose(0, 1)))
             for index, (weights, inputs, o, bias) in enumerate(blocks):
                 norm = torch.linalg.vector_norm(weights[0], dim=-1)
-                step = self._rate(index, self._mean_slope(o) * norm)
+                mean_s = self._mean_slope(o) * norm
+                if index:  # s̄ and the rates are member-first
+                    step = self._rate(index, mean_s.transpose(0, 1)).transpose(0, 1)
+                else:
+                    step = self._rate(index, mean_s)
                 self._update(weights, inputs, o, bias, step, norm * norm, [None])
         else:
             chain = model.block                     # (S, time + 1, batch, hidden), h_{-1} first
