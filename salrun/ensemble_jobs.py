@@ -28,10 +28,10 @@ class MembersDiffer(ValueError):
     """The runs cannot train as one batched model (the message says why)."""
 
 
-SHARED = ("model", "task", "train")  # config sections that every member must share, less the init values
-
-
 def _shape_key(s) -> tuple:
+    """What members must share: the model less its init values, the task, the train settings,
+    the optimizer's kind and clip, the device; then whether SAL (if any) batches, and its
+    rnn_inputs (None without SAL)."""
     model = {k: v for k, v in s.config["model"].items() if k not in ("init", "input_scale")}
     sal = s.method.settings if s.method.name == "sal" else None
     return (s.model.name, repr(model), repr(s.config["task"]), repr(s.config["train"]), s.root.optim.name,
