@@ -184,12 +184,36 @@ class MemberRates:
 
 class BatchedOptimizer:
     """torch.optim.Adam / SGD (their defaults otherwise) over stacked tensors, with a
-    learning rate (and SGD momentum) per member."""
+    learning rate (and SGD momentum) per member. While every member has the same ones, torch's
+    own fused optimizer runs over the stacked tensors (one kernel instead of ≈ 8 passes); once
+    they differ (given so, or a member frozen) the per-member update below takes over its state."""
 
     def __init__(self, params: list[nn.Parameter], name: str, rates: MemberRates, clip: float):
         self.params, self.name, self.rates, self.clip = params, name, rates, clip
         self.steps = 0
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]  # m, v (Adam) or buffer (SGD)
+        self.shared = self._shared_optimizer()
+
+    def _shared_optimizer(self) -> torch.optim.Optimizer | None:
+        lr, momentum = self.rates.lr, self.rates.momentum
+        if not (bool((lr == lr[0]).all()) and bool((momentum == momentum[0]).all())):
+            return None
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.params)
+        if self.name == "adam":
+            return torch.optim.Adam(self.params, lr=float(lr[0]), fused=fused)
+        return torch.optim.SGD(self.params, lr=float(lr[0]), momentum=float(momentum[0]), fused=fused)
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        """Each parameter's state under this class's keys (m and v, or buffer), wherever it lives."""
+        if self.shared is None:
+            return self.state
+        names = {"exp_avg": "m", "exp_avg_sq": "v", "momentum_buffer": "buffer"}
+        return [{names[key]: value for key, value in self.shared.state.get(p, {}).items()
+                 if key in names and value is not None} for p in self.params]
+
+    def _unshare(self) -> None:
+        if self.shared is not None:
+            self.state, self.shared = self.states(), None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -199,6 +223,11 @@ class BatchedOptimizer:
             scale = (self.clip / (total + 1e-6)).clamp(max=1.0)
             grads = [g * _expand(scale, g) for g in grads]
         self.steps += 1
+        if self.shared is not None:
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.shared.step()
+            return
         for p, g, state in zip(self.params, grads, self.state):
             lr = _expand(self.rates.lr, p)
             if self.name == "sgd":
@@ -218,6 +247,8 @@ class BatchedOptimizer:
             p.sub_((lr / (1 - beta1 ** t)) * m / denom)
 
     def reset_member(self, s: int) -> None:
+        """After its rates were set to 0: a frozen member's state is zeroed."""
+        self._unshare()
         for state in self.state:
             for value in state.values():
                 value[s] = 0

@@ -110,15 +110,17 @@ class EnsembleTrainer:
         optimizer = jobs._optimizer(settings, net.model)
         names = [name for name, _ in model.named_parameters()]
         if self.optimizer.steps:
-            per_key = {key: model.member_views(s, {n: st[key] for n, st in zip(names, self.optimizer.state)})
-                       for key in self.optimizer.state[0]}
+            states = self.optimizer.states()
+            per_key = {key: model.member_views(s, {n: st[key] for n, st in zip(names, states)})
+                       for key in states[0]}
             for name, p in net.model.named_parameters():
                 if "m" in per_key:
                     optimizer.state[p] = {"step": torch.tensor(float(self.optimizer.steps), device=p.device),
                                           "exp_avg": per_key["m"][name].to(p.dtype).clone(),
                                           "exp_avg_sq": per_key["v"][name].to(p.dtype).clone()}
                 else:
-                    buffer = per_key["buffer"][name].to(p.dtype).clone() if settings.root.optim.momentum else None
+                    buffer = (per_key["buffer"][name].to(p.dtype).clone()
+                              if settings.root.optim.momentum and "buffer" in per_key else None)
                     optimizer.state[p] = {"momentum_buffer": buffer}
         if self.sal is not None and isinstance(net.method, SALMethod) and self.sal.averages:
             averages = [average[s] for average in self.sal.averages]
