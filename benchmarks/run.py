@@ -121,6 +121,161 @@ def sal_overhead(args) -> list[dict]:
     return rows
 
 
+# -- salrun's training step against the loops a user would write (issue 13) -------------------
+
+def _preset_settings(preset: str, method: str, seed: int = 0):
+    from salrun.launch import compose
+    from salrun.settings import job_settings
+
+    return job_settings("train", compose("train", [f"experiment={preset}", f"method={method}", f"seed={seed}",
+                                                   "threads=1", "device=cpu"]))
+
+
+def _preset_step(preset: str, method: str, seed: int = 0):
+    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
+    from salrun import jobs
+
+    s = _preset_settings(preset, method, seed)
+    task = s.task.entry.load()(s.task.settings)
+    net = jobs._network(s, task.input_size, task.output_size, task)
+    optimizer = jobs._optimizer(s, net.model)
+    return (lambda: jobs._train_step(s, net, task, optimizer, None, 0, False)), s, task
+
+
+def _reference_steps(s, task) -> dict:
+    """Bare PyTorch loops of the preset's sizes, a fixed batch of the task, the same optimizer as salrun."""
+    import torch
+    from torch import nn
+
+    from salrun import jobs
+
+    x, y = task.train_batch(s.root.train.batch_size, torch.Generator().manual_seed(0))
+
+    def stepper(module, forward):
+        optimizer = jobs._optimizer(s, module)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            task.loss(forward(x), y).backward()
+            optimizer.step()
+        return step
+
+    model, n_in, n_out = s.model.settings, task.input_size, task.output_size
+    if task.sequential:
+        bare = nn.ParameterDict({"w_ih": nn.Parameter(0.1 * torch.randn(model.hidden, n_in)),
+                                 "w_hh": nn.Parameter(torch.randn(model.hidden, model.hidden) / model.hidden ** 0.5),
+                                 "b": nn.Parameter(torch.zeros(model.hidden))})
+        bare_readout = nn.Linear(model.hidden, n_out)
+        both = nn.ModuleList([bare, bare_readout])
+
+        def unbind_loop(inputs):
+            h = inputs.new_zeros(inputs.shape[1], model.hidden)
+            for drive_t in nn.functional.linear(inputs, bare["w_ih"], bare["b"]).unbind(0):
+                h = torch.tanh(torch.addmm(drive_t, h, bare["w_hh"].T))
+            return bare_readout(h)
+
+        rnn, readout = nn.RNN(n_in, model.hidden), nn.Linear(model.hidden, n_out)
+        return {"unbind_loop": stepper(both, unbind_loop),
+                "torch_rnn": stepper(nn.ModuleList([rnn, readout]), lambda inputs: readout(rnn(inputs)[0][-1]))}
+    layers: list[nn.Module] = []
+    for i in range(model.depth):
+        layers += [nn.Linear(model.width if i else n_in, model.width), nn.Tanh()]
+    sequential = nn.Sequential(*layers, nn.Linear(model.width, n_out))
+    return {"sequential": stepper(sequential, sequential)}
+
+
+def reference_loops(args) -> list[dict]:
+    """One salrun training step (paper_long_lag, paper_deep_ffn; method none and sal) against the
+    best of the bare loops of the same sizes: for the RNN a loop over the unbound drive and
+    torch.nn.RNN, for the MLP an nn.Sequential; all with salrun's optimizer (Adam, fused)."""
+    rows = []
+    for preset in ("paper_long_lag", "paper_deep_ffn"):
+        if args.case and args.case not in preset:
+            continue
+        none_step, s, task = _preset_step(preset, "none")
+        sal_step, _, _ = _preset_step(preset, "sal")
+        references = _reference_steps(s, task)
+        times = alternate({**references, "none": none_step, "sal": sal_step}, repeats=args.repeats, warmup=2,
+                          inner=1 if args.quick else 3)
+        # the best reference of each repeat: the ratios stay paired with the variants timed beside them
+        times["best"] = [min(per_repeat) for per_repeat in zip(*(times[name] for name in references))]
+        names = " or ".join(references)
+        for name in references:
+            rows.append(ratio_row("reference_loops", f"{preset}: {name}", times, "best", name, "",
+                                  f"this reference / the best of {names}"))
+        for method in ("none", "sal"):
+            rows.append(ratio_row("reference_loops", f"{preset}: salrun method={method}", times, "best", method,
+                                  "<=1.10", f"salrun's step / the best of {names}"))
+    for row in rows:
+        _print_row(row)
+    return rows
+
+
+def ensemble_train(args) -> list[dict]:
+    """16 train runs (seeds 0-15, method=sal) as one batched model (salrun.ensemble) against the same
+    16 runs one after another on the single-run path (jobs._train_step): time per step of all 16."""
+    from salrun.ensemble_jobs import EnsembleTrainer
+
+    members = 16
+    rows = []
+    for preset in ("paper_long_lag", "paper_deep_ffn"):
+        if args.case and args.case not in preset:
+            continue
+        singles = [_preset_step(preset, "sal", seed)[0] for seed in range(members)]
+        trainer = EnsembleTrainer([_preset_settings(preset, "sal", seed) for seed in range(members)],
+                                  [None] * members)
+
+        def sequential():
+            for step in singles:
+                step()
+
+        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False)},
+                          repeats=max(3, args.repeats // 2), warmup=1)
+        speedup = [s / e for s, e in zip(times["single"], times["ensemble"])]
+        row = {"benchmark": "ensemble_train", "case": f"{preset} method=sal, {members} members",
+               "baseline_s": statistics.median(times["single"]), "measured_s": statistics.median(times["ensemble"]),
+               "ratio": statistics.median(speedup), "target": ">=2.5",
+               "note": f"{members} single-run steps / one batched step of {members} members (speed-up)"}
+        row["met"] = _met(row["ratio"], ">=2.5")
+        rows.append(row)
+        _print_row(row)
+    if not args.case or "rss" in args.case:
+        rows.append(ensemble_rss(args))
+    return rows
+
+
+def ensemble_rss_child(members: int, threads: int) -> None:
+    import torch
+
+    from salrun.ensemble_jobs import EnsembleTrainer
+
+    torch.set_num_threads(threads)
+    trainer = EnsembleTrainer([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)],
+                              [None] * members)
+    before = _vm_hwm_kib()
+    for step in range(1, 3):
+        trainer.step(step, False)
+    print(json.dumps({"before_kib": before, "peak_kib": _vm_hwm_kib()}))
+
+
+def ensemble_rss(args) -> dict:
+    """Peak RSS of an ensemble's training steps (above its set-up) against the member count: it should
+    grow linearly (the BPTT graph and SAL's state block are per member)."""
+    growth = {}
+    for members in (1, 4, 16):
+        out = subprocess.run([PYTHON, __file__, "--child-ensemble-rss", str(members), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        growth[members] = (run["peak_kib"] - run["before_kib"]) / 1024
+    per_member = (growth[16] - growth[1]) / 15
+    row = {"benchmark": "ensemble_rss", "case": "paper_long_lag method=sal, 1 / 4 / 16 members", "baseline_s": "",
+           "measured_s": "", "ratio": growth[16] / max(growth[1], 1e-9), "target": "", "met": "",
+           "note": f"peak RSS above the set-up: {growth[1]:.0f} / {growth[4]:.0f} / {growth[16]:.0f} MiB "
+                   f"({per_member:.1f} MiB per further member); ratio: 16 members / 1"}
+    _print_row(row)
+    return row
+
+
 # -- cost of SAL's peers per step (issue 5) -------------------------------------------------
 
 def peer_cost(args) -> list[dict]:
@@ -453,7 +608,10 @@ def logging_cost(args) -> list[dict]:
                      f"checkpoints {spent['_save_checkpoint']:.2f} s; baseline_s: the run's wall time"},
             {"benchmark": "test_evaluation_share", "case": case, "baseline_s": wall, "measured_s": evaluation,
              "ratio": evaluation / wall, "target": "", "met": "",
-             "note": "the test set (1000 sequences of 301 steps) at every log: measurement, not logging"}]
+             "note": "the test set (1000 sequences of 301 steps) at every log: measurement, not logging"},
+            {"benchmark": "evaluation_and_logging_share", "case": case, "baseline_s": wall,
+             "measured_s": evaluation + logging, "ratio": (evaluation + logging) / wall, "target": "<=0.05",
+             "met": _met((evaluation + logging) / wall, "<=0.05"), "note": "the two rows above together (issue 13)"}]
     for row in rows:
         _print_row(row)
     return rows
@@ -555,7 +713,7 @@ def memory_estimate(args) -> list[dict]:
 
 # -- driver -----------------------------------------------------------------------------------
 
-BENCHMARKS = {"sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
+BENCHMARKS = {"loops": reference_loops, "ensemble": ensemble_train, "sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
               "sweep": sweep_bench, "peers": peer_cost, "logging": logging_cost}
 BENCHMARKS["memory"] = memory_estimate
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
@@ -580,9 +738,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--case", default="", help="SAL overhead: only the cases whose name contains this")
     parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-ensemble-rss", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss is not None:
         rss_child(bool(args.child_rss), args.threads)
+        return
+    if args.child_ensemble_rss is not None:
+        ensemble_rss_child(args.child_ensemble_rss, args.threads)
         return
     args.repeats = args.repeats or (3 if args.quick else 7)
     import torch

@@ -165,6 +165,11 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
           resume: bool = typer.Option(False, "--resume",
                                       help="Continue the sweep in --out: skip jobs that completed (status ok), "
                                            "rerun the rest; train jobs continue from their checkpoints"),
+          ensemble: bool = typer.Option(False, "--ensemble",
+                                        help="Train the jobs that differ only in per-member settings (seed, init, "
+                                             "method none/sal/spectral/orthogonal/critical, SAL's lr/target/gate/"
+                                             "beta, rho, optim.lr) as one batched model in this process "
+                                             "(train, basic launcher)"),
           quiet: bool = QuietOpt, no_memory_check: bool = NoMemoryCheckOpt) -> None:
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
@@ -178,6 +183,8 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
     if launcher not in LAUNCHERS:
         fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if ensemble and (command != "train" or launcher != "basic"):
+        fail_usage("--ensemble runs train sweeps with the basic launcher (one process)")
     if not resume:
         out = (out or _default_out("sweep")).resolve()
         check_out_dir(out, "sweep")
@@ -195,7 +202,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     if not quiet:
         again = " (resumed: completed jobs are skipped)" if resume else ""
         typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
-    _run_sweep(command, overrides, launcher, out, jobs, quiet)
+    _run_sweep(command, overrides, launcher, out, jobs, quiet, ensemble)
 
 
 def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[str],
@@ -218,15 +225,21 @@ def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[
 
 
 def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, jobs: list[list[str]],
-               quiet: bool) -> None:
-    """Hydra's multirun, then OUT/sweep.csv (also after Ctrl-C: the jobs that finished)."""
+               quiet: bool, ensemble: bool = False) -> None:
+    """Hydra's multirun (or, with --ensemble, batched models), then OUT/sweep.csv (also after
+    Ctrl-C: the jobs that finished)."""
     from salrun.console import print_sweep
     from salrun.launch import run_sweep
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     interrupted = False
     try:
-        results = run_sweep(command, overrides, launcher, out)
+        if ensemble:
+            from salrun.ensemble_jobs import sweep_ensembles
+
+            results = sweep_ensembles(jobs, out, say=lambda line: typer.echo(line, err=True))
+        else:
+            results = run_sweep(command, overrides, launcher, out)
     except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i
         interrupted = True
         results = [(job, out / str(i), "") for i, job in enumerate(jobs)]

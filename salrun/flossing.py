@@ -30,8 +30,8 @@ def lyapunov_exponents(model: ElmanRNN, x: torch.Tensor, k: int,
     q = torch.linalg.qr(start)[0]
     h = x.new_zeros(batch, n, dtype=w.dtype)
     log_growth = x.new_zeros(batch, k, dtype=w.dtype)
-    for t in range(steps):
-        h = torch.tanh(torch.addmm(drive[t], h, w.T))
+    for drive_t in drive.unbind(0):  # not drive[t]: see ElmanRNN.run
+        h = torch.tanh(torch.addmm(drive_t, h, w.T))
         q, r = torch.linalg.qr((1 - h * h).unsqueeze(-1) * torch.matmul(w, q))
         log_growth = log_growth + torch.diagonal(r, dim1=-2, dim2=-1).abs().clamp_min(1e-30).log()
     return log_growth / steps

@@ -12,6 +12,7 @@ ends with the same metrics as a run that was never stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,9 +80,7 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
     writer = RunWriter(out_dir, keep_rows=checkpoint["metric_rows"] if checkpoint else 0)
     writer.write_config(cfg)
-    summary = {"status": "running", "command": command, "experiment": cfg.get("experiment"),
-               **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
-               "seed": settings.root.seed, "steps": 0}
+    summary = new_summary(command, settings)
     state = RunState()
     if checkpoint is not None:
         state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
@@ -100,16 +99,28 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
             summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         with guard.finishing():
-            _ended(summary, state, writer)
-            writer.flush_metrics()
-            writer.write_summary(summary)
+            close(writer, summary, state)
     return summary
+
+
+def new_summary(command: str, settings: JobSettings) -> dict:
+    cfg = settings.config
+    return {"status": "running", "command": command, "experiment": cfg.get("experiment"),
+            **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
+            "seed": settings.root.seed, "steps": 0}
 
 
 def _ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
     summary.update(update, steps=state.step, wall_seconds=round(state.wall_seconds(), 3))
     summary.setdefault("final", writer.latest())
     return summary
+
+
+def close(writer: RunWriter, summary: dict, state: RunState) -> None:
+    """The run folder's last words: every metric row, and the summary with its status."""
+    _ended(summary, state, writer)
+    writer.flush_metrics()
+    writer.write_summary(summary)
 
 
 def _network(s: JobSettings, input_size: int, output_size: int, task=None) -> Network:
@@ -227,45 +238,55 @@ def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
 
 @torch.no_grad()
 def _layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
-    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity."""
+    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity.
+    Each metric is computed for all layers at once and read back with one tolist: a float()
+    per layer is a Python round trip per layer, which 300 layers (or steps) notice."""
     model, layers = net.model, net.probe.layers()
     if isinstance(model, ElmanRNN):
         states = model.recorded_states()
-        for t, h in enumerate(states):
-            if h.grad is not None:
-                writer.log(step, "grad_norm", float(h.grad.norm(dim=1).mean()), t)
+        grads = [(t, h.grad) for t, h in enumerate(states) if h.grad is not None]
+        if grads:
+            norms = torch.stack([g.norm(dim=1).mean() for _, g in grads]).tolist()
+            for (t, _), norm in zip(grads, norms):
+                writer.log(step, "grad_norm", norm, t)
         # Through time only the recurrent weights carry the signal: gain from h_{t-1} to h_t.
         s = sensitivity(layers[0].output, [model.recurrent_weight()]).reshape(len(states), -1)
         for t, rms in enumerate(s.pow(2).mean(1).sqrt().tolist()):
             writer.log(step, "sensitivity_rms", rms, t)
         writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
         return
-    for index, linear in enumerate(model.linears()):
-        if linear.weight.grad is not None:
-            writer.log(step, "grad_norm", float(linear.weight.grad.norm()), index)
-    every_s = []
-    for index, layer in enumerate(layers):
-        s = sensitivity(layer.output, layer.weights, layer.activation)
-        writer.log(step, "sensitivity_rms", float(s.pow(2).mean().sqrt()), index)
-        every_s.append(s.reshape(-1))
+    grads = [(index, linear.weight.grad) for index, linear in enumerate(model.linears())
+             if linear.weight.grad is not None]
+    if grads:
+        for (index, _), norm in zip(grads, torch.stack(torch._foreach_norm([g for _, g in grads])).tolist()):
+            writer.log(step, "grad_norm", norm, index)
+    every_s = [sensitivity(layer.output, layer.weights, layer.activation).reshape(-1) for layer in layers]
+    for index, rms in enumerate(torch.stack([s.pow(2).mean().sqrt() for s in every_s]).tolist()):
+        writer.log(step, "sensitivity_rms", rms, index)
     writer.log(step, "log_sensitivity", float(log_sensitivity(torch.cat(every_s))))
 
 
 def _optimizer(s: JobSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
-    optim = s.root.optim
+    """Adam and SGD with their multi-tensor kernels: the MLP has 602 parameters, and the default
+    per-parameter loop on the CPU is most of a step (measured: benchmarks/run.py --only loops)."""
+    optim, params = s.root.optim, list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     if optim.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=optim.lr)
-    return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum)
+        return torch.optim.Adam(params, lr=optim.lr, fused=fused, foreach=None if fused else True)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, fused=fused, foreach=None if fused else True)
 
 
 def _train_step(s: JobSettings, net: Network, task, optimizer, writer: RunWriter, step: int, log_now: bool):
     """One BP (BPTT) step with the method's loss term and update; the per-layer metrics are
     read between backward and the update, on the gradients of this step."""
     model = net.model
-    model.train()
+    if not model.training:  # train() walks every module: 3 ms a step for the 300-layer MLP
+        model.train()
     net.probe.clear()
     x, y = (t.to(net.device) for t in task.train_batch(s.root.train.batch_size, net.generator))
-    prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
+    quiet = not (log_now or net.method.reads_activity) and hasattr(net.probe, "paused")
+    with net.probe.paused() if quiet else contextlib.nullcontext():
+        prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
     loss = task.loss(prediction, y)
     extra = net.method.loss_term(model)
     if extra is not None:
@@ -329,6 +350,10 @@ def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress
             raise
     writer.save_model(_model_payload(s, net, (task.input_size, task.output_size)))
     _save_checkpoint(writer, s.config, net, optimizer, state)
+    return train_outcome(task, writer)
+
+
+def train_outcome(task, writer: RunWriter) -> dict:
     final = writer.latest()
     return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
             "chance": task.chance, "criterion": task.criterion}

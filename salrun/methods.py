@@ -37,6 +37,8 @@ class Method:
     """A method that does nothing (`none`); the others override what they need. A new method is
     a subclass and its settings dataclass, registered in salrun/settings.py (`registered`)."""
 
+    reads_activity = False  # True: after_step reads the probe's record of every training forward
+
     def __init__(self, settings):
         self.settings = settings
 
@@ -60,6 +62,7 @@ class Method:
 
 class SALMethod(Method):
     settings: SALSettings
+    reads_activity = True
 
     def on_init(self, model, probe, sample=None):
         self.sal = SAL(model, self.settings, probe=probe)

@@ -132,8 +132,10 @@ class ElmanRNN(nn.Module):
         if h is None:
             h = x.new_zeros(x.shape[1], self.settings.hidden)
         states = [h]
-        for t in range(x.shape[0]):
-            h = torch.tanh(torch.addmm(drive[t], h, w_hh.T))
+        # unbind once: the backward of each drive[t] would be a select writing a full-size
+        # zero tensor per step (O(T²) memory traffic); unbind's backward stacks once.
+        for drive_t in drive.unbind(0):
+            h = torch.tanh(torch.addmm(drive_t, h, w_hh.T))
             if keep_state_grads and h.requires_grad:
                 h.retain_grad()
             states.append(h)

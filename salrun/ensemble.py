@@ -1,0 +1,333 @@
+"""Members as a batch dimension (DESIGN.md, "Ensembles"): S models of one shape stacked along a
+leading member dimension, with the optimizer and SAL batched over it.
+
+`stack_models` stacks S salrun MLPs or ElmanRNNs (built and initialised as their single runs
+build them); a step is then one batched forward and backward (baddbmm), one `BatchedOptimizer`
+step (Adam or SGD, as torch's) and one `BatchedSAL` update (sal.py's rule), with every
+per-member setting (the optimizer's lr and momentum, SAL's rate, target, gate and β) a tensor
+of S values (`MemberRates`). Members share no arithmetic: every op is batched over the member
+dimension, never reduced across it, so a member zeroed out (frozen) costs the others nothing.
+The job layer (ensemble_jobs.py) reads the configs and writes the run folders.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from salrun.methods import Method, SALMethod
+from salrun.models import MLP, ElmanRNN
+from salrun.neurons import log_sensitivity
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the single run uses
+
+
+def batchable(method: Method | type[Method]) -> bool:
+    """SAL, or a method that acts only before training (an init): nothing per step but SAL batches."""
+    kind = method if isinstance(method, type) else type(method)
+    return issubclass(kind, SALMethod) or (kind.after_step is Method.after_step
+                                           and kind.loss_term is Method.loss_term)
+
+
+def per_member(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(S,) values shaped to broadcast over a stacked tensor (S, …)."""
+    return values.reshape(-1, *[1] * (like.dim() - 1))
+
+
+class StackedMLP(nn.Module):
+    """S MLPs of one shape: the first layer (S, width, in), the equal hidden layers
+    (S, depth-1, width, width), the readout (S, out, width); inputs (S, batch, in)."""
+
+    def __init__(self, members: list[MLP]):
+        super().__init__()
+        linears = [m.linears() for m in members]
+
+        def stack(index, part):
+            return nn.Parameter(torch.stack([getattr(ls[index], part).detach() for ls in linears]).clone())
+
+        self.w_first, self.b_first = stack(0, "weight"), stack(0, "bias")
+        self.w_out, self.b_out = stack(-1, "weight"), stack(-1, "bias")
+        hidden = [ls[1:-1] for ls in linears]
+        self.w_hidden = nn.Parameter(torch.stack([torch.stack([l.weight.detach() for l in h]) for h in hidden])
+                                     if hidden[0] else self.w_first.new_zeros(len(members), 0, 1, 1))
+        self.b_hidden = nn.Parameter(torch.stack([torch.stack([l.bias.detach() for l in h]) for h in hidden])
+                                     if hidden[0] else self.b_first.new_zeros(len(members), 0, 1))
+        self.outputs: list[torch.Tensor] = []
+        self.inputs: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(torch.baddbmm(self.b_first[:, None], x, self.w_first.mT))
+        outputs = [h]
+        # unbind once (not w_hidden[:, l] per layer: a select per layer in the backward)
+        for w, b in zip(self.w_hidden.unbind(1), self.b_hidden.unbind(1)):
+            h = torch.tanh(torch.baddbmm(b[:, None], h, w.mT))
+            outputs.append(h)
+        if self.training:
+            self.inputs, self.outputs = x.detach(), [o.detach() for o in outputs]
+        return torch.baddbmm(self.b_out[:, None], h, self.w_out.mT)
+
+    def member_views(self, s: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Member s's slices of `tensors` (laid out like this model's parameters, by their names:
+        the parameters, or an optimizer's state) under the names of its single MLP's parameters."""
+        depth = tensors["w_hidden"].shape[1] + 1
+        views = {"0.weight": tensors["w_first"][s], "0.bias": tensors["b_first"][s]}
+        for layer in range(1, depth):
+            views[f"{2 * layer}.weight"] = tensors["w_hidden"][s, layer - 1]
+            views[f"{2 * layer}.bias"] = tensors["b_hidden"][s, layer - 1]
+        views[f"{2 * depth}.weight"], views[f"{2 * depth}.bias"] = tensors["w_out"][s], tensors["b_out"][s]
+        return views
+
+    def grad_norms(self) -> torch.Tensor:
+        """‖∂L/∂W‖ of each Linear, (S, depth + 1)."""
+        hidden = self.w_hidden.grad.flatten(2).norm(dim=2)
+        return torch.cat([self.w_first.grad.flatten(1).norm(dim=1)[:, None], hidden,
+                          self.w_out.grad.flatten(1).norm(dim=1)[:, None]], 1)
+
+    def sensitivities(self) -> torch.Tensor:
+        """s_j of every hidden neuron of the last training forward, (S, depth, batch, width)."""
+        norms = torch.cat([self.w_first.norm(dim=2)[:, None], self.w_hidden.norm(dim=3)], 1)
+        o = torch.stack(self.outputs, 1)
+        return (1 - o * o) * norms[:, :, None, :]
+
+
+class StackedRNN(nn.Module):
+    """S Elman RNNs of one shape; inputs (S, time, batch, in). Masks are per member."""
+
+    def __init__(self, members: list[ElmanRNN]):
+        super().__init__()
+
+        def stack(get):
+            return nn.Parameter(torch.stack([get(m).detach() for m in members]).clone())
+
+        self.weight_ih, self.weight_hh = stack(lambda m: m.weight_ih), stack(lambda m: m.weight_hh)
+        self.bias = stack(lambda m: m.bias)
+        self.w_out, self.b_out = stack(lambda m: m.readout.weight), stack(lambda m: m.readout.bias)
+        masked = members[0].mask is not None
+        self.register_buffer("mask", torch.stack([m.mask for m in members]) if masked else None)
+        self.read_steps = members[0].read_steps
+        self.states: list[torch.Tensor] = []
+        self.block: torch.Tensor | None = None
+        self.inputs: torch.Tensor | None = None
+
+    def recurrent_weight(self) -> torch.Tensor:
+        return self.weight_hh if self.mask is None else self.weight_hh * self.mask
+
+    def forward(self, x: torch.Tensor, keep_state_grads: bool = False) -> torch.Tensor:
+        """x (S, time, batch, in). The drive is computed time-major, so that unbind(0) and its
+        backward (one stack) move contiguous blocks; the states are copied, as the loop makes
+        them, into one member-major block that SAL reads without stacking them."""
+        w_hh = self.recurrent_weight().mT
+        drive = torch.matmul(x.transpose(0, 1), self.weight_ih.mT) + self.bias[:, None]  # (time, S, batch, n)
+        h = x.new_zeros(x.shape[0], x.shape[2], self.weight_hh.shape[1])
+        record = self.training
+        block = x.new_empty(x.shape[0], x.shape[1] + 1, *h.shape[1:]) if record else None
+        if record:
+            block[:, 0] = 0  # h_{-1}; the loop writes the rest (a zero fill of the whole block costs a pass)
+        states = [h]
+        for t, drive_t in enumerate(drive.unbind(0), 1):
+            h = torch.tanh(torch.baddbmm(drive_t, h, w_hh))
+            if keep_state_grads and h.requires_grad:
+                h.retain_grad()
+            if record:
+                block[:, t].copy_(h.detach())
+            states.append(h)
+        if record:
+            self.inputs, self.states, self.block = x.detach(), states, block
+        if self.read_steps > 1:
+            read = torch.stack(states[-self.read_steps:], 1)  # (S, read, batch, hidden)
+            return torch.matmul(read, self.w_out.mT[:, None]) + self.b_out[:, None, None]
+        return torch.baddbmm(self.b_out[:, None], h, self.w_out.mT)
+
+    NAMES = {"weight_ih": "weight_ih", "weight_hh": "weight_hh", "bias": "bias", "w_out": "readout.weight",
+             "b_out": "readout.bias", "mask": "mask"}
+
+    def member_views(self, s: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """As StackedMLP.member_views, under the names of a single ElmanRNN's."""
+        return {self.NAMES[name]: tensor[s] for name, tensor in tensors.items() if tensor is not None}
+
+    def apply_mask_(self) -> None:
+        if self.mask is not None:
+            with torch.no_grad():
+                self.weight_hh.mul_(self.mask)
+
+
+def stack_models(models: list[nn.Module]) -> StackedMLP | StackedRNN:
+    kinds = {type(m) for m in models}
+    if kinds == {MLP}:
+        return StackedMLP(models)
+    if kinds == {ElmanRNN}:
+        return StackedRNN(models)
+    raise TypeError(f"an ensemble stacks salrun MLPs or ElmanRNNs of one kind, got {sorted(k.__name__ for k in kinds)}")
+
+
+@dataclass
+class MemberRates:
+    """Per-member settings of the batched optimizer and SAL, (S,) each; SAL's rate is 0 for a
+    member without SAL."""
+
+    lr: torch.Tensor
+    momentum: torch.Tensor
+    sal_lr: torch.Tensor
+    target: torch.Tensor
+    beta: torch.Tensor
+    two_sided: torch.Tensor  # bool
+
+    def freeze(self, s: int) -> None:
+        self.lr[s] = self.sal_lr[s] = 0
+
+
+class BatchedOptimizer:
+    """torch.optim.Adam / SGD (their defaults otherwise) over stacked tensors, with a
+    learning rate (and SGD momentum) per member. While every member has the same ones, torch's
+    own fused optimizer runs over the stacked tensors (one kernel instead of ≈ 8 passes); once
+    they differ (given so, or a member frozen) the per-member update below takes over its state."""
+
+    def __init__(self, params: list[nn.Parameter], name: str, rates: MemberRates, clip: float):
+        self.params, self.name, self.rates, self.clip = params, name, rates, clip
+        self.steps = 0
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]  # m, v (Adam) or buffer (SGD)
+        self.shared = self._shared_optimizer()
+
+    def _shared_optimizer(self) -> torch.optim.Optimizer | None:
+        lr, momentum = self.rates.lr, self.rates.momentum
+        if not (bool((lr == lr[0]).all()) and bool((momentum == momentum[0]).all())):
+            return None
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.params)
+        if self.name == "adam":
+            return torch.optim.Adam(self.params, lr=float(lr[0]), fused=fused)
+        return torch.optim.SGD(self.params, lr=float(lr[0]), momentum=float(momentum[0]), fused=fused)
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        """Each parameter's state under this class's keys (m and v, or buffer), wherever it lives."""
+        if self.shared is None:
+            return self.state
+        names = {"exp_avg": "m", "exp_avg_sq": "v", "momentum_buffer": "buffer"}
+        return [{names[key]: value for key, value in self.shared.state.get(p, {}).items()
+                 if key in names and value is not None} for p in self.params]
+
+    def _unshare(self) -> None:
+        if self.shared is not None:
+            self.state, self.shared = self.states(), None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        if self.clip > 0:  # clip_grad_norm_ per member: the norm over all of that member's gradients
+            total = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
+            scale = (self.clip / (total + 1e-6)).clamp(max=1.0)
+            grads = [g * _expand(scale, g) for g in grads]
+        self.steps += 1
+        if self.shared is not None:
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.shared.step()
+            return
+        for p, g, state in zip(self.params, grads, self.state):
+            lr = _expand(self.rates.lr, p)
+            if self.name == "sgd":
+                if "buffer" in state:
+                    state["buffer"].mul_(_expand(self.rates.momentum, p)).add_(g)
+                else:
+                    state["buffer"] = g.clone()
+                p.sub_(lr * state["buffer"])
+                continue
+            (beta1, beta2), t = ADAM_BETAS, self.steps
+            if not state:
+                state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            m, v = state["m"], state["v"]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(ADAM_EPS)
+            p.sub_((lr / (1 - beta1 ** t)) * m / denom)
+
+    def reset_member(self, s: int) -> None:
+        """After its rates were set to 0: a frozen member's state is zeroed."""
+        self._unshare()
+        for state in self.state:
+            for value in state.values():
+                value[s] = 0
+
+
+class BatchedSAL:
+    """SAL (sal.py, objective log, tanh, hidden layers only) over members: the moving average,
+    gate and update of sal.py with SAL's rate, target, gate and β per member."""
+
+    def __init__(self, model: StackedMLP | StackedRNN, rates: MemberRates, rnn_inputs: str = "all"):
+        self.model, self.rates, self.rnn_inputs = model, rates, rnn_inputs
+        self.averages: list[torch.Tensor | None] = []
+
+    def _rate(self, index: int, mean_s: torch.Tensor) -> torch.Tensor:
+        """Update s̄ of block `index` ((S, …, neurons)) from this batch's mean; returns η·g."""
+        if index == len(self.averages):
+            self.averages.append(mean_s.clone())
+        else:
+            beta = _expand(self.rates.beta, mean_s)
+            self.averages[index].mul_(beta).add_((1 - beta) * mean_s)
+        average = self.averages[index]
+        gate = (average < _expand(self.rates.target, average)).to(average.dtype)
+        gate = torch.where(_expand(self.rates.two_sided, gate), 2 * gate - 1, gate)
+        return _expand(self.rates.sal_lr, gate) * gate
+
+    @staticmethod
+    def _update(weights: list[torch.Tensor], inputs: list[torch.Tensor], o: torch.Tensor, bias: torch.Tensor,
+                step: torch.Tensor, norm_sq: torch.Tensor, masks: list[torch.Tensor | None]) -> None:
+        """W ← (1 + η g/‖w‖²)·W + c·(oᵀx), θ ← θ + c·Σ_rows o, with c = -2·η g/rows per neuron;
+        (…, rows, n) blocks. c scales the rows of oᵀx, not o itself: no temporary of o's size
+        (an RNN's o holds every step of every member)."""
+        radial = (step / norm_sq.clamp_min(1e-30)).unsqueeze(-1)
+        c = step * (-2.0 / o.shape[-2])
+        for w, x, mask in zip(weights, inputs, masks):
+            data = torch.matmul(o.mT, x).mul_(c.unsqueeze(-1))
+            if mask is None:
+                w.mul_(1 + radial).add_(data)
+            else:
+                w.add_((w * radial).add_(data).mul_(mask))
+        bias.add_(o.sum(-2).mul_(c))
+
+    @staticmethod
+    def _mean_slope(o: torch.Tensor) -> torch.Tensor:
+        """mean over rows of f'(U) = 1 - o², as a reduction (no temporary of o's size)."""
+        return 1 - torch.linalg.vector_norm(o, dim=-2).square_() / o.shape[-2]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        model = self.model
+        if isinstance(model, StackedMLP):
+            blocks = [([model.w_first], [model.inputs], model.outputs[0], model.b_first)]
+            if model.w_hidden.shape[1] > 0:
+                # Layer-major (depth, S, batch, width): a contiguous stack, whose slices o_l and
+                # x_l = o_{l-1} are contiguous (L·S) batches of matrices for one matmul, no copies;
+                # the weights are read through a layer-major view to match.
+                chain = torch.stack(model.outputs)
+                blocks.append(([model.w_hidden.transpose(0, 1)], [chain[:-1]], chain[1:],
+                               model.b_hidden.transpose(0, 1)))
+            for index, (weights, inputs, o, bias) in enumerate(blocks):
+                norm = torch.linalg.vector_norm(weights[0], dim=-1)
+                mean_s = self._mean_slope(o) * norm
+                if index:  # s̄ and the rates are member-first
+                    step = self._rate(index, mean_s.transpose(0, 1)).transpose(0, 1)
+                else:
+                    step = self._rate(index, mean_s)
+                self._update(weights, inputs, o, bias, step, norm * norm, [None])
+        else:
+            chain = model.block                     # (S, time + 1, batch, hidden), h_{-1} first
+            o, previous = chain[:, 1:].flatten(1, 2), chain[:, :-1].flatten(1, 2)
+            if self.rnn_inputs == "all":
+                weights, inputs, masks = [model.weight_ih, model.weight_hh], [model.inputs.flatten(1, 2), previous], \
+                    [None, model.mask]
+            else:
+                weights, inputs, masks = [model.weight_hh], [previous], [model.mask]
+            norm_sq = sum(w.square().sum(-1) for w in weights)
+            step = self._rate(0, self._mean_slope(o) * norm_sq.sqrt())
+            self._update(weights, inputs, o, model.bias, step, norm_sq, masks)
+
+
+def log_sensitivity_per_member(s: torch.Tensor) -> list[float]:
+    """ln RMS(s) of each member's neurons; s is (S, …)."""
+    return [float(log_sensitivity(member)) for member in s]

@@ -1,0 +1,211 @@
+"""Runs trained as one batched model (salrun.ensemble) keep each run's numbers: in float64 a
+member's metrics equal those of its single run (jobs._train_step, jobs._evaluate) to 1e-9
+relative over 50 steps, for the MLP and the RNN and every batched method; a member that
+diverges is frozen while the others go on."""
+import csv
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from salrun import jobs
+from salrun.ensemble_jobs import EnsembleTrainer, MembersDiffer
+from salrun.launch import compose
+from salrun.results import RunWriter
+from salrun.settings import job_settings
+
+STEPS, LOG_EVERY = 50, 10
+MLP_BASE = ["model.depth=4", "model.width=6", "train.batch_size=8", "task=clusters"]
+RNN_BASE = ["experiment=long_lag", "model.hidden=6", "task.lag=7", "task.test_size=40", "train.batch_size=8"]
+MEMBERS = [["method=none", "seed=0"],
+           ["method=sal", "seed=1", "method.lr=0.05"],
+           ["method=sal", "seed=2", "method.gate=two_sided", "method.target=1.2", "method.beta=0.3", "optim.lr=0.003"],
+           ["method=spectral", "method.rho=1.4", "seed=3"],
+           ["method=orthogonal", "seed=4"],
+           ["method=critical", "seed=5", "optim.lr=0.002"]]
+
+
+def _settings(base: list[str], member: list[str], steps: int = STEPS):
+    return job_settings("train", compose("train", [*base, *member, f"train.steps={steps}",
+                                                   f"train.log_every={LOG_EVERY}", "threads=1", "device=cpu"]))
+
+
+def _rows(folder) -> dict:
+    with open(folder / "metrics.csv") as handle:
+        return {(r["step"], r["metric"], r["layer"]): float(r["value"]) for r in csv.DictReader(handle)}
+
+
+def _double(task):
+    """The task with its data in float64 (labels stay integers)."""
+    def cast(pair):
+        return tuple(t.double() if t.is_floating_point() else t for t in pair)
+    train_batch, test_set = task.train_batch, task.test_set
+    task.train_batch = lambda batch_size, generator: cast(train_batch(batch_size, generator))
+    task.test_set = lambda: cast(test_set())
+    return task
+
+
+def _single_run(s, folder) -> dict:
+    """The single-run path, step for step as jobs.train runs it, in float64."""
+    task = s.task.entry.load()(s.task.settings)
+    net = jobs._network(s, task.input_size, task.output_size, task)  # in float32, as the ensemble builds it
+    net.model.double()
+    task = _double(task)
+    optimizer = jobs._optimizer(s, net.model)
+    writer, test = RunWriter(folder), task.test_set()
+    for step in range(1, s.root.train.steps + 1):
+        log_now = step == 1 or step % LOG_EVERY == 0 or step == s.root.train.steps
+        loss = jobs._train_step(s, net, task, optimizer, writer, step, log_now)
+        if log_now:
+            jobs._evaluate(net, task, test, loss, writer, step)
+    writer.flush_metrics()
+    return _rows(folder)
+
+
+def _ensemble_run(settings, folders, dtype=torch.float64) -> EnsembleTrainer:
+    writers = [RunWriter(folder) for folder in folders]
+    trainer = EnsembleTrainer(settings, writers, dtype=dtype)
+    steps = settings[0].root.train.steps
+    for step in range(1, steps + 1):
+        log_now = step == 1 or step % LOG_EVERY == 0 or step == steps
+        losses = trainer.step(step, log_now)
+        if log_now:
+            trainer.evaluate(step, losses)
+    for writer in writers:
+        writer.flush_metrics()
+    return trainer
+
+
+ONE_LR = [m for m in MEMBERS if not any(o.startswith("optim.lr") for o in m)]  # torch's fused Adam runs them
+
+
+@pytest.mark.parametrize("base, members", [(MLP_BASE, MEMBERS + [["method=lsuv", "seed=6"]]), (RNN_BASE, MEMBERS),
+                                           (MLP_BASE, ONE_LR), (RNN_BASE, ONE_LR)],
+                         ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr"])
+def test_members_equal_their_single_runs_in_float64(tmp_path, base, members):
+    settings = [_settings(base, member) for member in members]
+    folders = [tmp_path / f"member{i}" for i in range(len(members))]
+    trainer = _ensemble_run(settings, folders)
+    assert (trainer.optimizer.shared is not None) == (members is ONE_LR)
+    for i, s in enumerate(settings):
+        single, batched = _single_run(s, tmp_path / f"single{i}"), _rows(folders[i])
+        assert single.keys() == batched.keys(), members[i]
+        assert any(key[1] == "sensitivity_rms" for key in single) and len(single) > 20
+        for key, value in single.items():
+            assert math.isclose(batched[key], value, rel_tol=1e-9, abs_tol=1e-12), (members[i], key, value, batched[key])
+    assert len({_rows(f)[("50", "loss", "")] for f in folders}) == len(members)  # the members did differ
+
+
+def test_a_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
+    members = (["seed=0"], ["seed=1", "optim.lr=1e38"], ["seed=2"])
+    settings = [_settings([*MLP_BASE, "optim.name=sgd", "optim.lr=0.05"], member, steps=20) for member in members]
+    folders = [tmp_path / f"member{i}" for i in range(3)]
+    trainer = _ensemble_run(settings, folders, dtype=None)
+    assert trainer.alive == [True, False, True]
+    assert trainer.outcome[1]["status"] == "diverged" and trainer.outcome[1]["diverged_step"] < 20
+    alone = _ensemble_run([settings[0]], [tmp_path / "alone"], dtype=None)  # member 0 without the others
+    assert alone.alive == [True]
+    together, alone_rows = _rows(folders[0]), _rows(tmp_path / "alone")
+    assert together.keys() == alone_rows.keys() and len(together) > 20
+    assert all(math.isclose(together[k], alone_rows[k], rel_tol=1e-5, abs_tol=1e-7) for k in together)
+    assert max(int(k[0]) for k in _rows(folders[1])) < 20  # its rows stop where it diverged
+
+
+def test_runs_of_different_shapes_do_not_batch():
+    with pytest.raises(MembersDiffer, match="more than per-member"):
+        EnsembleTrainer([_settings(MLP_BASE, []), _settings(MLP_BASE, ["model.width=5"])], [None, None])
+    with pytest.raises(MembersDiffer, match="does not batch"):
+        EnsembleTrainer([_settings(MLP_BASE, ["method=sal", "method.objective=linear"])], [None])
+
+
+def test_member_folders_are_single_run_folders(tmp_path):
+    from salrun.ensemble_jobs import train_ensemble
+
+    overrides = [[*MLP_BASE, *m, "train.steps=6", "train.log_every=3", "threads=1", "device=cpu"] for m in MEMBERS[:3]]
+    cfgs = [compose("train", o) for o in overrides]
+    summaries = train_ensemble(cfgs, [tmp_path / f"member{i}" for i in range(3)])
+    for i, cfg in enumerate(cfgs):
+        single = jobs.run_job("train", cfg, tmp_path / f"single{i}")
+        member = summaries[i]
+        assert member["status"] == single["status"] == "ok"
+        assert sorted(p.name for p in (tmp_path / f"member{i}").iterdir()) == \
+            sorted(p.name for p in (tmp_path / f"single{i}").iterdir())
+        assert member.keys() == single.keys()
+        assert {k: v for k, v in member.items() if k not in ("final", "wall_seconds")} == \
+            {k: v for k, v in single.items() if k not in ("final", "wall_seconds")}
+        a, b = _rows(tmp_path / f"member{i}"), _rows(tmp_path / f"single{i}")
+        assert a.keys() == b.keys()
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in a)
+        rebuilt = jobs.load_model(tmp_path / f"member{i}" / "model.pt")
+        assert jobs.load_model(tmp_path / f"single{i}" / "model.pt").state_dict().keys() == rebuilt.state_dict().keys()
+
+
+@pytest.mark.parametrize("base, members", [(MLP_BASE, MEMBERS[1:3]), (RNN_BASE, MEMBERS[1:3]), (MLP_BASE, ONE_LR[:2])],
+                         ids=["mlp", "rnn", "mlp-one-lr"])
+def test_an_exported_member_continues_as_its_single_run(tmp_path, base, members):
+    """What a member's checkpoint holds (model, optimizer and SAL state) continues on the
+    single-run path with the numbers the ensemble goes on with (float64)."""
+    settings = [_settings(base, member, steps=20) for member in members]
+    trainer = _ensemble_run(settings, [tmp_path / "a", tmp_path / "b"])  # 20 steps
+    trainer.nets[1].model.double()
+    optimizer = trainer.export(1)
+    s, net = settings[1], trainer.nets[1]
+    net = dataclasses.replace(net, generator=torch.Generator().set_state(net.generator.get_state()))
+    task = _double(trainer.task)
+    writer = RunWriter(tmp_path / "continued")
+    for step in range(21, 26):
+        jobs._train_step(s, net, task, optimizer, writer, step, False)
+        trainer.step(step, False)
+    for name, view in trainer.model.member_views(1, dict(trainer.model.named_parameters())).items():
+        # 1e-6: torch's fused Adam keeps its step count in float32 (its bias corrections round there)
+        torch.testing.assert_close(dict(net.model.named_parameters())[name], view, rtol=1e-6, atol=1e-9)
+
+
+def test_an_interrupt_checkpoints_every_member_and_each_resumes_as_a_single_run(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from salrun import ensemble_jobs
+
+    step = ensemble_jobs.EnsembleTrainer.step
+
+    def interrupted_step(self, number, log_now):
+        if number == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the step ends, as Ctrl-C is
+        return step(self, number, log_now)
+
+    monkeypatch.setattr(ensemble_jobs.EnsembleTrainer, "step", interrupted_step)
+    overrides = [[*MLP_BASE, *m, "train.steps=8", "train.log_every=2", "threads=1", "device=cpu"] for m in MEMBERS[:2]]
+    cfgs = [compose("train", o) for o in overrides]
+    folders = [tmp_path / f"member{i}" for i in range(2)]
+    summaries = ensemble_jobs.train_ensemble(cfgs, folders)
+    assert [s["status"] for s in summaries] == ["interrupted"] * 2 and all(s["steps"] == 4 for s in summaries)
+    monkeypatch.undo()
+    for cfg, folder in zip(cfgs, folders):
+        assert jobs.load_checkpoint(folder)["step"] == 4
+        resumed = jobs.run_or_resume("train", cfg, folder)
+        assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 4 and resumed["steps"] == 8
+        assert max(int(k[0]) for k in _rows(folder)) == 8
+
+
+def test_sweep_ensemble_writes_the_table_of_a_sweep(run_cli, tmp_path):
+    import pandas as pd
+
+    from conftest import TINY_FFN
+
+    grid = [*TINY_FFN, "method=sal,none", "seed=0,1"]
+    plain = run_cli("sweep", *grid, "--out", str(tmp_path / "plain"), "--quiet")
+    batched = run_cli("sweep", *grid, "--ensemble", "--out", str(tmp_path / "batched"), "--quiet")
+    assert plain.returncode == 0 and batched.returncode == 0, batched.stderr
+    assert "ensemble: 4 jobs in 1 batched model(s); 0 alone" in batched.stderr
+    a, b = pd.read_csv(tmp_path / "plain" / "sweep.csv"), pd.read_csv(tmp_path / "batched" / "sweep.csv")
+    assert list(a.columns) == list(b.columns) and list(a["overrides"]) == list(b["overrides"])
+    assert list(b["status"]) == ["ok"] * 4 and list(b["method"]) == list(a["method"])
+    def run_files(folder):  # the run folder contract's files, less Hydra's own (.hydra/, the job's log)
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".log")
+
+    for i in range(4):
+        assert run_files(tmp_path / "batched" / str(i)) == run_files(tmp_path / "plain" / str(i))
+    wrong = run_cli("sweep", *grid, "--ensemble", "--launcher", "joblib", "--out", str(tmp_path / "wrong"))
+    assert wrong.returncode == 2 and "--ensemble" in wrong.stderr and "Traceback" not in wrong.stderr

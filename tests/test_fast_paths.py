@@ -1,0 +1,54 @@
+"""The fast paths of a training step keep its numbers (issue 13): BPTT reads the drive
+with unbind, the optimizer uses its fused kernels, and a step whose activity nothing
+reads runs without the probe's hooks."""
+import torch
+
+from salrun import jobs
+from salrun.activity import probe_for
+from salrun.launch import compose
+from salrun.models import ElmanRNN, MLP
+from salrun.settings import MLPSettings, RNNSettings, job_settings
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, names, todo = set(), set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+def test_bptt_graph_has_no_per_step_select():
+    """drive[t] in the loop puts a SelectBackward per step in the graph, each writing a full-size
+    zero gradient: O(T²) memory traffic. unbind is one node."""
+    model = ElmanRNN(1, 1, RNNSettings(hidden=4))
+    nodes = _graph_nodes(model(torch.randn(20, 3, 1)).sum())
+    assert "UnbindBackward0" in nodes
+    assert not any(name.startswith("Select") for name in nodes)
+
+
+def test_paused_probe_records_nothing_and_resumes():
+    model = MLP(2, 2, MLPSettings(depth=3, width=4))
+    probe = probe_for(model)
+    x = torch.randn(5, 2)
+    model(x)  # the first pass finds the layers
+    probe.clear()
+    with probe.paused():
+        model(x)
+        assert not any(m._forward_hooks for m in model.modules())
+    assert probe.layers() == []
+    model(x)
+    layers = probe.layers()
+    assert len(layers) == 3 and layers[0].output.shape == (5, 4)
+
+
+def test_optimizer_uses_fused_kernels():
+    s = job_settings("train", compose("train", ["model.depth=2", "model.width=4"]))
+    model = MLP(2, 2, s.model.settings)
+    assert jobs._optimizer(s, model).defaults["fused"] is True
+    s = job_settings("train", compose("train", ["model.depth=2", "model.width=4", "optim.name=sgd"]))
+    assert jobs._optimizer(s, model).defaults["fused"] is True
