@@ -20,7 +20,7 @@ from salrun.ensemble import (BatchedOptimizer, BatchedSAL, MemberRates, StackedM
                              batchable, log_sensitivity_per_member, stack_models)
 from salrun.methods import SALMethod
 from salrun.results import RunFolderError, RunWriter
-from salrun.runtime import interrupts_at_step_boundaries
+from salrun.runtime import interrupts_at_step_boundaries, stop_guard
 from salrun.settings import ConfigError, job_settings
 
 
@@ -226,42 +226,48 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path]) -> list[dict]:
     def living() -> list[int]:
         return [s for s, alive in enumerate(trainer.alive) if alive]
 
+    def stop_now() -> None:  # a second signal (StopGuard): every member's summary says interrupted
+        for writer, summary, state in zip(writers, summaries, states):
+            writer.write_summary(jobs.ended(dict(summary), state, writer, status="interrupted"))
+
     at_boundary = True  # between two steps, so a checkpoint now is consistent
-    try:
-        with interrupts_at_step_boundaries() as check_interrupt:
-            for step in range(1, run.steps + 1):
-                at_boundary = False
-                log_now = step == 1 or step % run.log_every == 0 or step == run.steps
-                losses = trainer.step(step, log_now)
-                for s in living():
-                    states[s].step = step
-                if log_now:
-                    trainer.evaluate(step, losses)
-                if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+    with stop_guard(stop_now) as guard:
+        try:
+            with interrupts_at_step_boundaries() as check_interrupt:
+                for step in range(1, run.steps + 1):
+                    at_boundary = False
+                    log_now = step == 1 or step % run.log_every == 0 or step == run.steps
+                    losses = trainer.step(step, log_now)
                     for s in living():
-                        checkpoint(s)
-                at_boundary = True
-                check_interrupt()
-        for s in living():
-            checkpoint(s)
-            writers[s].save_model(jobs._model_payload(settings[s], trainer.nets[s], (trainer.task.input_size,
-                                                                                    trainer.task.output_size)))
-            summaries[s].update(jobs.train_outcome(trainer.task, writers[s]), status="ok")
-    except KeyboardInterrupt:
-        for s in living():  # mid-step (a second signal), the periodic checkpoints stay the latest
-            if at_boundary:
+                        states[s].step = step
+                    if log_now:
+                        trainer.evaluate(step, losses)
+                    if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+                        for s in living():
+                            checkpoint(s)
+                    at_boundary = True
+                    check_interrupt()
+            for s in living():
                 checkpoint(s)
-            summaries[s]["status"] = "interrupted"
-    except Exception as err:  # noqa: BLE001 - recorded in every member still running, not lost
-        for s in living():
-            summaries[s].update(status="failed", error=f"{type(err).__name__}: {err}")
-    for s, (writer, summary, state) in enumerate(zip(writers, summaries, states)):
-        if trainer.outcome[s] is not None:
-            outcome = dict(trainer.outcome[s])
-            # as jobs.train counts: a loss found not finite stops the step before it counts
-            state.step = outcome["diverged_step"] - (outcome.pop("what") == "the loss")
-            summary.update(outcome)
-        jobs.close(writer, summary, state)
+                writers[s].save_model(jobs._model_payload(settings[s], trainer.nets[s], (trainer.task.input_size,
+                                                                                        trainer.task.output_size)))
+                summaries[s].update(jobs.train_outcome(trainer.task, writers[s]), status="ok")
+        except KeyboardInterrupt:
+            for s in living():  # mid-step (a second signal), the periodic checkpoints stay the latest
+                if at_boundary:
+                    checkpoint(s)
+                summaries[s]["status"] = "interrupted"
+        except Exception as err:  # noqa: BLE001 - recorded in every member still running, not lost
+            for s in living():
+                summaries[s].update(status="failed", error=f"{type(err).__name__}: {err}")
+        with guard.finishing():
+            for s, (writer, summary, state) in enumerate(zip(writers, summaries, states)):
+                if trainer.outcome[s] is not None:
+                    outcome = dict(trainer.outcome[s])
+                    # as jobs.train counts: a loss found not finite stops the step before it counts
+                    state.step = outcome["diverged_step"] - (outcome.pop("what") == "the loss")
+                    summary.update(outcome)
+                jobs.close(writer, summary, state)
     return summaries
 
 

@@ -86,7 +86,7 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
         summary["resumed_from_step"] = checkpoint["step"]
     # A stop by a second signal records the job as interrupted where it is (even in set-up).
-    with stop_guard(lambda: writer.write_summary(_ended(dict(summary), state, writer, status="interrupted"))) as guard:
+    with stop_guard(lambda: writer.write_summary(ended(dict(summary), state, writer, status="interrupted"))) as guard:
         try:
             summary.update((train if command == "train" else lyapunov)(settings, writer, state, progress))
             summary["status"] = "ok"
@@ -110,7 +110,7 @@ def new_summary(command: str, settings: JobSettings) -> dict:
             "seed": settings.root.seed, "steps": 0}
 
 
-def _ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
+def ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
     summary.update(update, steps=state.step, wall_seconds=round(state.wall_seconds(), 3))
     summary.setdefault("final", writer.latest())
     return summary
@@ -118,7 +118,7 @@ def _ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
 
 def close(writer: RunWriter, summary: dict, state: RunState) -> None:
     """The run folder's last words: every metric row, and the summary with its status."""
-    _ended(summary, state, writer)
+    ended(summary, state, writer)
     writer.flush_metrics()
     writer.write_summary(summary)
 
