@@ -405,8 +405,9 @@ class RootSettings:
     lyapunov: LyapunovSettings = dataclasses.field(default_factory=LyapunovSettings)
 
     def __post_init__(self) -> None:
-        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        _require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        # torch seeds are 64-bit, and a method's data stream seeds from seed + a small offset
+        _require(0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
+        _require(0 <= self.threads < 2**31, f"threads must be in [0, 2**31), got {self.threads}")
 
 
 @dataclass
