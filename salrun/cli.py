@@ -13,13 +13,36 @@ from typing import List, Optional
 import typer
 
 from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
-from salrun.settings import ConfigError, job_settings
+from salrun import __version__
+from salrun.settings import KINDS, ConfigError, describe, job_settings, presets
+
+LISTS = {"presets": presets, **{f"{kind}s": lambda kind=kind: describe(kind) for kind in KINDS}}
+
+
+def _groups_epilog() -> str:
+    """--help's last lines: every group's choices and the presets (no torch, no Hydra)."""
+    lines = [f"{kind}: {', '.join(describe(kind))}" for kind in KINDS]
+    lines.append(f"experiment (presets): {', '.join(presets())}")
+    return "Groups (salrun list GROUP describes each choice):\n\n" + "\n\n".join(lines)
+
 
 app = typer.Typer(
     help="Sensitivity Adjustment Learning (SAL): train, study chaos, sweep.\n\n"
          "OVERRIDES are Hydra override strings, e.g. model.depth=300 method=sal seed=3.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    epilog=_groups_epilog(), no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"salrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print salrun's version and exit")) -> None:
+    """Sensitivity Adjustment Learning (SAL): train, study chaos, sweep."""
 
 OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model.depth=100 method=none seed=3")
 OutOpt = typer.Option(None, "--out", help="Run folder (default: outputs/COMMAND/TIMESTAMP)")
@@ -153,6 +176,39 @@ def lyapunov(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] 
     """Chaos study: SAL adapts an RNN; log-sensitivity and the max Lyapunov exponent are logged
     (default: experiment=chaos)."""
     _run("lyapunov", overrides or [], out, as_json, quiet, memory_check=not no_memory_check)
+
+
+@app.command()
+def config(overrides: Optional[List[str]] = OverridesArg,
+           command: str = typer.Option("train", "--command", help="train | lyapunov")) -> None:
+    """Print the resolved config of a train (or lyapunov) run as YAML; runs nothing."""
+    import yaml
+
+    from salrun.launch import compose  # Hydra: not for --help
+
+    if command not in ("train", "lyapunov"):
+        fail_usage(f"--command must be train or lyapunov, got {command!r}")
+    try:
+        cfg = compose(command, overrides or [])
+        job_settings(command, cfg)  # the same checks as a run: a bad value exits 2 here too
+    except ConfigError as err:
+        fail_usage(str(err))
+    typer.echo(yaml.safe_dump(cfg, sort_keys=False), nl=False)
+
+
+@app.command("list")
+def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models]",
+                                                help="What to list (default: all)")) -> None:
+    """Print each preset, method, init, task or model with a one-line description."""
+    if group is not None and group not in LISTS:
+        fail_usage(f"list takes one of {', '.join(LISTS)}, got {group!r}")
+    for name in [group] if group else LISTS:
+        if group is None:
+            typer.echo(f"{name}:")
+        entries = LISTS[name]()
+        width = max(map(len, entries))
+        for choice, description in entries.items():
+            typer.echo(f"  {choice:<{width}}  {description}")
 
 
 @app.command()

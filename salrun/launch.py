@@ -26,21 +26,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from salrun.results import RunFolderError
-from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, defaults
+from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm",
              "slurm_cpu", "slurm_gpu")  # the last two: presets in conf/hydra/launcher
 _DRIVER_PID: int | None = None  # the process running the sweep (jobs of the basic launcher run in it)
-
-
-def config_dir() -> str:
-    """conf/ ships inside the wheel as salrun/conf; a source checkout has it beside salrun/."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "conf", package.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError("salrun's conf/ folder is missing from the installation")
 
 
 def with_default_experiment(command: str, overrides: list[str]) -> list[str]:

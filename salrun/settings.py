@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import re
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
 
@@ -74,6 +76,39 @@ def registered(kind: str, name: str, target: str, **limits: Any) -> Callable[[ty
         register(kind, name, cls, target, **limits)
         return cls
     return decorate
+
+
+def _first_sentence(text: str) -> str:
+    """One line out of a docstring or a comment block: its first paragraph's first sentence."""
+    paragraph = " ".join(line.strip() for line in text.strip().split("\n\n")[0].splitlines())
+    return re.split(r"(?<! al)\. ", paragraph)[0].rstrip(".") + "." if paragraph else ""
+
+
+def describe(kind: str) -> dict[str, str]:
+    """Each registered choice of `kind` with its settings dataclass's docstring's first
+    sentence, so that a new entry describes itself in `salrun list` and `--help`."""
+    return {name: _first_sentence(e.settings.__doc__ or "") for name, e in REGISTRY[kind].items()}
+
+
+def config_dir() -> str:
+    """conf/ ships inside the wheel as salrun/conf; a source checkout has it beside salrun/."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError("salrun's conf/ folder is missing from the installation")
+
+
+def presets() -> dict[str, str]:
+    """Each experiment preset (conf/experiment/NAME.yaml) with its first comment line."""
+    found = {}
+    for path in sorted(Path(config_dir(), "experiment").glob("*.yaml")):
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+        comment = []
+        for line in lines[:next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]:
+            comment.append(line.lstrip("#").strip())
+        found[path.stem] = _first_sentence("\n".join(comment))
+    return found
 
 
 def entry(kind: str, name: Any) -> Entry:
@@ -146,6 +181,8 @@ def _sizes(task: Any) -> None:
 @registered("task", "spirals", "salrun.tasks:make_spirals", **FEED_FORWARD)
 @dataclass
 class SpiralsSettings:
+    """Two interleaved spirals in 2-D: which arm is a point on (accuracy ≥ 0.9)."""
+
     train_size: int = 2000
     test_size: int = 1000
     noise: float = 0.0        # std of Gaussian noise on the points
@@ -158,6 +195,8 @@ class SpiralsSettings:
 @registered("task", "clusters", "salrun.tasks:make_clusters", **FEED_FORWARD)
 @dataclass
 class ClustersSettings:
+    """Two Gaussian clusters in 2-D, linearly separable: tests propagation through depth."""
+
     train_size: int = 2000
     test_size: int = 1000
 
@@ -168,6 +207,8 @@ class ClustersSettings:
 @registered("task", "digits", "salrun.tasks:make_digits", **FEED_FORWARD)
 @dataclass
 class DigitsSettings:
+    """scikit-learn's 8×8 digits, ten classes (accuracy ≥ 0.9)."""
+
     test_size: int = 500      # held out (at most a third of the 1797 images); the rest trains
 
     def __post_init__(self) -> None:
@@ -192,6 +233,8 @@ class SequenceSettings:
 @registered("task", "adding", "salrun.tasks:AddingTask", **SEQUENCE)
 @dataclass
 class AddingSettings(SequenceSettings):
+    """The adding problem: the sum of the two marked inputs of a lag + 1 step sequence."""
+
     least_lag: ClassVar[int] = 2
     why_least: ClassVar[str] = " for task adding (a marker in each half of lag + 1 steps)"
 
@@ -199,6 +242,8 @@ class AddingSettings(SequenceSettings):
 @registered("task", "copy_memory", "salrun.tasks:CopyMemoryTask", **SEQUENCE)
 @dataclass
 class CopyMemorySettings(SequenceSettings):
+    """Copy memory: recall the 10 symbols seen at t = 0..9 after a delimiter at t = lag - 1."""
+
     least_lag: ClassVar[int] = COPY_SYMBOLS + 1
     why_least: ClassVar[str] = " for task copy_memory (the symbols and the delimiter come first)"
 
@@ -207,6 +252,8 @@ class CopyMemorySettings(SequenceSettings):
 @registered("task", "lag_analog", "salrun.tasks:LagAnalog", **SEQUENCE)
 @dataclass
 class LagSettings(SequenceSettings):
+    """Remember the first input for `lag` steps: its sign (lag_sign) or its value (lag_analog)."""
+
     noise: float = 0.0        # std of N(0, noise²) distractor input after the informative input(s)
 
     def __post_init__(self) -> None:
@@ -217,6 +264,8 @@ class LagSettings(SequenceSettings):
 @registered("task", "delayed_xor", "salrun.tasks:DelayedXORTask", **SEQUENCE)
 @dataclass
 class DelayedXORSettings(LagSettings):
+    """The XOR of the ±1 bits at t = 0 and t = 1, read at t = lag."""
+
     least_lag: ClassVar[int] = 2
     why_least: ClassVar[str] = " for task delayed_xor (its second bit comes at t = 1)"
 
@@ -236,7 +285,7 @@ class NoneSettings:
 @registered("method", "sal", "salrun.methods:SALMethod")
 @dataclass
 class SALSettings:
-    """The choices of SCIENCE.md §2; the defaults are ours, not the paper's."""
+    """Sensitivity Adjustment Learning, the rule of SCIENCE.md §2 (the defaults are ours, not the paper's)."""
 
     lr: float = 0.01          # η_SAL
     target: float = 1.0       # sensitivity target
