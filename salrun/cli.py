@@ -129,14 +129,15 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
     from salrun.jobs import EXIT_CODES, run_job
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    given = None if resume is not None else overrides  # a resumed run keeps its recorded overrides
     show_progress = not quiet and sys.stderr.isatty()
     total = cfg["train"]["steps"] if command == "train" else cfg["lyapunov"]["sal_steps"]
     try:
         if show_progress:
             with progress_bar(f"{command} {cfg['experiment'] or ''}", total) as update:
-                summary = run_job(command, cfg, out, update, resume=resume is not None)
+                summary = run_job(command, cfg, out, update, resume=resume is not None, overrides=given)
         else:
-            summary = run_job(command, cfg, out, resume=resume is not None)
+            summary = run_job(command, cfg, out, resume=resume is not None, overrides=given)
     except (ConfigError, RunFolderError) as err:  # found only once data exists (for example a task's shape)
         fail_usage(str(err))
     if as_json:

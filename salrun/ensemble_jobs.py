@@ -205,7 +205,7 @@ class EnsembleTrainer:
             writer.flush_metrics()
 
 
-def train_ensemble(cfgs: list[dict], out_dirs: list[Path]) -> list[dict]:
+def train_ensemble(cfgs: list[dict], out_dirs: list[Path], overrides: list[list[str]] | None = None) -> list[dict]:
     """Train runs `cfgs` (resolved configs of one shape) as one batched model; each member writes
     its run folder in out_dirs exactly as `jobs.run_job("train", cfg, out_dir)` would (config.yaml,
     metrics.csv, summary.json, model.pt, checkpoint.pt). Returns the summaries. MembersDiffer
@@ -213,10 +213,12 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path]) -> list[dict]:
     settings = [job_settings("train", cfg) for cfg in cfgs]
     writers = [RunWriter(Path(out)) for out in out_dirs]
     trainer = EnsembleTrainer(settings, writers)
-    summaries = [jobs.new_summary("train", s) for s in settings]
+    summaries = [jobs.new_summary("train", s, out, o) for s, out, o in zip(settings, out_dirs, overrides or [[]] * len(cfgs))]
     states = [jobs.RunState() for _ in settings]
-    for writer, cfg in zip(writers, cfgs):
+    for i, (writer, cfg) in enumerate(zip(writers, cfgs)):
         writer.write_config(cfg)
+        if overrides is not None:  # as run_job: overrides.yaml records the overrides given
+            writer.write_overrides(overrides[i])
     run = settings[0].root.train
 
     def checkpoint(s: int) -> None:
@@ -308,12 +310,13 @@ def sweep_ensembles(jobs_overrides: list[list[str]], out: Path, say=print) -> li
         f"{len(alone)} alone" + (f" (jobs {', '.join(map(str, alone))})" if alone else ""))
     errors = [""] * len(cfgs)
     for group in together:
-        summaries = train_ensemble([cfgs[i] for i in group], [folders[i] for i in group])
+        summaries = train_ensemble([cfgs[i] for i in group], [folders[i] for i in group],
+                                   [jobs_overrides[i] for i in group])
         if any(summary["status"] == "interrupted" for summary in summaries):
             raise KeyboardInterrupt  # Ctrl-C stops the sweep; every member has its checkpoint
     for i in alone:
         try:
-            summary = jobs.run_or_resume("train", cfgs[i], folders[i])
+            summary = jobs.run_or_resume("train", cfgs[i], folders[i], jobs_overrides[i])
         except (ConfigError, RunFolderError) as err:
             errors[i] = str(err)
             continue

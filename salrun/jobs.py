@@ -13,13 +13,17 @@ ends with the same metrics as a run that was never stopped.
 from __future__ import annotations
 
 import contextlib
+import platform
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import torch
+import yaml
 
 from salrun.activity import probe_for
 from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
@@ -69,8 +73,9 @@ class Network:
 
 
 def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None,
-            resume: bool = False) -> dict:
+            resume: bool = False, overrides: list[str] | None = None) -> dict:
     """Run `command` ("train" or "lyapunov") and write the run folder; returns the summary.
+    `overrides`: the command line's, recorded in overrides.yaml and the summary.
 
     With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
     has none); `cfg` must be the config the run started with."""
@@ -80,7 +85,11 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
         raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
     writer = RunWriter(out_dir, keep_rows=checkpoint["metric_rows"] if checkpoint else 0)
     writer.write_config(cfg)
-    summary = new_summary(command, settings)
+    if overrides is None:  # a resumed run keeps the overrides it started with
+        overrides = read_overrides(Path(out_dir))
+    else:
+        writer.write_overrides(overrides)
+    summary = new_summary(command, settings, Path(out_dir), overrides)
     state = RunState()
     if checkpoint is not None:
         state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
@@ -103,11 +112,33 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     return summary
 
 
-def new_summary(command: str, settings: JobSettings) -> dict:
+def new_summary(command: str, settings: JobSettings, folder: Path, overrides: list[str]) -> dict:
     cfg = settings.config
     return {"status": "running", "command": command, "experiment": cfg.get("experiment"),
             **{kind: getattr(settings, kind).name for kind in ("method", "init", "model", "task")},
-            "seed": settings.root.seed, "steps": 0}
+            "seed": settings.root.seed, "steps": 0, **provenance(folder, overrides, settings.root.device)}
+
+
+def provenance(folder: Path, overrides: list[str], device: str) -> dict:
+    """Where the run is and what made it, so that a summary.json read alone can be traced and rerun."""
+    import salrun
+
+    resolved_device = resolve_device(device)
+    name = f" ({torch.cuda.get_device_name(resolved_device)})" if resolved_device.type == "cuda" else ""
+    return {"folder": str(Path(folder).resolve()), "overrides": list(overrides),
+            "versions": {"salrun": salrun.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "device": f"{resolved_device}{name}"}
+
+
+def read_overrides(folder: Path) -> list[str]:
+    """The overrides recorded in folder/overrides.yaml ([] for a run made before it existed)."""
+    path = Path(folder) / "overrides.yaml"
+    if not path.is_file():
+        return []
+    recorded = yaml.safe_load(path.read_text())
+    return [str(o) for o in recorded] if isinstance(recorded, list) else []
 
 
 def ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
@@ -221,12 +252,12 @@ def resumable_config(out_dir: Path) -> dict:
     return cfg
 
 
-def run_or_resume(command: str, cfg: dict, out_dir: Path) -> dict:
+def run_or_resume(command: str, cfg: dict, out_dir: Path, overrides: list[str] | None = None) -> dict:
     """A sweep job (or one a cluster requeued): skip it if its folder already completed with
     this config, continue it from its checkpoint if it has one, else start it."""
     folder = Path(out_dir)
     if not (folder / "config.yaml").is_file():
-        return run_job(command, cfg, folder)
+        return run_job(command, cfg, folder, overrides=overrides)
     if read_config(folder) != cfg:
         raise RunFolderError(f"{folder} holds a run with another config; not overwriting it")
     if (folder / "summary.json").is_file():

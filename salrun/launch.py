@@ -190,7 +190,7 @@ def _sweep_task(command: str, cfg) -> dict:
     if not plain.get("threads"):  # 0: pick a share of the cores, so parallel jobs do not oversubscribe
         plain["threads"] = sweep_job_threads(runtime)
     try:  # a rerun (sweep --resume, or a job the cluster requeued) skips or continues the job
-        summary = run_or_resume(command, plain, out)
+        summary = run_or_resume(command, plain, out, list(runtime.overrides.task))
     except (ConfigError, RunFolderError) as err:
         summary = {"status": "failed", "error": str(err)}
     if summary["status"] == "interrupted" and os.getpid() == _DRIVER_PID:

@@ -33,18 +33,26 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, where: str, nonfinite: list[str]) -> Any:
+    """Strict JSON: a NaN or an infinity becomes null, and its key is added to `nonfinite`
+    (a string such as "-inf" would break every reader that expects a number)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        nonfinite.append(where)
+        return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: _jsonable(v, f"{where}.{k}" if where else str(k), nonfinite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, f"{where}[{i}]", nonfinite) for i, v in enumerate(value)]
     return value
 
 
 def to_json(data: dict) -> str:
-    return json.dumps(_jsonable(data), indent=2) + "\n"
+    """`data` as JSON; with a `nonfinite` list naming the keys (dotted: final.loss) whose value was NaN or ±inf."""
+    nonfinite: list[str] = []
+    plain = _jsonable({k: v for k, v in data.items() if k != "nonfinite"}, "", nonfinite)
+    if nonfinite:
+        plain["nonfinite"] = nonfinite
+    return json.dumps(plain, indent=2, allow_nan=False) + "\n"
 
 
 class RunWriter:
@@ -84,7 +92,7 @@ class RunWriter:
             self._latest[metric] = value
 
     def log(self, step: int, metric: str, value: float, layer: int | None = None) -> None:
-        row = (step, metric, float(value), "" if layer is None else layer)
+        row = (step, metric, float(value), "" if layer is None else int(layer))
         self.pending.append(row)
         self._count(metric, row[2], row[3])
 
@@ -110,6 +118,10 @@ class RunWriter:
                     handle.flush()
                     os.fsync(handle.fileno())
         self.pending = []
+
+    def write_overrides(self, overrides: list[str]) -> None:
+        """DIR/overrides.yaml: the overrides as given, as Hydra records them for a sweep job."""
+        write_atomic(self.directory / "overrides.yaml", yaml.safe_dump(list(overrides), sort_keys=False))
 
     def write_config(self, config: dict) -> None:
         write_atomic(self.directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))

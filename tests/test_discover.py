@@ -65,3 +65,74 @@ def test_readme_lists_every_choice():
     for kind in KINDS:
         for name in describe(kind):
             assert name in groups, (kind, name)
+
+
+def test_summary_says_where_it_is_and_what_made_it(run_cli, tmp_path):
+    import json
+    from datetime import datetime, timezone
+
+    import torch
+
+    from conftest import TINY_FFN
+
+    out = tmp_path / "run"
+    result = run_cli("train", *TINY_FFN, "method=none", "--out", str(out), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["folder"] == str(out.resolve())
+    assert summary["overrides"] == [*TINY_FFN, "method=none"]
+    assert yaml.safe_load((out / "overrides.yaml").read_text()) == [*TINY_FFN, "method=none"]
+    assert summary["versions"]["salrun"] == salrun.__version__ and summary["versions"]["torch"] == torch.__version__
+    assert summary["versions"]["python"].count(".") == 2
+    started = datetime.fromisoformat(summary["started"])
+    assert started.tzinfo is not None and abs((datetime.now(timezone.utc) - started).total_seconds()) < 300
+    assert summary["host"] and summary["device"] == "cpu"
+
+
+def test_sweep_jobs_record_their_overrides(run_cli, tmp_path):
+    import json
+
+    from conftest import TINY_FFN
+
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", *TINY_FFN, "seed=0,1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for job in (0, 1):
+        recorded = yaml.safe_load((out / str(job) / "overrides.yaml").read_text())
+        assert f"seed={job}" in recorded
+        assert json.loads((out / str(job) / "summary.json").read_text())["overrides"] == recorded
+
+
+def test_nonfinite_values_are_null_and_named(tmp_path):
+    import json
+
+    from salrun.results import RunWriter
+
+    RunWriter(tmp_path).write_summary({"status": "diverged", "final": {"loss": float("nan"),
+                                                                      "log_sensitivity": float("-inf"), "mle": 0.5}})
+    text = (tmp_path / "summary.json").read_text()
+    assert "inf" not in text.replace("nonfinite", "") and "NaN" not in text
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["final"] == {"loss": None, "log_sensitivity": None, "mle": 0.5}
+    assert summary["nonfinite"] == ["final.loss", "final.log_sensitivity"]
+
+
+def test_layer_is_an_integer_in_metrics_csv(tmp_path):
+    import csv
+
+    import numpy as np
+    import torch
+
+    from salrun.results import RunWriter
+
+    writer = RunWriter(tmp_path)
+    writer.log(1, "grad_norm", 0.5, np.int64(2))
+    writer.log(1, "sensitivity_rms", 0.5, torch.tensor(3))
+    writer.log(1, "loss", 0.1)
+    writer.flush_metrics()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [row["layer"] for row in rows] == ["2", "3", ""]
