@@ -177,8 +177,21 @@ def _model_payload(s: JobSettings, net: Network, task_sizes: tuple[int, int]) ->
 
 
 def load_model(path: Path):
-    """Rebuild a model from a run folder's model.pt."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    """Rebuild the model of a run: `path` is its run folder or its model.pt. RunFolderError
+    (one line) if there is no model there."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+        if not path.is_file():
+            raise RunFolderError(f"{path.parent} holds no model.pt (not a run folder, or the run did not finish)")
+    if not path.is_file():
+        raise RunFolderError(f"{path}: no such file (give a run folder or its model.pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
+        raise RunFolderError(f"{path} is not a salrun model ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or not {"model", "settings", "state_dict"} <= set(payload):
+        raise RunFolderError(f"{path} is not a salrun model")
     model_entry = entry("model", payload["model"])
     settings = build(model_entry.settings, payload["settings"], "model")
     model = model_entry.load()(payload["input_size"], payload["output_size"], settings)

@@ -136,3 +136,26 @@ def test_layer_is_an_integer_in_metrics_csv(tmp_path):
     writer.flush_metrics()
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [row["layer"] for row in rows] == ["2", "3", ""]
+
+
+def test_load_model_takes_a_run_folder_or_its_model_pt(run_cli, tmp_path):
+    import pytest
+    import torch
+
+    from conftest import TINY_RNN
+    from salrun import load_model
+    from salrun.results import RunFolderError
+
+    out = tmp_path / "run"
+    assert run_cli("train", *TINY_RNN, "--out", str(out), "--quiet").returncode == 0
+    from_folder, from_file = load_model(out), load_model(out / "model.pt")
+    assert from_folder.settings.hidden == 8
+    assert all(torch.equal(a, b) for a, b in zip(from_folder.state_dict().values(), from_file.state_dict().values()))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "junk.pt").write_text("not a model")
+    for bad, words in [(empty, "holds no model.pt"), (tmp_path / "missing", "no such file"),
+                       (tmp_path / "junk.pt", "not a salrun model")]:
+        with pytest.raises(RunFolderError, match=words) as caught:
+            load_model(bad)
+        assert "\n" not in str(caught.value)
