@@ -2,6 +2,7 @@
 job really runs, so --help and bad input answer at once."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sys
@@ -85,11 +86,24 @@ def _check_out_dir(out: Path, what: str) -> None:
         fail_usage(f"--out {out} is not writable")
 
 
-def make_out_dir(out: Path) -> None:
+def make_out_dir(out: Path, claim: bool = False) -> Path:
+    """Create the run (or sweep) folder and return it. `claim`: `out` is a default name, which
+    another run started in the same second may hold; mkdir is atomic, so each run takes the
+    first free name of OUT, OUT_1, OUT_2, ... and two runs never share a folder."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         fail_usage(f"--out {out} cannot be created: {err.strerror or err}")
+    for n in itertools.count():
+        folder = out if n == 0 else out.with_name(f"{out.name}_{n}")
+        try:
+            folder.mkdir(exist_ok=not claim)
+            return folder
+        except FileExistsError:
+            if not claim:
+                fail_usage(f"--out {out} cannot be created: a file is in the way")
+        except OSError as err:
+            fail_usage(f"--out {out} cannot be created: {err.strerror or err}")
 
 
 def _terminate_as_interrupt(signum, frame):  # SLURM preempts with SIGTERM
@@ -116,15 +130,16 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
     else:
         from salrun.launch import compose  # Hydra: not for --help
 
+        claim = out is None
         out = out or _default_out(command)
-        check_out_dir(out)
+        check_out_dir(out.parent if claim else out)  # a default name is claimed only when the run starts
         try:
             cfg = compose(command, overrides)
             settings = job_settings(command, cfg)  # a bad value exits here, before torch is imported
         except ConfigError as err:
             fail_usage(str(err))
         memory_preflight([settings], {} if memory_check else None)
-        make_out_dir(out)
+        out = make_out_dir(out, claim)
     from salrun.console import print_summary, progress_bar  # rich and torch: once the input is checked
     from salrun.jobs import EXIT_CODES, run_job
 
@@ -242,9 +257,10 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     if ensemble and (command != "train" or launcher != "basic"):
         fail_usage("--ensemble runs train sweeps with the basic launcher (one process)")
+    claim = out is None and not resume
     if not resume:
         out = (out or _default_out("sweep")).resolve()
-        check_out_dir(out, "sweep")
+        check_out_dir(out.parent if claim else out, "sweep")
     try:
         jobs = sweep_jobs(overrides)
         # Every grid point must be valid, and the jobs that run at once must fit, before anything runs.
@@ -254,7 +270,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     except ConfigError as err:
         fail_usage(str(err))
     memory_preflight(grid, budget)
-    make_out_dir(out)
+    out = make_out_dir(out, claim)
     write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
     if not quiet:
         again = " (resumed: completed jobs are skipped)" if resume else ""

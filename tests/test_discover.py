@@ -159,3 +159,39 @@ def test_load_model_takes_a_run_folder_or_its_model_pt(run_cli, tmp_path):
         with pytest.raises(RunFolderError, match=words) as caught:
             load_model(bad)
         assert "\n" not in str(caught.value)
+
+
+def test_default_run_folders_never_collide(tmp_path):
+    """Two runs started at once (in the same second, most of the time) get two folders."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TINY_FFN
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for attempt in range(3):  # the clock's second can tick between the starts: try again then
+        cwd = tmp_path / str(attempt)
+        cwd.mkdir()
+        starts = [subprocess.Popen([sys.executable, "-m", "salrun", "train", *TINY_FFN, "--json"], cwd=cwd, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in starts]
+        assert [p.returncode for p in starts] == [0, 0], outputs
+        folders = [json.loads(stdout)["folder"] for stdout, _ in outputs]
+        assert folders[0] != folders[1]
+        names = sorted(p.name for p in (cwd / "outputs" / "train").iterdir())
+        assert len(names) == 2 and all((cwd / "outputs" / "train" / n / "summary.json").is_file() for n in names)
+        if names[1] == names[0] + "_1":  # they did start in the same second: the case this test is for
+            return
+    raise AssertionError(f"three tries never started two runs in the same second: {names}")
+
+
+def test_a_claimed_default_name_moves_on(tmp_path):
+    from salrun.cli import make_out_dir
+
+    base = tmp_path / "outputs" / "train" / "2026-01-01_00-00-00"
+    assert make_out_dir(base, claim=True) == base
+    assert make_out_dir(base, claim=True) == base.with_name(base.name + "_1")
+    assert make_out_dir(base, claim=True) == base.with_name(base.name + "_2")
+    assert make_out_dir(base) == base  # --out DIR: an existing empty folder is used as it is
