@@ -213,7 +213,8 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path], overrides: list[list[
     settings = [job_settings("train", cfg) for cfg in cfgs]
     writers = [RunWriter(Path(out)) for out in out_dirs]
     trainer = EnsembleTrainer(settings, writers)
-    summaries = [jobs.new_summary("train", s, out, o) for s, out, o in zip(settings, out_dirs, overrides or [[]] * len(cfgs))]
+    given = overrides or [[] for _ in cfgs]
+    summaries = [jobs.new_summary("train", s, out, o) for s, out, o in zip(settings, out_dirs, given)]
     states = [jobs.RunState() for _ in settings]
     for i, (writer, cfg) in enumerate(zip(writers, cfgs)):
         writer.write_config(cfg)

@@ -137,7 +137,10 @@ def read_overrides(folder: Path) -> list[str]:
     path = Path(folder) / "overrides.yaml"
     if not path.is_file():
         return []
-    recorded = yaml.safe_load(path.read_text())
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):  # provenance only: a damaged record must not stop a resume
+        return []
     return [str(o) for o in recorded] if isinstance(recorded, list) else []
 
 
