@@ -1,4 +1,5 @@
 """Issue 16: a researcher discovers the config and the runs describe themselves."""
+import pytest
 import yaml
 
 import salrun
@@ -89,13 +90,14 @@ def test_summary_says_where_it_is_and_what_made_it(run_cli, tmp_path):
     assert summary["host"] and summary["device"] == "cpu"
 
 
-def test_sweep_jobs_record_their_overrides(run_cli, tmp_path):
+@pytest.mark.parametrize("how", [[], ["--ensemble"]], ids=["hydra", "ensemble"])
+def test_sweep_jobs_record_their_overrides(run_cli, tmp_path, how):
     import json
 
     from conftest import TINY_FFN
 
     out = tmp_path / "sweep"
-    result = run_cli("sweep", *TINY_FFN, "seed=0,1", "--out", str(out))
+    result = run_cli("sweep", *TINY_FFN, "seed=0,1", "--out", str(out), *how)
     assert result.returncode == 0, result.stderr
     for job in (0, 1):
         recorded = yaml.safe_load((out / str(job) / "overrides.yaml").read_text())
