@@ -256,7 +256,7 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path], overrides: list[list[
                                                                                         trainer.task.output_size)))
                 summaries[s].update(jobs.train_outcome(trainer.task, writers[s]), status="ok")
         except KeyboardInterrupt:
-            for s in living():  # mid-step (a second signal), the periodic checkpoints stay the latest
+            for s in living():  # a KeyboardInterrupt mid-step (outside a StopGuard): the periodic checkpoints stay
                 if at_boundary:
                     checkpoint(s)
                 summaries[s]["status"] = "interrupted"
