@@ -13,9 +13,9 @@ from typing import List, Optional
 
 import typer
 
-from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, write_sweep_plan, write_table
+from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, to_json, write_sweep_plan, write_table
 from salrun import __version__
-from salrun.settings import KINDS, ConfigError, describe, job_settings, presets
+from salrun.settings import KINDS, ConfigError, describe, did_you_mean, job_settings, presets, schema_keys
 
 LISTS = {"presets": presets, **{f"{kind}s": lambda kind=kind: describe(kind) for kind in KINDS}}
 
@@ -30,7 +30,7 @@ def _groups_epilog() -> str:
 app = typer.Typer(
     help="Sensitivity Adjustment Learning (SAL): train, study chaos, sweep.\n\n"
          "OVERRIDES are Hydra override strings, e.g. model.depth=300 method=sal seed=3.",
-    epilog=_groups_epilog(), no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    epilog=_groups_epilog(), no_args_is_help=True, pretty_exceptions_enable=False,
 )
 
 
@@ -45,7 +45,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
                                        help="Print salrun's version and exit")) -> None:
     """Sensitivity Adjustment Learning (SAL): train, study chaos, sweep."""
 
-OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model.depth=100 method=none seed=3")
+def _complete_override(incomplete: str) -> list[str]:
+    """Shell completion of an override: the schema's keys, then a group's choices after '='."""
+    key, equals, value = incomplete.partition("=")
+    if not equals:
+        return [f"{k}=" for k in schema_keys() if k.startswith(incomplete)]
+    choices = presets() if key == "experiment" else describe(key) if key in KINDS else {}
+    return [f"{key}={choice}" for choice in choices if choice.startswith(value)]
+
+
+OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model.depth=100 method=none seed=3",
+                              autocompletion=_complete_override)
 OutOpt = typer.Option(None, "--out", help="Run folder (default: outputs/COMMAND/TIMESTAMP)")
 JsonOpt = typer.Option(False, "--json", help="Print summary.json to stdout")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table")
@@ -130,6 +140,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
     else:
         from salrun.launch import compose  # Hydra: not for --help
 
+        overrides, out = _given_folder(command, overrides, out)
         claim = out is None
         out = out or _default_out(command)
         check_out_dir(out.parent if claim else out)  # a default name is claimed only when the run starts
@@ -160,6 +171,24 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
     elif not quiet:
         print_summary(summary, out)
     raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+def _given_folder(command: str, overrides: list[str], out: Optional[Path],
+                  sweep: bool = False) -> tuple[list[str], Optional[Path]]:
+    """The overrides checked as a command line, and the folder: --out or Hydra's
+    hydra.run.dir (a sweep: hydra.sweep.dir), which salrun honours as --out."""
+    from salrun.launch import command_line  # Hydra: not for --help
+
+    try:
+        overrides, folder = command_line(command, overrides, sweep)
+    except ConfigError as err:
+        fail_usage(str(err))
+    if folder is None:
+        return overrides, out
+    if out is not None and Path(folder) != out:
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        fail_usage(f"{key}={folder} and --out {out} name two folders; give one")
+    return overrides, Path(folder)
 
 
 def _resumed(folder: Path, overrides: list[str], out: Optional[Path]) -> tuple[dict, Path]:
@@ -204,8 +233,9 @@ def config(overrides: Optional[List[str]] = OverridesArg,
 
     if command not in ("train", "lyapunov"):
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
+    overrides, _ = _given_folder(command, overrides or [], None)  # a run folder changes no setting
     try:
-        cfg = compose(command, overrides or [])
+        cfg = compose(command, overrides)
         job_settings(command, cfg)  # the same checks as a run: a bad value exits 2 here too
     except ConfigError as err:
         fail_usage(str(err))
@@ -242,12 +272,15 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
                                              "method none/sal/spectral/orthogonal/critical, SAL's lr/target/gate/"
                                              "beta, rho, optim.lr) as one batched model in this process "
                                              "(train, basic launcher)"),
-          quiet: bool = QuietOpt, no_memory_check: bool = NoMemoryCheckOpt) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print the sweep table (sweep.csv's rows) to stdout "
+                                                             "as a JSON list of records"),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines and no table"),
+          no_memory_check: bool = NoMemoryCheckOpt) -> None:
     """Run a grid (comma lists span it: method=sal,none seed=0,1,2) through Hydra's multirun;
     writes OUT/sweep.csv with one row per job."""
     from salrun.launch import LAUNCHERS, compose_grid, sweep_jobs, sweep_memory_budget  # Hydra: not for --help
 
-    overrides = overrides or []
+    overrides, out = _given_folder(command or "train", overrides or [], out, sweep=True)
     if resume:
         out, overrides, command, launcher = _resumed_sweep(out, overrides, command, launcher)
     command, launcher = command or "train", launcher or "basic"
@@ -275,7 +308,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     if not quiet:
         again = " (resumed: completed jobs are skipped)" if resume else ""
         typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
-    _run_sweep(command, overrides, launcher, out, jobs, quiet, ensemble)
+    _run_sweep(command, overrides, launcher, out, jobs, quiet, as_json, ensemble)
 
 
 def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[str],
@@ -298,7 +331,7 @@ def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[
 
 
 def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, jobs: list[list[str]],
-               quiet: bool, ensemble: bool = False) -> None:
+               quiet: bool, as_json: bool, ensemble: bool = False) -> None:
     """Hydra's multirun (or, with --ensemble, batched models), then OUT/sweep.csv (also after
     Ctrl-C: the jobs that finished)."""
     from salrun.console import print_sweep
@@ -310,9 +343,10 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
         if ensemble:
             from salrun.ensemble_jobs import sweep_ensembles
 
-            results = sweep_ensembles(jobs, out, say=lambda line: typer.echo(line, err=True))
+            say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+            results = sweep_ensembles(jobs, out, say=say)
         else:
-            results = run_sweep(command, overrides, launcher, out)
+            results = run_sweep(command, overrides, launcher, out, quiet)
     except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i
         interrupted = True
         results = [(job, out / str(i), "") for i, job in enumerate(jobs)]
@@ -324,9 +358,21 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
     write_table(out / "sweep.csv", rows)
     if interrupted:
         raise typer.Exit(130)
-    if not quiet:
-        print_sweep(rows, out)
-    raise typer.Exit(0 if all(row["status"] == "ok" for row in rows) else 1)
+    if as_json:
+        typer.echo(json.dumps([json.loads(to_json(row)) for row in rows], indent=2))  # strict: NaN as null
+    elif not quiet:
+        print_sweep(rows, [o for o, _, _ in results], out)
+    raise typer.Exit(sweep_exit_code([row["status"] for row in rows]))
+
+
+def sweep_exit_code(statuses: list[str]) -> int:
+    """0 if every job completed; 3 if the others diverged (as a single run that diverged);
+    1 if any failed (or did not finish)."""
+    from salrun.jobs import EXIT_CODES
+
+    if all(status == "ok" for status in statuses):
+        return 0
+    return EXIT_CODES["diverged"] if all(status in ("ok", "diverged") for status in statuses) else 1
 
 
 @app.command()
@@ -354,7 +400,30 @@ def report(path: Optional[Path] = typer.Argument(None, help="A run folder (summa
 
 
 def main() -> None:
-    app()
+    """Run the command line; Click's usage errors (an unknown option or command) become one
+    line on stderr with the nearest valid name, and exit 2, as salrun's own errors do."""
+    try:  # typer >= 0.24 carries its own copy of Click
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click
+
+    try:
+        code = app(prog_name="salrun", standalone_mode=False)
+    except click.ClickException as err:
+        if isinstance(err, getattr(click, "NoArgsIsHelpError", ())):  # bare `salrun`: the help is printed
+            sys.exit(2)
+        message = err.format_message()
+        if isinstance(err, click.NoSuchOption) and err.ctx is not None:
+            names = [o for p in err.ctx.command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+            message = f"no such option {err.option_name}{did_you_mean(err.option_name, names)}"
+        elif isinstance(err, click.UsageError) and err.ctx is not None and message.startswith("No such command"):
+            word = message.split("'")[1]
+            message = f"no such command {word!r}{did_you_mean(word, err.ctx.command.list_commands(err.ctx))}"
+        typer.echo(f"salrun: error: {message[:1].lower()}{message[1:]}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:  # Ctrl-C outside a job (a job records its own interrupt)
+        sys.exit(130)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

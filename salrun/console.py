@@ -44,15 +44,33 @@ def print_summary(summary: dict, out: Path) -> None:
     Console().print(table)
 
 
-def print_sweep(rows: list[dict], out: Path) -> None:
+def print_sweep(rows: list[dict], overrides: list[list[str]], out: Path) -> None:
+    """The sweep's table: one column per override that varies across the jobs (the rest is
+    the same for all and in sweep.yaml), then status, success, the metrics and any error."""
+    settings = [dict(o.lstrip("+~").partition("=")[::2] for o in job) for job in overrides]
+    varying = [key for key in dict.fromkeys(k for job in settings for k in job)
+               if len({job.get(key) for job in settings}) > 1]
     table = Table(title=f"sweep: {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} jobs ok")
     metric_keys = [k for k in SHOWN_METRICS if any(k in r for r in rows)]
-    for column in ["overrides", "status", "success", *metric_keys]:
+    errors = any(r.get("error") for r in rows)
+    for column in varying:
         table.add_column(column)
-    for row in rows:
-        table.add_row(*(_fmt(row.get(c, "")) for c in ["overrides", "status", "success", *metric_keys]))
-    Console().print(table)
-    Console().print(f"table: {out / 'sweep.csv'}")
+    table.add_column("status", no_wrap=True, min_width=len("interrupted"))
+    for column in ["success", *metric_keys]:
+        table.add_column(column)
+    if errors:
+        table.add_column("error", overflow="fold", min_width=20)
+    for job, row in zip(settings, rows):
+        cells = [job.get(key, "") for key in varying] + [_fmt(row.get(c, "")) for c in ["status", "success", *metric_keys]]
+        table.add_row(*cells, *([_fmt(row.get("error", ""))] if errors else []))
+    console = _wide(Console())
+    console.print(table)
+    console.print(f"table: {out / 'sweep.csv'}", highlight=False, soft_wrap=True)
+
+
+def _wide(console: Console) -> Console:
+    """A file or a pipe gets the whole table, not one folded to 80 characters."""
+    return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
 def print_table(title: str, caption: str, header: list[str], cells: list[list[str]], notes: list[str]) -> None:
@@ -62,9 +80,7 @@ def print_table(title: str, caption: str, header: list[str], cells: list[list[st
         table.add_column(column, overflow="fold")
     for line in cells:
         table.add_row(*line)
-    console = Console()
-    if not console.is_terminal:  # a file or a pipe: do not fold the columns to 80 characters
-        console = Console(width=max(console.width, 160))
+    console = _wide(Console())
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from salrun.results import RunFolderError
-from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults
+from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults, did_you_mean
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm",
@@ -48,7 +48,7 @@ def _one_line(err: Exception) -> str:
             group, option = match.groups()
             options = re.findall(r"^\t(\S+)$", str(err), re.M)
             choices = f" (choose from: {', '.join(options)})" if options else ""
-            return f"unknown {group} {option!r}{choices}"
+            return f"unknown {group} {option!r}{did_you_mean(option, options)}{choices}"
     match = re.search(r"Could not override '([^']+)'", str(err))
     if match and "not in struct" in str(err.__cause__):
         return f"unknown config key {match.group(1)!r}"
@@ -62,6 +62,51 @@ def _one_line(err: Exception) -> str:
 
 # Hydra raises a bare ValueError for some bad overrides (a number as a group choice: method=0).
 _HYDRA_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
+
+
+FOLDER_KEY = {False: "hydra.run.dir", True: "hydra.sweep.dir"}  # Hydra's name for a run's (a sweep's) folder
+
+
+def command_line(command: str, overrides: list[str], sweep: bool = False) -> tuple[list[str], str | None]:
+    """Check the overrides as a command line before anything is composed, and take out the
+    folder given as Hydra's hydra.run.dir (a sweep: hydra.sweep.dir), which salrun reads as
+    --out. Returns (the other overrides, that folder or None). ConfigError names an override
+    written without '=', a comma list outside a sweep, and a hydra.* override salrun would
+    not honour (a sweep honours hydra.launcher.*; every other is refused, never ignored)."""
+    for i, text in enumerate(overrides):
+        if "=" not in text and not text.startswith("~"):
+            value = overrides[i + 1] if i + 1 < len(overrides) and "=" not in overrides[i + 1] else "VALUE"
+            raise ConfigError(f"{text!r} has no '=': an override is KEY=VALUE, one word ({text}={value})")
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except _HYDRA_ERRORS as err:
+        raise ConfigError(_one_line(err)) from None
+    folder, rest = None, []
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if override.is_sweep_override() and not sweep:
+            again = "salrun sweep" + (" --command lyapunov" if command == "lyapunov" else "")
+            raise ConfigError(f"{text} is a comma list, which spans a grid: run it with {again} "
+                              f"(salrun {command} takes one value per key)")
+        if key == FOLDER_KEY[sweep] and not override.is_delete():
+            folder = str(override.value())
+            if "${" in folder:
+                raise ConfigError(f"{text}: salrun takes a plain folder here, not an interpolation; use --out")
+        elif override.is_hydra_override() and not (sweep and key.startswith("hydra.launcher.")):
+            raise ConfigError(_not_honoured(key, text, command, sweep))
+        else:
+            rest.append(text)
+    return rest, folder
+
+
+def _not_honoured(key: str, text: str, command: str, sweep: bool) -> str:
+    if sweep and key == "hydra/launcher":
+        return f"{text}: choose the launcher with --launcher {text.split('=', 1)[-1]}"
+    if sweep and key == "hydra.sweep.subdir":
+        return f"{text}: job i of a sweep always runs in SWEEP_DIR/i (salrun report and --resume read it there)"
+    honoured = "hydra.sweep.dir (the sweep folder, as --out) and hydra.launcher.*" if sweep else \
+        "hydra.run.dir (the run folder, as --out)"
+    return f"{text} has no effect on salrun {'sweep' if sweep else command}; of Hydra's settings it honours {honoured}"
 
 
 def register_schema() -> None:
@@ -97,10 +142,10 @@ def compose_grid(command: str, jobs: list[list[str]]) -> list[dict]:
     register_schema()
     parser = OverridesParser.create()
     composed: dict[tuple[str, ...], tuple[DictConfig, dict]] = {}
-    configs = []
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="salrun"):
             repository = GlobalHydra.instance().config_loader().repository
+            planned = []
             for job in jobs:
                 parsed = parser.parse_overrides(with_default_experiment(command, job))
                 groups = tuple(o.input_line for o in parsed if o.is_hydra_override()  # hydra.*: Hydra's own node
@@ -111,14 +156,49 @@ def compose_grid(command: str, jobs: list[list[str]]) -> list[dict]:
                     with open_dict(cfg):
                         del cfg["hydra"]
                     composed[groups] = cfg, choices
-                base, choices = composed[groups]
+                planned.append((composed[groups], [o for o in parsed if o.input_line not in groups]))
+            configs = []
+            for (base, choices), rest in planned:
                 cfg = copy.deepcopy(base)
-                ConfigLoaderImpl._apply_overrides_to_config(
-                    [o for o in parsed if o.input_line not in groups], cfg)
+                try:
+                    ConfigLoaderImpl._apply_overrides_to_config(rest, cfg)
+                except _HYDRA_ERRORS as err:
+                    raise ConfigError(_unknown_key(err, rest, base, choices, composed.values())) from None
                 configs.append(resolved(cfg, choices))
     except _HYDRA_ERRORS as err:
         raise ConfigError(_one_line(err)) from None
     return configs
+
+
+def _unknown_key(err: Exception, overrides: list, base: DictConfig, choices: dict, others) -> str:
+    """An override's key that the job's config lacks: the nearest key it has, or, when other
+    jobs of the sweep have it (method.rho with method=sal,spectral), how to set it only there."""
+    message = _one_line(err)
+    match = re.fullmatch(r"unknown config key '([^']+)'", message)
+    if not match:
+        return message
+    key = match.group(1)
+    group = key.split(".")[0]
+    having = sorted({c.get(group) for cfg, c in others if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT})
+    if having and group in KINDS:
+        text = next(o.input_line for o in overrides if o.key_or_group == key)
+        fix = (f"write ++{text} to set it only where it is one" if group == "method"
+               else f"sweep the {group}s separately")
+        return (f"{key} is not a key of {group}={choices.get(group)} (it is of {group}={', '.join(having)}); "
+                f"{fix}")
+    keys = ["experiment", *KINDS, *_dotted(OmegaConf.to_container(base))]
+    return f"unknown config key {key!r}{did_you_mean(key, keys)}"
+
+
+_ABSENT = object()
+
+
+def _dotted(node: dict, where: str = "") -> list[str]:
+    keys = []
+    for name, value in node.items():
+        key = f"{where}.{name}" if where else str(name)
+        keys += _dotted(value, key) if isinstance(value, dict) else [key]
+    return keys
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -206,14 +286,19 @@ def sweep_lyapunov(cfg) -> dict:
     return _sweep_task("lyapunov", cfg)
 
 
-def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path) -> list[tuple[list[str], Path, str]]:
-    """Run the grid through Hydra's multirun; returns (overrides, folder, error) per job."""
+def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
+              quiet: bool = False) -> list[tuple[list[str], Path, str]]:
+    """Run the grid through Hydra's multirun; returns (overrides, folder, error) per job.
+    Hydra's own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout
+    is for the table."""
     register_schema()
     overrides = with_default_experiment(command, overrides)
     hydra_overrides = [
         f"hydra.sweep.dir={out_dir}",
         "hydra.sweep.subdir=${hydra.job.num}",
         f"hydra/launcher={launcher}",
+        "hydra/hydra_logging=disabled" if quiet else "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",
+        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
     ]
     task = sweep_train if command == "train" else sweep_lyapunov
     global _DRIVER_PID

@@ -10,6 +10,7 @@ checking the types on the way. Hydra composes from these defaults
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import math
 import re
@@ -111,9 +112,37 @@ def presets() -> dict[str, str]:
     return found
 
 
+def did_you_mean(word: str, candidates: Any) -> str:
+    """" (did you mean X?)" with the candidate nearest to `word`, or "" if none is near. A dotted
+    word that matches nothing whole is matched by its last part (steps=20: train.steps)."""
+    candidates = sorted(set(candidates))
+    near = difflib.get_close_matches(word, candidates, n=1, cutoff=0.75)
+    if not near and "." not in word.lstrip("-"):
+        leaves = difflib.get_close_matches(word, {c.rsplit(".", 1)[-1] for c in candidates}, n=1, cutoff=0.75)
+        near = [c for c in candidates if leaves and c.rsplit(".", 1)[-1] == leaves[0]]
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+def schema_keys() -> list[str]:
+    """Every key a config can set, dotted (train.steps, method.lr), and the groups: what
+    suggestions and shell completion draw from."""
+    def walk(cls: type, where: str) -> list[str]:
+        keys = []
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            keys += walk(hint, _key(where, f.name)) if dataclasses.is_dataclass(hint) else [_key(where, f.name)]
+        return keys
+
+    keys = ["experiment", *KINDS, *walk(RootSettings, "")]
+    for kind, entries in REGISTRY.items():
+        keys += [key for e in entries.values() for key in walk(e.settings, kind)]
+    return list(dict.fromkeys(keys))
+
+
 def entry(kind: str, name: Any) -> Entry:
     if not isinstance(name, str) or name not in REGISTRY[kind]:
-        raise ConfigError(f"unknown {kind} {name!r} (choose from: {', '.join(REGISTRY[kind])})")
+        hint = did_you_mean(name, REGISTRY[kind]) if isinstance(name, str) else ""
+        raise ConfigError(f"unknown {kind} {name!r}{hint} (choose from: {', '.join(REGISTRY[kind])})")
     return REGISTRY[kind][name]
 
 
@@ -556,7 +585,8 @@ def build(cls: type, data: Mapping[str, Any] | None, where: str, ignore: frozens
             kwargs[field.name] = _coerce(hints[field.name], data.pop(field.name), _key(where, field.name))
     data.pop("name", None)
     if data:
-        raise ConfigError(f"unknown key {_key(where, sorted(data)[0])}")
+        key = _key(where, sorted(data)[0])
+        raise ConfigError(f"unknown key {key}{did_you_mean(key, [_key(where, f) for f in _field_names(cls)])}")
     return cls(**kwargs)
 
 
