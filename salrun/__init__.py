@@ -11,7 +11,9 @@ Imports are lazy so that the command line starts without torch.
 from __future__ import annotations
 
 import importlib
+import time
 
+STARTED_AT = time.perf_counter()  # the process's start, near enough: a job's start-up counts from here
 __version__ = "0.1.0"
 __all__ = ["SAL", "SALSettings", "sensitivity", "log_sensitivity", "load_model"]
 

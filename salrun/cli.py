@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
         except ConfigError as err:
             fail_usage(str(err))
         memory_preflight([settings], {} if memory_check else None)
+        before = set(out.iterdir()) if not claim and out.is_dir() else None
         out = make_out_dir(out, claim)
     from salrun.console import print_summary, progress_bar  # rich and torch: once the input is checked
     from salrun.jobs import EXIT_CODES, run_job
@@ -164,13 +166,22 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
                 summary = run_job(command, cfg, out, update, resume=resume is not None, overrides=given)
         else:
             summary = run_job(command, cfg, out, resume=resume is not None, overrides=given)
-    except (ConfigError, RunFolderError) as err:  # found only once data exists (for example a task's shape)
+    except (ConfigError, RunFolderError) as err:  # found only once data exists (device=cuda, a task's shape)
+        if resume is None:
+            _discard(out, before)
         fail_usage(str(err))
     if as_json:
         typer.echo((out / "summary.json").read_text(), nl=False)
     elif not quiet:
         print_summary(summary, out)
     raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+def _discard(out: Path, before: Optional[set]) -> None:
+    """Undo a run refused with exit 2: remove the folder it created, or, in a folder that
+    existed (--out), only what it added."""
+    for path in [out] if before is None else set(out.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _given_folder(command: str, overrides: list[str], out: Optional[Path],

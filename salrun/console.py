@@ -32,7 +32,7 @@ def _fmt(value) -> str:
 
 def print_summary(summary: dict, out: Path) -> None:
     table = Table(title=f"salrun {summary['command']}: {summary['status']}", show_header=False)
-    for key in ("experiment", "model", "task", "method", "seed", "steps", "wall_seconds"):
+    for key in ("experiment", "model", "task", "method", "seed", "steps", "wall_seconds", "startup_seconds"):
         table.add_row(key, _fmt(summary.get(key)))
     for key, value in (summary.get("final") or {}).items():
         table.add_row(key, _fmt(value))

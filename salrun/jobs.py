@@ -47,18 +47,42 @@ class Diverged(RuntimeError):
         self.step = step
 
 
+_process_start_claimed = False
+
+
+def _startup_origin() -> float:
+    """When a job's start-up began: for the first job of a process, the process's start
+    (it pays the imports); for the others, now."""
+    global _process_start_claimed
+    import salrun
+
+    first, _process_start_claimed = not _process_start_claimed, True
+    return salrun.STARTED_AT if first else time.perf_counter()
+
+
 @dataclass
 class RunState:
-    """How far a job has come: what its summary and its checkpoints record."""
+    """How far a job has come: what its summary and its checkpoints record. Its time is two
+    clocks: start-up (imports, data, model build) until `begin`, then the work itself
+    (wall_seconds), so that a sweep's first job and its others cost the same per step."""
 
     step: int = 0
     wall_before: float = 0.0            # wall seconds spent before a resume
-    started: float = field(default_factory=time.perf_counter)
+    startup_before: float = 0.0         # start-up seconds of the sessions before a resume
+    origin: float = field(default_factory=_startup_origin)
+    started: float | None = field(default_factory=time.perf_counter)  # None: the work has not begun
     at_boundary: bool = True            # between two steps, so a checkpoint now is consistent
     checkpoint: dict | None = None      # the checkpoint a resumed run continues from
 
+    def begin(self) -> None:
+        """The set-up is done; the work (training, the study) starts now."""
+        self.started = time.perf_counter()
+
     def wall_seconds(self) -> float:
-        return self.wall_before + time.perf_counter() - self.started
+        return self.wall_before + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def startup_seconds(self) -> float:
+        return self.startup_before + (self.started if self.started is not None else time.perf_counter()) - self.origin
 
 
 @dataclass
@@ -90,9 +114,11 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     else:
         writer.write_overrides(overrides)
     summary = new_summary(command, settings, Path(out_dir), overrides)
-    state = RunState()
+    state = RunState(started=None)
     if checkpoint is not None:
-        state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], checkpoint=checkpoint)
+        state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], started=None,
+                         startup_before=checkpoint.get("startup_seconds", 0.0), origin=state.origin,
+                         checkpoint=checkpoint)
         summary["resumed_from_step"] = checkpoint["step"]
     # A stop by a second signal records the job as interrupted where it is (even in set-up).
     with stop_guard(lambda: writer.write_summary(ended(dict(summary), state, writer, status="interrupted"))) as guard:
@@ -145,7 +171,8 @@ def read_overrides(folder: Path) -> list[str]:
 
 
 def ended(summary: dict, state: RunState, writer: RunWriter, **update) -> dict:
-    summary.update(update, steps=state.step, wall_seconds=round(state.wall_seconds(), 3))
+    summary.update(update, steps=state.step, wall_seconds=round(state.wall_seconds(), 3),
+                   startup_seconds=round(state.startup_seconds(), 3))
     summary.setdefault("final", writer.latest())
     return summary
 
@@ -226,7 +253,7 @@ def _save_checkpoint(writer: RunWriter, cfg: dict, net: Network, optimizer, stat
     writer.save_checkpoint({
         "step": state.step, "config": cfg, "model": net.model.state_dict(), "optimizer": optimizer.state_dict(),
         "method": net.method.state_dict(), "rng": rng_state(net.generator), "metric_rows": writer.row_count,
-        "wall_seconds": state.wall_seconds()})
+        "wall_seconds": state.wall_seconds(), "startup_seconds": state.startup_seconds()})
 
 
 def _restore(checkpoint: dict, net: Network, optimizer) -> None:
@@ -376,6 +403,7 @@ def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress
     if state.checkpoint is not None:
         _restore(state.checkpoint, net, optimizer)
     run = s.root.train
+    state.begin()
     with interrupts_at_step_boundaries() as check_interrupt:
         try:
             for step in range(state.step + 1, run.steps + 1):
@@ -440,6 +468,7 @@ def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progr
             print(f"warning: {warnings[0]}", file=sys.stderr)
 
     model.train()
+    state.begin()
     measure(0)
     for step in range(1, study.sal_steps + 1):
         net.probe.clear()

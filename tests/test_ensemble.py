@@ -132,7 +132,7 @@ def test_member_folders_are_single_run_folders(tmp_path):
         assert sorted(p.name for p in (tmp_path / f"member{i}").iterdir()) == \
             sorted(p.name for p in (tmp_path / f"single{i}").iterdir())
         assert member.keys() == single.keys()
-        own = ("final", "wall_seconds", "folder", "started")  # each run's own numbers, folder and start time
+        own = ("final", "wall_seconds", "startup_seconds", "folder", "started")  # each run's own numbers, folder and start time
         assert {k: v for k, v in member.items() if k not in own} == {k: v for k, v in single.items() if k not in own}
         a, b = _rows(tmp_path / f"member{i}"), _rows(tmp_path / f"single{i}")
         assert a.keys() == b.keys()
