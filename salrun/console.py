@@ -61,8 +61,8 @@ def print_sweep(rows: list[dict], overrides: list[list[str]], out: Path) -> None
     if errors:
         table.add_column("error", overflow="fold", min_width=20)
     for job, row in zip(settings, rows):
-        cells = [job.get(key, "") for key in varying] + [_fmt(row.get(c, "")) for c in ["status", "success", *metric_keys]]
-        table.add_row(*cells, *([_fmt(row.get("error", ""))] if errors else []))
+        shown = ["status", "success", *metric_keys, *(["error"] if errors else [])]
+        table.add_row(*(job.get(key, "") for key in varying), *(_fmt(row.get(c, "")) for c in shown))
     console = _wide(Console())
     console.print(table)
     console.print(f"table: {out / 'sweep.csv'}", highlight=False, soft_wrap=True)

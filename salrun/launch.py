@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from salrun.results import RunFolderError
-from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults, did_you_mean
+from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults, did_you_mean, dotted_keys
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm",
@@ -181,24 +181,16 @@ def _unknown_key(err: Exception, overrides: list, base: DictConfig, choices: dic
     group = key.split(".")[0]
     having = sorted({c.get(group) for cfg, c in others if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT})
     if having and group in KINDS:
-        text = next(o.input_line for o in overrides if o.key_or_group == key)
+        text = next((o.input_line for o in overrides if o.key_or_group == key), f"{key}=VALUE")
         fix = (f"write ++{text} to set it only where it is one" if group == "method"
                else f"sweep the {group}s separately")
         return (f"{key} is not a key of {group}={choices.get(group)} (it is of {group}={', '.join(having)}); "
                 f"{fix}")
-    keys = ["experiment", *KINDS, *_dotted(OmegaConf.to_container(base))]
+    keys = ["experiment", *KINDS, *dotted_keys(OmegaConf.to_container(base))]
     return f"unknown config key {key!r}{did_you_mean(key, keys)}"
 
 
 _ABSENT = object()
-
-
-def _dotted(node: dict, where: str = "") -> list[str]:
-    keys = []
-    for name, value in node.items():
-        key = f"{where}.{name}" if where else str(name)
-        keys += _dotted(value, key) if isinstance(value, dict) else [key]
-    return keys
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:

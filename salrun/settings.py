@@ -123,19 +123,21 @@ def did_you_mean(word: str, candidates: Any) -> str:
     return f" (did you mean {' or '.join(near)}?)" if near else ""
 
 
+def dotted_keys(node: Mapping[str, Any], where: str = "") -> list[str]:
+    """The leaf keys of a nested mapping, dotted: {"train": {"steps": 1}} gives ["train.steps"]."""
+    keys = []
+    for name, value in node.items():
+        key = _key(where, str(name))
+        keys += dotted_keys(value, key) if isinstance(value, Mapping) else [key]
+    return keys
+
+
 def schema_keys() -> list[str]:
     """Every key a config can set, dotted (train.steps, method.lr), and the groups: what
     suggestions and shell completion draw from."""
-    def walk(cls: type, where: str) -> list[str]:
-        keys = []
-        for f in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[f.name]
-            keys += walk(hint, _key(where, f.name)) if dataclasses.is_dataclass(hint) else [_key(where, f.name)]
-        return keys
-
-    keys = ["experiment", *KINDS, *walk(RootSettings, "")]
+    keys = ["experiment", *KINDS, *dotted_keys(defaults(RootSettings))]
     for kind, entries in REGISTRY.items():
-        keys += [key for e in entries.values() for key in walk(e.settings, kind)]
+        keys += [key for e in entries.values() for key in dotted_keys(defaults(e.settings), kind)]
     return list(dict.fromkeys(keys))
 
 
