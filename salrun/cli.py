@@ -354,8 +354,7 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
         if ensemble:
             from salrun.ensemble_jobs import sweep_ensembles
 
-            say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
-            results = sweep_ensembles(jobs, out, say=say)
+            results = sweep_ensembles(jobs, out, say=lambda line: typer.echo(line, err=True))
         else:
             results = run_sweep(command, overrides, launcher, out, quiet)
     except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i
