@@ -206,7 +206,17 @@ def _load_sweep(path: Path) -> tuple[list[dict], list, int]:
         rows.append(_run_row(folder, summary, metrics, overrides))
         if metrics is not None:
             frames.append(metrics.assign(run=index))
+    known = pd.Series([row["command"] for row in rows]).dropna()  # a job with no summary ran the sweep's command
+    for row in rows:
+        row["command"] = row["command"] or (known.mode().iloc[0] if len(known) else _planned_command(path))
     return rows, frames, pending
+
+
+def _planned_command(path: Path) -> str:
+    try:
+        return read_sweep_plan(path)["command"]
+    except RunFolderError:  # a sweep older than sweep.yaml ran train unless told otherwise
+        return "train"
 
 
 def _running_sweep_table(path: Path):
@@ -227,8 +237,8 @@ def _running_sweep_table(path: Path):
 
 
 def _settings(rows: list[dict]) -> list[str]:
-    """The settings that differ between the runs, as columns of the rows: every key that some
-    run overrides, valued from each run's resolved config (so a run that left it at its default
+    """The settings that differ between the runs of a command, as columns of the rows: every key
+    that some run overrides, valued from each run's resolved config (so a run that left it at its default
     has the default), or from the override where no config was written (a job that never ran).
     Numbers stay numbers; a setting with both ints and floats is all floats."""
     given = [_parse_overrides(row.pop("overrides")) for row in rows]
@@ -240,7 +250,13 @@ def _settings(rows: list[dict]) -> list[str]:
                 row[key] = _config_value(config, key)
             else:
                 row[key] = _typed(pairs[key]) if key in pairs else None
-    keys = [k for k in candidates if len({repr(row[k]) for row in rows}) > 1]
+    # A setting that differs only between train and lyapunov runs (each command's own defaults) says
+    # nothing the command does not.
+    by_command = {c: [row for row in rows if row.get("command") == c] for c in {row.get("command") for row in rows}}
+    own = {c: {k for k in candidates if len({repr(row[k]) for row in these}) > 1} for c, these in by_command.items()}
+    keys = [k for k in candidates if any(k in mine for mine in own.values())]
+    for row in rows:  # a lyapunov setting in a train run's row is the schema's default, not a choice
+        row.update({k: None for k in keys if k not in own[row.get("command")]} if len(own) > 1 else {})
     for key in keys:
         values = [row[key] for row in rows if row[key] is not None]
         if all(map(_is_number, values)) and any(isinstance(v, float) for v in values):
@@ -308,14 +324,12 @@ def load_collection(paths: list[Path]) -> Collection:
     # True or False for every run (a summary says true/false/null, a sweep table "True"/""):
     # a run that failed, diverged or never finished is not a success.
     runs["success"] = runs["success"].map(lambda v: v is True or str(v).lower() == "true").astype(bool)
-    known = runs["command"].dropna()  # a job that wrote no summary ran the sweep's command
-    runs["command"] = runs["command"].fillna(known.mode().iloc[0] if len(known) else "train")
     label = lambda v: "null" if v is None else str(v)  # noqa: E731
     mixed = runs["command"].nunique() > 1  # train and lyapunov runs never share a group
     runs["group"] = [", ".join([*([r["command"]] if mixed else []), r["method"], *(f"{k}={label(r[k])}" for k in keys)])
                      for r in runs.to_dict("records")]
     # Settings in numeric order, methods in the order they first appear within a setting.
-    order = sorted(range(len(runs)), key=lambda i: [sort_key(runs[k].iloc[i]) for k in keys])
+    order = sorted(range(len(runs)), key=lambda i: [runs["command"].iloc[i], *(sort_key(runs[k].iloc[i]) for k in keys)])
     runs = runs.iloc[order].reset_index(drop=True)
     metrics = pd.concat(frames, ignore_index=True) if frames else \
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])

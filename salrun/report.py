@@ -74,7 +74,7 @@ def _differences(rows: list[dict], samples: list, keys: list[str], against: str)
     """Each row's success-rate difference from the `against` method's row of the same setting
     (Newcombe's interval) and its mean-final difference (bootstrap interval); None for the
     reference itself and where the setting has no reference runs."""
-    setting = lambda row: tuple(repr(row[k]) for k in keys)  # noqa: E731
+    setting = lambda row: (row["command"], *(repr(row[k]) for k in keys))  # noqa: E731
     reference = {setting(row): (row, final) for row, final in zip(rows, samples) if row["method"] == against}
     for row, final in zip(rows, samples):
         row.update(dict.fromkeys(AGAINST_COLUMNS))
@@ -125,7 +125,8 @@ def display_rows(table, against: str | None = None) -> tuple[list[str], list[lis
     chaos = set(table["command"]) == {"lyapunov"}
     metrics = set(table["metric"].dropna())
     single = len(metrics) == 1
-    header = ["method", *keys, "ok"]
+    mixed = table["command"].nunique() > 1
+    header = [*(["command"] if mixed else []), "method", *keys, "ok"]
     if chaos:
         header += ["final MLE", "final log-sensitivity", f"max gap (MLE < {CHAOS_BELOW})"]
     else:
@@ -138,7 +139,7 @@ def display_rows(table, against: str | None = None) -> tuple[list[str], list[lis
     for r in records:
         final = _show(r["final_mean"], ".3g") + _interval(r["final_lo"], r["final_hi"])
         started = f"{r['ok']}/{r['runs']}" + (f" ({r['not_started']} not started)" if r["not_started"] else "")
-        line = [str(r["method"]), *(_show(r[k]) for k in keys), started]
+        line = [*([r["command"]] if mixed else []), str(r["method"]), *(_show(r[k]) for k in keys), started]
         if chaos:
             line += [final, _show(r.get("log_sensitivity_mean"), ".3g"), _show(r.get("max_gap"), ".3g")]
         else:
