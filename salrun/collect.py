@@ -206,9 +206,13 @@ def _load_sweep(path: Path) -> tuple[list[dict], list, int]:
         rows.append(_run_row(folder, summary, metrics, overrides))
         if metrics is not None:
             frames.append(metrics.assign(run=index))
-    known = pd.Series([row["command"] for row in rows]).dropna()  # a job with no summary ran the sweep's command
+    # A job with no summary ran the sweep's command, and the others' method where the sweep did not vary it.
+    known = pd.Series([row["command"] for row in rows]).dropna()
+    methods = {row["method"] for row in rows} - {None, ""}
+    only = methods.pop() if len(methods) == 1 else None
     for row in rows:
         row["command"] = row["command"] or (known.mode().iloc[0] if len(known) else _planned_command(path))
+        row["method"] = row["method"] or only
     return rows, frames, pending
 
 
@@ -318,9 +322,7 @@ def load_collection(paths: list[Path]) -> Collection:
     for key in keys:  # object columns: an int with a missing value would otherwise turn float
         runs[key] = pd.Series([row[key] for row in rows], dtype=object)
     runs.insert(0, "run", range(len(runs)))
-    # A job that never ran, in a sweep that did not vary the method, ran the method of the others.
-    methods = runs["method"].dropna()
-    runs["method"] = runs["method"].fillna(methods.mode().iloc[0] if methods.nunique() == 1 else "?").astype(str)
+    runs["method"] = runs["method"].fillna("?").astype(str)
     # True or False for every run (a summary says true/false/null, a sweep table "True"/""):
     # a run that failed, diverged or never finished is not a success.
     runs["success"] = runs["success"].map(lambda v: v is True or str(v).lower() == "true").astype(bool)
@@ -329,7 +331,8 @@ def load_collection(paths: list[Path]) -> Collection:
     runs["group"] = [", ".join([*([r["command"]] if mixed else []), r["method"], *(f"{k}={label(r[k])}" for k in keys)])
                      for r in runs.to_dict("records")]
     # Settings in numeric order, methods in the order they first appear within a setting.
-    order = sorted(range(len(runs)), key=lambda i: [runs["command"].iloc[i], *(sort_key(runs[k].iloc[i]) for k in keys)])
+    records = runs.to_dict("records")
+    order = sorted(range(len(runs)), key=lambda i: [records[i]["command"], *(sort_key(records[i][k]) for k in keys)])
     runs = runs.iloc[order].reset_index(drop=True)
     metrics = pd.concat(frames, ignore_index=True) if frames else \
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])

@@ -98,7 +98,8 @@ def test_success_rate_bars_carry_wilson_and_bootstrap_intervals():
         row["final"] = 0.5 + 0.1 * i  # every run its own value
     runs = sweep_runs(["model.depth"], rows)
     rates_ax, finals_ax = success_rate(runs, pd.DataFrame()).axes
-    bars = lambda ax: [c.lines[2][0].get_segments()[0] for c in ax.containers if isinstance(c, ErrorbarContainer)]  # noqa: E731
+    def bars(ax):
+        return [c.lines[2][0].get_segments()[0] for c in ax.containers if isinstance(c, ErrorbarContainer)]
     (sal_rate, none_rate) = bars(rates_ax)
     for segment, wins in ((sal_rate, 3), (none_rate, 0)):
         expected = binomtest(wins, 4).proportion_ci(method="wilson")

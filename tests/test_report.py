@@ -199,7 +199,8 @@ def test_corrupt_job_in_a_sweep_exits_2(sweep_copy):
 def test_missing_path_argument_exits_2_with_one_line():
     result = salrun("report")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["salrun: error: report needs PATH, a run folder or a sweep folder (or several, or a glob)"]
+    assert result.stderr.strip().splitlines() == [
+        "salrun: error: report needs PATH, a run folder or a sweep folder (or several, or a glob)"]
 
 
 def test_a_jobs_own_summary_beats_a_stale_sweep_table(sweep_copy):
