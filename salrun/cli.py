@@ -330,7 +330,7 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
 
 
 @app.command()
-def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH...",
+def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
                                                        help="Run folders (summary.json) and sweep folders "
                                                             "(sweep.csv), or a quoted glob of them; merged into "
                                                             "one table"),

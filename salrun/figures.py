@@ -1,13 +1,14 @@
 """Figures for `salrun report`: pandas frames in, PNG files out (matplotlib's Agg canvas).
 
-Every figure function takes the two frames that `salrun.report.load_collection` builds,
+Every figure function takes the two frames that `salrun.collect.load_collection` builds,
 
     runs     one row per run: run, group, command, model, status, success, metric, final, chance
     metrics  long format: run, group, step, metric, value, layer (NaN for network-level rows)
 
 and returns a matplotlib Figure, or None when the data does not support that figure (for
 example no Lyapunov runs, or no per-layer rows). `make_figures` writes the ones that exist.
-Curves are the mean over a group's runs (its seeds); the shaded band spans their min to max.
+Curves are the mean over a group's runs (its seeds); the shaded band spans their min to max. The success
+figures show 95% intervals (salrun.stats): Wilson for rates, bootstrap for mean final metrics.
 """
 from __future__ import annotations
 
