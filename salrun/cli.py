@@ -386,25 +386,32 @@ def sweep_exit_code(statuses: list[str]) -> int:
 
 
 @app.command()
-def report(path: Optional[Path] = typer.Argument(None, help="A run folder (summary.json) or a sweep folder "
-                                                            "(sweep.csv)"),
+def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
+                                                       help="Run folders (summary.json) and sweep folders "
+                                                            "(sweep.csv), or a quoted glob of them; merged into "
+                                                            "one table"),
            fmt: Optional[str] = typer.Option(None, "--format",
                                              help="csv | json | markdown: print the table in this format to "
                                                   "stdout instead of the rich table (or into --table FILE)"),
            table: Optional[Path] = typer.Option(None, "--table",
                                                 help="Write the table to FILE (format: --format, else the "
                                                      "suffix .csv/.json/.md); the rich table still prints"),
-           figures: Optional[Path] = typer.Option(None, "--figures", help="Folder for PNG figures "
-                                                                          "(default: PATH/figures)"),
-           no_figures: bool = typer.Option(False, "--no-figures", help="Write no figures")) -> None:
-    """Summary table (grouped by method and swept settings, over seeds) and PNG figures
-    for a run folder or a sweep folder."""
+           figures: Optional[Path] = typer.Option(None, "--figures",
+                                                  help="Folder for PNG figures (default: PATH/figures; for "
+                                                       "several PATHs, figures/ in their common parent)"),
+           no_figures: bool = typer.Option(False, "--no-figures", help="Write no figures"),
+           against: Optional[str] = typer.Option(None, "--against", metavar="METHOD",
+                                                 help="Add each method's difference from METHOD in the same "
+                                                      "setting (success rate and mean final metric, with "
+                                                      "95% intervals)")) -> None:
+    """Summary table (grouped by method and the settings that differ, over seeds) with 95%
+    intervals, and PNG figures, for run folders and sweep folders."""
     from salrun.report import make_report  # pandas: not for --help
 
-    if path is None:
-        fail_usage("report needs PATH, a run folder or a sweep folder")
+    if not paths:
+        fail_usage("report needs PATH, a run folder or a sweep folder (or several, or a glob)")
     try:
-        make_report(path, fmt, table, figures, not no_figures)
+        make_report(paths, fmt, table, figures, not no_figures, against)
     except RunFolderError as err:
         fail_usage(str(err))
 

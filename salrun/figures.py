@@ -1,18 +1,22 @@
 """Figures for `salrun report`: pandas frames in, PNG files out (matplotlib's Agg canvas).
 
-Every figure function takes the two frames that `salrun.report.load_collection` builds,
+Every figure function takes the two frames that `salrun.collect.load_collection` builds,
 
     runs     one row per run: run, group, command, model, status, success, metric, final, chance
     metrics  long format: run, group, step, metric, value, layer (NaN for network-level rows)
 
 and returns a matplotlib Figure, or None when the data does not support that figure (for
 example no Lyapunov runs, or no per-layer rows). `make_figures` writes the ones that exist.
-Curves are the mean over a group's runs (its seeds); the shaded band spans their min to max.
+Curves are the mean over a group's runs (its seeds); the shaded band spans their min to max. The success
+figures show 95% intervals (salrun.stats): Wilson for rates, bootstrap for mean final metrics.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
+
+from salrun import stats
+from salrun.collect import finals, started
 
 METRIC_LABELS = {
     "accuracy": "test accuracy",
@@ -218,93 +222,106 @@ def success_rate(runs, metrics):
     if len(trained) < 2:
         return None
     groups = list(trained["group"].unique())
-    figure, (rates, finals) = _figure(2, width=max(4.0, 0.9 * len(groups) + 2.5), height=4.8)
+    figure, (rates, finals_ax) = _figure(2, width=max(4.0, 0.9 * len(groups) + 2.5), height=4.8)
     colors = _colors(runs["group"].unique())
     x = np.arange(len(groups))
     names = [g.replace(", ", "\n") for g in groups]
     for i, group in enumerate(groups):
-        members = trained[trained["group"] == group]
+        members = started(trained[trained["group"] == group])
+        if not len(members):
+            continue
         wins = int(members["success"].sum())
-        rate = wins / len(members)
-        rates.bar(i, 100 * rate, color=colors[group], width=0.7)
-        rates.annotate(f"{wins}/{len(members)}", (i, 100 * rate), ha="center", va="bottom", fontsize="small",
+        rate, interval = _rate(members)
+        rates.bar(i, rate, color=colors[group], width=0.7, yerr=_yerr([rate], [interval]), capsize=4)
+        rates.annotate(f"{wins}/{len(members)}", (i, interval[1]), ha="center", va="bottom", fontsize="small",
                        xytext=(0, 2), textcoords="offset points")
-        done = members[members["status"] == "ok"]
-        values = done["final"].astype(float)
-        values = values[np.isfinite(values)]
+        values = finals(members)
         if len(values):
-            finals.bar(i, values.mean(), color=colors[group], width=0.7, alpha=0.6,
-                       yerr=values.std(ddof=1) if len(values) > 1 else None, capsize=4)
-            finals.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values,
-                           color="black", s=10, zorder=3, label="one seed" if i == 0 else None)
+            mean, interval = _final(members)
+            finals_ax.bar(i, mean, color=colors[group], width=0.7, alpha=0.6, yerr=_yerr([mean], [interval]),
+                          capsize=4)
+            finals_ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values,
+                              color="black", s=10, zorder=3, label="one seed" if i == 0 else None)
         chance = members["chance"].astype(float).dropna()
         if len(chance):
-            finals.hlines(chance.iloc[0], i - 0.45, i + 0.45, color="red", linestyle="--", linewidth=1.5,
-                          label="chance level" if "chance level" not in finals.get_legend_handles_labels()[1]
-                          else None, zorder=4)
-    rates.set_ylim(0, 110)
-    finals.margins(y=0.15)  # room for the legend above the bars
+            finals_ax.hlines(chance.iloc[0], i - 0.45, i + 0.45, color="red", linestyle="--", linewidth=1.5,
+                             label="chance level" if "chance level" not in finals_ax.get_legend_handles_labels()[1]
+                             else None, zorder=4)
+    rates.set_ylim(0, 112)
+    finals_ax.margins(y=0.15)  # room for the legend above the bars
     rates.set_ylabel("success rate over seeds (%)")
-    rates.set_title("Runs that met the task's success criterion", fontsize="medium")
+    rates.set_title("Runs that met the task's success criterion (bar: Wilson 95% interval)", fontsize="medium")
     metric_names = trained["metric"].dropna().unique()
     metric = metric_names[0] if len(metric_names) == 1 else "test metric"
-    finals.set_ylabel(f"final {METRIC_LABELS.get(metric, metric).replace(', log scale', '')}")
-    finals.set_title("Final test metric: mean ± std, dots = seeds", fontsize="medium")
-    for ax in (rates, finals):
+    finals_ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric).replace(', log scale', '')}")
+    finals_ax.set_title("Final test metric: mean, bootstrap 95% interval, dots = seeds", fontsize="medium")
+    for ax in (rates, finals_ax):
         ax.set_xticks(x, names, fontsize="small")
         ax.grid(alpha=0.3, axis="y")
-    _legend(finals)
+    _legend(finals_ax)
     return figure
 
 
 def _numeric(values) -> list[float] | None:
-    try:
-        numbers = sorted({float(v) for v in values})
-    except (TypeError, ValueError):
+    """The distinct numbers of a setting (runs without it left aside); None unless 2 or more."""
+    present = [v for v in values if v is not None]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return None
+    numbers = sorted({float(v) for v in present if v == v})
     return numbers if len(numbers) >= 2 else None
+
+
+def _x_positions(xs: list[float], methods: int):
+    """The x scale and each method's positions: a log scale when the values are positive and span
+    more than a decade; methods spread sideways by a fraction of the smallest gap between x values
+    (on the scale drawn), so that a point never looks like another value's."""
+    import numpy as np
+
+    log = xs[0] > 0 and xs[-1] / xs[0] > 10
+    scale = np.log(xs) if log else np.asarray(xs)
+    gap = float(np.diff(scale).min())
+    spread = np.linspace(-0.12, 0.12, methods) * gap if methods > 1 else np.zeros(1)
+    return log, [np.exp(scale + s) if log else scale + s for s in spread]
 
 
 def success_against_setting(runs, metrics):
     """Success rate against a swept numeric setting (depth, lag, …), one line per method and one
     panel per value of the other swept settings (task, …); below, the mean final test metric.
-    The swept settings are `runs.attrs["keys"]` (set by `load_collection`); methods are spread a
-    little sideways so that equal rates stay visible."""
-    import numpy as np
+    Bars: 95% intervals (Wilson for the rate, bootstrap for the mean). The swept settings are
+    `runs.attrs["keys"]` (set by `salrun.collect.load_collection`)."""
+    from matplotlib.ticker import NullLocator
 
-    trained = runs[runs["command"] == "train"]
+    trained = started(runs[runs["command"] == "train"])
     keys = list(runs.attrs.get("keys", []))
     numeric = {k: _numeric(trained[k]) for k in keys} if len(trained) else {}
     x_key = next((k for k, xs in numeric.items() if xs is not None), None)
     if x_key is None:
         return None
     xs, others = numeric[x_key], [k for k in keys if k != x_key]
-    panels = [tuple(p) for p in trained[others].drop_duplicates().itertuples(index=False)] if others else [()]
+    panels = list(dict.fromkeys(zip(*(trained[k] for k in others)))) if others else [()]
     methods = list(trained["method"].unique())
     colors = _colors(methods)
+    log, positions = _x_positions(xs, len(methods))
     figure = _canvas(max(4.8, 1.2 * len(xs) + 2) * len(panels), 8.0)
     grid = figure.subplots(2, len(panels), squeeze=False, sharex=True)
-    spread = np.linspace(-0.18, 0.18, len(methods)) if len(methods) > 1 else [0.0]
     for column, panel in enumerate(panels):
         rates_ax, final_ax = grid[0][column], grid[1][column]
-        subset = trained
-        for key, value in zip(others, panel):
-            subset = subset[subset[key] == value]
-        for offset, method in zip(spread, methods):
+        subset = trained[[tuple(values) == panel for values in zip(*(trained[k] for k in others))]] if others \
+            else trained
+        for where, method in zip(positions, methods):
             rows = subset[subset["method"] == method]
-            rates, finals, where = [], [], []
-            for i, x in enumerate(xs):
-                at = rows[rows[x_key].astype(float) == x]
+            points = {"rate": ([], [], []), "final": ([], [], [])}
+            for x, at in zip(where, (rows[rows[x_key].map(lambda v, x=x: v is not None and float(v) == x)]
+                                     for x in xs)):
                 if not len(at):
                     continue
-                wins = at["success"]
-                done = at[at["status"] == "ok"]["final"].astype(float)
-                done = done[np.isfinite(done)]
-                where.append(i + offset)
-                rates.append(100 * wins.mean())
-                finals.append(done.mean() if len(done) else np.nan)
-            rates_ax.plot(where, rates, marker="o", color=colors[method], label=method)
-            final_ax.plot(where, finals, marker="o", color=colors[method], label=method)
+                for name, (value, interval) in (("rate", _rate(at)), ("final", _final(at))):
+                    points[name][0].append(x)
+                    points[name][1].append(value)
+                    points[name][2].append(interval)
+            for ax, (x, values, intervals) in ((rates_ax, points["rate"]), (final_ax, points["final"])):
+                ax.errorbar(x, values, yerr=_yerr(values, intervals), marker="o", capsize=3, color=colors[method],
+                            label=method)
         chance = subset["chance"].astype(float).dropna()
         if len(chance):
             final_ax.axhline(chance.iloc[0], color="red", linestyle="--", linewidth=1.2, label="chance level")
@@ -313,17 +330,40 @@ def success_against_setting(runs, metrics):
         title = ", ".join(f"{k}={v}" for k, v in zip(others, panel))
         rates_ax.set_title(title or "success rate", fontsize="medium")
         rates_ax.set_ylim(-5, 105)
-        rates_ax.set_ylabel("success rate over seeds (%)")
-        final_ax.set_ylabel(f"mean final {METRIC_LABELS.get(metric, metric)}")
+        rates_ax.set_ylabel("success rate over seeds (%), Wilson 95%")
+        final_ax.set_ylabel(f"mean final {METRIC_LABELS.get(metric, metric)}, bootstrap 95%")
         if metric in ("nmse", "test_loss") and (subset["final"].astype(float) > 0).all():
             final_ax.set_yscale("log")
-        final_ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-        final_ax.set_xlabel(x_key)
+        if log:
+            final_ax.set_xscale("log")
+        final_ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        final_ax.xaxis.set_minor_locator(NullLocator())
+        final_ax.set_xlabel(x_key + (" (log scale)" if log else ""))
         for ax in (rates_ax, final_ax):
             ax.grid(alpha=0.3)
     _legend(grid[0][0], loc="best")
     _legend(grid[1][0], loc="best")
     return figure
+
+
+def _rate(runs) -> tuple[float, tuple[float, float]]:
+    """Success rate of the runs (%) and its Wilson 95% interval."""
+    low, high = stats.wilson(int(runs["success"].sum()), len(runs))
+    return 100 * float(runs["success"].mean()), (100 * low, 100 * high)
+
+
+def _final(runs) -> tuple[float, tuple[float, float] | None]:
+    """Mean final metric of the completed runs (NaN if none) and its bootstrap 95% interval."""
+    values = finals(runs)
+    return (float(values.mean()) if len(values) else float("nan")), stats.bootstrap_mean(values)
+
+
+def _yerr(values, intervals):
+    """matplotlib's asymmetric error bars from (low, high) intervals; none where there is none."""
+    import numpy as np
+
+    pairs = [(v - i[0], i[1] - v) if i is not None else (0.0, 0.0) for v, i in zip(values, intervals)]
+    return np.clip(np.array(pairs, dtype=float).T.reshape(2, len(values)), 0, None)
 
 
 FIGURES = {

@@ -1,11 +1,6 @@
-"""`salrun report`: a run or sweep folder -> summary table (pandas) and figures.
-
-Loading gives two pandas frames that the table and salrun.figures share:
-  runs     one row per run: run, group, method, the swept settings, command, model, status,
-           success (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
-           wall_seconds, log_sensitivity, max_gap
-  metrics  metrics.csv of every run, long format, with run and group columns added
-The terminal output is salrun.console's.
+"""`salrun report`: run and sweep folders -> one summary table (pandas), with 95% intervals,
+and figures. salrun.collect reads the folders; salrun.stats computes the intervals; the
+terminal output is salrun.console's.
 """
 from __future__ import annotations
 
@@ -13,297 +8,198 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from rich.markup import escape
 
+from salrun import stats
+from salrun.collect import CHAOS_BELOW, Collection, finals, finite, load_collection, started
 from salrun.console import note, print_table
-from salrun.launch import sweep_jobs
-from salrun.results import RunFolderError, read_metrics, read_sweep_plan, read_summary, write_atomic
-from salrun.settings import ConfigError
+from salrun.results import NOT_STARTED, RunFolderError, write_atomic
 
-CHAOS_BELOW = -0.1  # the chaos agreement is judged while the MLE is below this (issue 3)
 TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}
+AGAINST_COLUMNS = ["success_diff", "success_diff_lo", "success_diff_hi", "final_diff", "final_diff_lo",
+                   "final_diff_hi"]
 
 
-class Collection:
-    """The runs of one run folder or one sweep folder."""
-    def __init__(self, path: Path, kind: str, runs, metrics, keys: list[str]):
-        self.path, self.kind, self.runs, self.metrics, self.keys = path, kind, runs, metrics, keys
-        self.pending = 0  # jobs of a sweep still running that have written no summary yet
+def _pair(interval, names: tuple[str, str]) -> dict:
+    return dict(zip(names, interval if interval is not None else (None, None)))
 
 
-def _parse_overrides(text) -> dict[str, str]:
-    pairs = {}
-    for token in str(text if isinstance(text, str) else "").split():
-        key, sep, value = token.partition("=")
-        if sep and not key.lstrip("+~").startswith("hydra"):
-            pairs[key.lstrip("+~")] = value
-    return pairs
+def summary_table(collection: Collection, against: str | None = None):
+    """One row per group (method and the settings that differ), over seeds.
 
-
-def _read_metrics(folder: Path):
-    path = folder / "metrics.csv"
-    try:
-        frame = read_metrics(folder)
-        missing = {"step", "metric", "value"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"missing column(s) {', '.join(sorted(missing))}")
-        frame["step"] = pd.to_numeric(frame["step"])
-        frame["value"] = pd.to_numeric(frame["value"])
-        frame["layer"] = pd.to_numeric(frame["layer"]) if "layer" in frame else float("nan")
-        frame["metric"] = frame["metric"].astype(str)
-    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
-        raise RunFolderError(f"{path} is unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    return frame[["step", "metric", "value", "layer"]]
-
-
-def _summary(folder: Path) -> dict:
-    summary = read_summary(folder)
-    if not isinstance(summary, dict) or "status" not in summary:
-        raise RunFolderError(f"{folder / 'summary.json'} is not a run summary (no status)")
-    return summary
-
-
-def _max_gap(metrics) -> float:
-    """Largest |log_sensitivity - mle| over the logged steps where mle < CHAOS_BELOW."""
-    level = metrics[metrics["layer"].isna()].pivot_table(index="step", columns="metric", values="value")
-    if not {"mle", "log_sensitivity"} <= set(level.columns):
-        return float("nan")
-    below = level[level["mle"] < CHAOS_BELOW]
-    return float((below["log_sensitivity"] - below["mle"]).abs().max()) if len(below) else float("nan")
-
-
-def _run_row(summary: dict, metrics) -> dict:
-    final = summary.get("final") or {}
-    metric = summary.get("metric") or ("mle" if summary.get("command") == "lyapunov" else None)
-    row = {key: summary.get(key) for key in ("method", "command", "model", "task", "seed", "status")}
-    row["success"] = summary.get("success")
-    row["metric"] = metric
-    row["final"] = final.get(metric, float("nan")) if metric else float("nan")
-    row["chance"] = summary.get("chance", float("nan"))
-    row["wall_seconds"] = summary.get("wall_seconds", float("nan"))
-    row["log_sensitivity"] = final.get("log_sensitivity", float("nan"))
-    row["max_gap"] = _max_gap(metrics) if summary.get("command") == "lyapunov" and metrics is not None \
-        else float("nan")
-    return row
-
-
-def _job_folder(sweep: Path, output, index: int) -> Path:
-    """A job's folder: the path sweep.csv recorded, or the same name inside PATH (a moved sweep)."""
-    candidates = []
-    if isinstance(output, str) and output:
-        candidates += [sweep / Path(output).name, Path(output)]
-    candidates.append(sweep / str(index))
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-def load_collection(path: Path) -> Collection:
-    """Read a run folder or a sweep folder; RunFolderError if it is neither or a file is corrupt."""
-    path = Path(path)
-    if not path.exists():
-        raise RunFolderError(f"{path} does not exist")
-    if not path.is_dir():
-        raise RunFolderError(f"{path} is not a folder (give a run folder or a sweep folder)")
-    rows, frames, keys, pending = [], [], [], 0
-    if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
-        kind = "sweep"
-        rows, frames, keys, pending = _load_sweep(path)
-    elif (path / "summary.json").is_file():
-        kind = "run"
-        summary = _summary(path)
-        if not (path / "metrics.csv").is_file():
-            raise RunFolderError(f"{path} has no metrics.csv")
-        metrics = _read_metrics(path)
-        rows.append(_run_row(summary, metrics))
-        frames.append(metrics.assign(run=0))
-    else:
-        raise RunFolderError(f"{path} is neither a run folder (summary.json) nor a sweep folder (sweep.csv)")
-    runs = pd.DataFrame(rows)
-    runs.insert(0, "run", range(len(runs)))
-    runs["method"] = runs["method"].fillna("?").astype(str)
-    # True or False for every run (a summary says true/false/null, a sweep table "True"/""):
-    # a run that failed, diverged or never finished is not a success.
-    runs["success"] = runs["success"].map(lambda v: v is True or str(v).lower() == "true").astype(bool)
-    known = runs["command"].dropna()  # a job that wrote no summary ran the sweep's command
-    runs["command"] = runs["command"].fillna(known.mode().iloc[0] if len(known) else "train")
-    runs["group"] = [", ".join([r["method"], *(f"{k}={r[k]}" for k in keys)]) for r in runs.to_dict("records")]
-    metrics = pd.concat(frames, ignore_index=True) if frames else \
-        pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
-    metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
-    runs.attrs["keys"] = keys  # the swept settings, for salrun.figures
-    collection = Collection(path, kind, runs, metrics, keys)
-    collection.pending = pending
-    return collection
-
-
-def _load_sweep(path: Path) -> tuple[list[dict], list, list[str], int]:
-    """A sweep's runs, their metrics, the settings it varied and how many jobs have no summary yet."""
-    rows, frames, keys, pending = [], [], [], 0
-    if (path / "sweep.csv").is_file():
-        try:
-            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
-        except (OSError, ValueError) as err:
-            raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
-    else:
-        table, pending = _running_sweep_table(path)
-    if "status" not in table.columns or not len(table):
-        raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
-    settings = [_parse_overrides(text) for text in table.get("overrides", [""] * len(table))]
-    for setting in settings:
-        keys += [k for k in setting if k not in keys]
-    keys = [k for k in keys if k not in ("seed", "method")
-            and len({s.get(k, "") for s in settings}) > 1]
-    for index, record in enumerate(table.to_dict("records")):
-        folder = _job_folder(path, record.get("output"), index)
-        if (folder / "summary.json").is_file():
-            summary = _summary(folder)
-        else:  # the job never wrote its summary: the sweep table says what happened
-            summary = {k: record.get(k) or settings[index].get(k) for k in ("method", "seed", "command")}
-            summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
-        # The job writes its own summary last: it is newer than a sweep table still being written.
-        summary["status"] = summary.get("status") or record["status"] or "failed"
-        metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
-        row = _run_row(summary, metrics)
-        row.update({k: settings[index].get(k, "") for k in keys})
-        rows.append(row)
-        if metrics is not None:
-            frames.append(metrics.assign(run=index))
-    return rows, frames, keys, pending
-
-
-def _running_sweep_table(path: Path):
-    """The table of a sweep that has not written sweep.csv yet (still running, or killed): its
-    grid from sweep.yaml and the jobs that wrote a summary; and how many have not."""
-
-    try:
-        jobs = sweep_jobs(read_sweep_plan(path)["overrides"])
-    except ConfigError as err:
-        raise RunFolderError(f"{path / 'sweep.yaml'}: {err}") from None
-    done = [i for i in range(len(jobs)) if (path / str(i) / "summary.json").is_file()]
-    if not done:
-        raise RunFolderError(f"{path}: no job of this sweep has finished yet ({len(jobs)} planned)")
-    table = pd.DataFrame([{"overrides": " ".join(o for o in jobs[i] if not o.startswith("hydra.")),
-                           "status": "", "output": str(path / str(i))} for i in done], dtype=str)
-    return table, len(jobs) - len(done)
-
-
-def _finite(values):
-    numbers = pd.to_numeric(values, errors="coerce")
-    return numbers[numbers.notna() & (numbers.abs() != float("inf"))]
-
-
-def summary_table(collection: Collection):
-    """One row per group (method and the other swept settings), over seeds.
-
-    success_rate counts every run (a failed or diverged run is not a success); final_mean and
-    final_std are over the runs that completed (status ok); wall_seconds is the mean per run."""
-    rows = []
-    for group, runs in collection.runs.groupby("group", sort=False):
-        first = runs.iloc[0]
+    runs counts the jobs that started (`not_started`: those a stopped sweep never began).
+    success_rate counts every started run (a failed or diverged run is not a success), with
+    Wilson's 95% interval; final_mean and final_std are over the runs that completed (status
+    ok), with a percentile bootstrap 95% interval of the mean; wall_seconds is the mean per run.
+    `against`: a reference method; the other methods' differences from it in the same setting."""
+    rows, samples = [], []
+    for group, members in collection.runs.groupby("group", sort=False):
+        first = members.iloc[0]
+        runs = started(members)
         row = {"method": first["method"], **{k: first[k] for k in collection.keys}}
         row["command"] = first["command"]
         row["runs"] = len(runs)
         row["ok"] = int((runs["status"] == "ok").sum())
-        trained = runs["command"] != "lyapunov"
-        successes = runs["success"]
-        row["successes"] = int(successes.sum()) if trained.any() else None
-        row["success_rate"] = float(successes.mean()) if trained.any() else None
-        done = runs[runs["status"] == "ok"]
-        metrics = done["metric"].dropna().unique()
+        row["not_started"] = len(members) - len(runs)
+        trained = first["command"] != "lyapunov"  # a group holds one command (salrun.collect)
+        row["successes"] = int(runs["success"].sum()) if trained else None
+        row["success_rate"] = float(runs["success"].mean()) if trained and len(runs) else None
+        row.update(_pair(stats.wilson(row["successes"], len(runs)) if trained else None, ("success_lo", "success_hi")))
+        metrics = runs.loc[runs["status"] == "ok", "metric"].dropna().unique()
         row["metric"] = "/".join(map(str, metrics)) if len(metrics) else first["metric"]
-        final = _finite(done["final"])
+        final = finals(runs)
         row["final_mean"] = float(final.mean()) if len(final) else None
         row["final_std"] = float(final.std(ddof=1)) if len(final) > 1 else None
-        chance = _finite(runs["chance"])
+        row.update(_pair(stats.bootstrap_mean(final), ("final_lo", "final_hi")))
+        chance = finite(runs["chance"])
         row["chance"] = float(chance.iloc[0]) if len(chance) else None
-        wall = _finite(runs["wall_seconds"])
+        wall = finite(runs["wall_seconds"])
         row["wall_seconds"] = float(wall.mean()) if len(wall) else None
-        if not trained.any():
-            log_s = _finite(done["log_sensitivity"])
+        if not trained:
+            log_s = finite(runs.loc[runs["status"] == "ok", "log_sensitivity"])
             row["log_sensitivity_mean"] = float(log_s.mean()) if len(log_s) else None
-            gap = _finite(runs["max_gap"])
+            gap = finite(runs["max_gap"])
             row["max_gap"] = float(gap.max()) if len(gap) else None
         rows.append(row)
-    return pd.DataFrame(rows)
+        samples.append(final)
+    if against is not None:
+        _differences(rows, samples, collection.keys, against)
+    table = pd.DataFrame(rows)
+    for key in collection.keys:  # keep 5 an int where a group lacks the setting (pandas would make 5.0)
+        table[key] = pd.Series([row[key] for row in rows], dtype=object)
+    return table
+
+
+def _differences(rows: list[dict], samples: list, keys: list[str], against: str) -> None:
+    """Each row's success-rate difference from the `against` method's row of the same setting
+    (Newcombe's interval) and its mean-final difference (bootstrap interval); None for the
+    reference itself and where the setting has no reference runs."""
+    setting = lambda row: (row["command"], *(repr(row[k]) for k in keys))  # noqa: E731
+    reference = {setting(row): (row, final) for row, final in zip(rows, samples) if row["method"] == against}
+    for row, final in zip(rows, samples):
+        row.update(dict.fromkeys(AGAINST_COLUMNS))
+        ref, ref_final = reference.get(setting(row), (None, None))
+        if ref is None or row is ref:
+            continue
+        if row["success_rate"] is not None and ref["success_rate"] is not None:
+            row["success_diff"] = row["success_rate"] - ref["success_rate"]
+            row.update(_pair(stats.newcombe(row["successes"], row["runs"], ref["successes"], ref["runs"]),
+                             ("success_diff_lo", "success_diff_hi")))
+        if len(final) and len(ref_final):
+            row["final_diff"] = float(final.mean() - ref_final.mean())
+            row.update(_pair(stats.bootstrap_difference(final, ref_final), ("final_diff_lo", "final_diff_hi")))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
 
 
 def _show(value, digits: str = ".4g") -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if _missing(value):
         return "–"
     return format(value, digits) if isinstance(value, float) else str(value)
 
 
-def display_rows(table) -> tuple[list[str], list[list[str]]]:
+def _interval(low, high, digits: str = ".3g", signed: bool = False) -> str:
+    if _missing(low):
+        return ""
+    spec = ("+" if signed else "") + digits
+    return f" [{format(low, spec)}, {format(high, spec)}]"
+
+
+def _success_cell(r) -> str:
+    """4/5 (80%, 38–96%): successes out of runs, the rate and its Wilson interval."""
+    if _missing(r["successes"]) or not r["runs"]:
+        return "–"
+    return (f"{int(r['successes'])}/{r['runs']} ({r['success_rate']:.0%}, "
+            f"{100 * r['success_lo']:.0f}–{100 * r['success_hi']:.0f}%)")
+
+
+def display_rows(table, against: str | None = None) -> tuple[list[str], list[list[str]]]:
     """The table as text cells, for the rich table and for markdown."""
     records = table.to_dict("records")
     keys = [c for c in table.columns if c not in {
-        "method", "command", "runs", "ok", "successes", "success_rate", "metric", "final_mean", "final_std",
-        "chance", "wall_seconds", "log_sensitivity_mean", "max_gap"}]
+        "method", "command", "runs", "ok", "not_started", "successes", "success_rate", "success_lo", "success_hi",
+        "metric", "final_mean", "final_std", "final_lo", "final_hi", "chance", "wall_seconds",
+        "log_sensitivity_mean", "max_gap", *AGAINST_COLUMNS}]
     chaos = set(table["command"]) == {"lyapunov"}
     metrics = set(table["metric"].dropna())
-    header = ["method", *keys, "ok"]
+    single = len(metrics) == 1
+    mixed = table["command"].nunique() > 1
+    header = [*(["command"] if mixed else []), "method", *keys, "ok"]
     if chaos:
         header += ["final MLE", "final log-sensitivity", f"max gap (MLE < {CHAOS_BELOW})"]
     else:
-        single = len(metrics) == 1
         header += ["success", f"final {next(iter(metrics))}" if single else "final metric", "chance"]
     header.append("wall s/run")
+    if against is not None:
+        header += [] if chaos else [f"Δ success vs {against}"]
+        header.append(f"Δ final vs {against}")
     cells = []
     for r in records:
-        final = _show(r["final_mean"], ".3g")
-        if _show(r["final_std"]) != "–":
-            final += f" ± {_show(r['final_std'], '.2g')}"
-        line = [str(r["method"]), *(_show(r[k]) for k in keys), f"{r['ok']}/{r['runs']}"]
+        final = _show(r["final_mean"], ".3g") + _interval(r["final_lo"], r["final_hi"])
+        started = f"{r['ok']}/{r['runs']}" + (f" ({r['not_started']} not started)" if r["not_started"] else "")
+        line = [*([r["command"]] if mixed else []), str(r["method"]), *(_show(r[k]) for k in keys), started]
         if chaos:
             line += [final, _show(r.get("log_sensitivity_mean"), ".3g"), _show(r.get("max_gap"), ".3g")]
         else:
-            if _show(r["successes"]) == "–":
-                success = "–"
-            else:
-                success = f"{int(r['successes'])}/{r['runs']} ({r['success_rate']:.0%})"
-            line += [success, final if single else f"{r['metric']} {final}", _show(r["chance"], ".3g")]
+            line += [_success_cell(r), final if single else f"{r['metric']} {final}", _show(r["chance"], ".3g")]
         line.append(_show(r["wall_seconds"], ".3g"))
+        if against is not None:
+            reference = r["method"] == against
+            if not chaos:
+                line.append("reference" if reference else "–" if _missing(r["success_diff"]) else
+                            f"{100 * r['success_diff']:+.0f} pp"
+                            + _interval(100 * r["success_diff_lo"], 100 * r["success_diff_hi"], ".0f", True))
+            line.append("reference" if reference else _show(r["final_diff"], "+.3g")
+                        + _interval(r["final_diff_lo"], r["final_diff_hi"], signed=True))
         cells.append(line)
     return header, cells
 
 
+_FINAL = f"final: mean over the runs that completed [percentile bootstrap 95% interval, {stats.RESAMPLES} resamples]"
 TABLE_NOTES = {
-    "train": "final: mean ± std over the runs that completed; success: runs that met the task's criterion, "
-             "out of all runs (seeds)",
-    "lyapunov": "final: mean ± std over the runs that completed; max gap: largest |log-sensitivity − MLE| "
-                f"over the logged steps with MLE < {CHAOS_BELOW}",
+    "train": f"{_FINAL}; success: runs that met the task's criterion out of all runs (seeds) that started "
+             "(rate, Wilson 95% interval)",
+    "lyapunov": f"{_FINAL}; max gap: largest |log-sensitivity − MLE| over the logged steps with MLE < {CHAOS_BELOW}",
 }
+AGAINST_NOTE = ("Δ: method − {0} in the same setting; success in percentage points [Newcombe's 95% interval], "
+                "final [bootstrap 95% interval]")
 
 
-def format_table(table, fmt: str) -> str:
+def format_table(table, fmt: str, against: str | None = None) -> str:
     """csv and json carry the numbers (json: a list of objects); markdown the rounded cells."""
     if fmt == "csv":
         return table.to_csv(index=False, lineterminator="\n")
     if fmt == "json":
-        records = [{k: (None if v is None or v != v else v) for k, v in r.items()} for r in table.to_dict("records")]
+        records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in table.to_dict("records")]
         return json.dumps(records, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
-    header, cells = display_rows(table)
+    header, cells = display_rows(table, against)
     escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(escape, line)) + " |" for line in cells]
     return "\n".join(lines) + "\n"
 
 
-def print_report(collection: Collection, table) -> None:
-    header, cells = display_rows(table)
+def print_report(collection: Collection, table, against: str | None = None) -> None:
+    header, cells = display_rows(table, against)
     runs = collection.runs
-    ok = int((runs["status"] == "ok").sum())
-    title = (f"salrun report: {collection.kind} {collection.path} — {len(runs)} run(s), {ok} ok, "
-             f"{len(table)} group(s)")
+    ok, waiting = int((runs["status"] == "ok").sum()), runs[runs["status"] == NOT_STARTED]
+    title = (f"salrun report: {collection.describe()} — {len(runs) - len(waiting)} run(s), {ok} ok, "
+             + (f"{len(waiting)} not started, " if len(waiting) else "") + f"{len(table)} group(s)")
     kind = "lyapunov" if set(table["command"]) == {"lyapunov"} else "train"
-    notes = [f"  run {r['run']} ({r['group']}, seed {r['seed']}): {r['status']}"
-             for r in runs[runs["status"] != "ok"].to_dict("records")]
-    print_table(title, TABLE_NOTES[kind], header, cells, notes)
+    caption = TABLE_NOTES[kind] + ("; " + AGAINST_NOTE.format(against) if against else "")
+    notes = [f"  {r['folder']} ({r['group']}, seed {r['seed']}): {r['status']}"
+             for r in runs[~runs["status"].isin(["ok", NOT_STARTED])].to_dict("records")]
+    if len(waiting):
+        notes.append(f"  not started (the sweep stopped first): {len(waiting)} job(s) of "
+                     + ", ".join(f"{group} ({n})" for group, n in waiting["group"].value_counts(sort=False).items()))
+    plain = lambda text: escape(str(text))  # noqa: E731  (rich would read "[0.4, 0.6]" as markup)
+    print_table(plain(title), plain(caption), [plain(h) for h in header], [list(map(plain, line)) for line in cells],
+                [plain(n) for n in notes])
 
 
-def make_report(path: Path, fmt: str | None = None, table_file: Path | None = None,
-                figures_dir: Path | None = None, figures: bool = True) -> None:
-    """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
-    `table_file`); PNG figures into `figures_dir` (default PATH/figures). Raises RunFolderError
-    for a bad PATH, a corrupt file or bad options (all checked before anything is written)."""
+def _check_options(fmt: str | None, table_file: Path | None) -> str | None:
     if fmt is not None and fmt not in TABLE_FORMATS:
         raise RunFolderError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
     if table_file is not None and fmt is None:
@@ -313,15 +209,42 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
             raise RunFolderError(f"--table {table_file}: give --format, or end the name in .csv, .json or .md")
     if table_file is not None and Path(table_file).is_dir():
         raise RunFolderError(f"--table {table_file} is a folder")
-    collection = load_collection(path)
-    directory = Path(figures_dir) if figures_dir is not None else Path(path) / "figures"
+    return fmt
+
+
+def _figures_dir(collection: Collection, figures_dir: Path | None) -> Path:
+    """--figures, else PATH/figures for one PATH, else figures/ in the folder that holds them all."""
+    if figures_dir is not None:
+        return Path(figures_dir)
+    if len(collection.paths) == 1:
+        return collection.paths[0] / "figures"
+    parents = [p.resolve().parent.parts for p in collection.paths]
+    common = next((n for n in range(min(map(len, parents))) if len({p[n] for p in parents}) > 1),
+                  min(map(len, parents)))
+    return Path(*parents[0][:common]) / "figures"
+
+
+def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | None = None,
+                figures_dir: Path | None = None, figures: bool = True, against: str | None = None) -> None:
+    """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
+    `table_file`); PNG figures into `figures_dir`. Raises RunFolderError for a bad PATH, a
+    corrupt file or bad options (all checked before anything is written)."""
+    fmt = _check_options(fmt, table_file)
+    collection = load_collection(paths)
+    if against is not None and against not in set(collection.runs["method"]):
+        raise RunFolderError(f"--against {against}: no run of that method (methods: "
+                             f"{', '.join(dict.fromkeys(collection.runs['method']))})")
+    directory = _figures_dir(collection, figures_dir)
     if figures and directory.exists() and not directory.is_dir():
         raise RunFolderError(f"--figures {directory} is a file")
-    table = summary_table(collection)
+    table = summary_table(collection, against)
+    if collection.skipped:
+        note(f"skipped {len(collection.skipped)} PATH(s) that hold no run or sweep: "
+             + ", ".join(map(str, collection.skipped)))
     if collection.pending:
         note(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
              "and are left out")
-    text = format_table(table, fmt) if fmt is not None else None
+    text = format_table(table, fmt, against) if fmt is not None else None
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:
             Path(table_file).parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +252,7 @@ def make_report(path: Path, fmt: str | None = None, table_file: Path | None = No
         except OSError as error:
             raise RunFolderError(f"--table {table_file} cannot be written: {error.strerror or error}") from None
     if text is None or table_file is not None:
-        print_report(collection, table)
+        print_report(collection, table, against)
     if text is not None and table_file is None:
         print(text, end="")
     if table_file is not None:

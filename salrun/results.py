@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import yaml
 
 METRIC_COLUMNS = ("step", "metric", "value", "layer")
+NOT_STARTED = "not started"  # a sweep job's status when the sweep stopped before the job began
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -201,7 +202,9 @@ def sweep_rows(jobs: Iterable[tuple[list[str], Path]]) -> list[dict]:
         try:
             summary = read_summary(directory)
         except RunFolderError as err:
-            summary = {"status": "failed", "error": str(err)}
+            # A launcher makes a job's folder when the job starts: without one, the sweep was
+            # stopped (Ctrl-C) before this job's turn, which is no failure of the job.
+            summary = {"status": "failed", "error": str(err)} if Path(directory).is_dir() else {"status": NOT_STARTED}
         row["status"] = summary.get("status", "failed")
         for key in ("experiment", "method", "seed", "steps", "wall_seconds", "success", "error"):
             if key in summary:

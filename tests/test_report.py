@@ -87,12 +87,15 @@ def test_success_rate_counts_every_seed_and_a_job_that_never_finished(sweep_copy
     assert_matches_summaries(table, sweep_copy)
 
 
-def test_grouping_by_another_swept_setting(tmp_path):
+def test_grouping_by_another_swept_setting_typed_and_in_numeric_order(tmp_path):
     out = tmp_path / "sweep"
-    assert salrun("sweep", "model.depth=2,3", *TINY_FFN[1:], "--out", str(out), "--quiet").returncode == 0
+    assert salrun("sweep", "model.depth=10,2", *TINY_FFN[1:], "--out", str(out), "--quiet").returncode == 0
     result = salrun("report", str(out), "--format", "json", "--no-figures")
     rows = json.loads(result.stdout)
-    assert [(r["method"], r["model.depth"], r["runs"]) for r in rows] == [("sal", "2", 1), ("sal", "3", 1)]
+    # Numbers, not strings, and 2 before 10 (text would sort "10" first).
+    assert [(r["method"], r["model.depth"], r["runs"]) for r in rows] == [("sal", 2, 1), ("sal", 10, 1)]
+    table = salrun("report", str(out), "--format", "csv", "--no-figures").stdout
+    assert table.splitlines()[1].startswith("sal,2,") and table.splitlines()[2].startswith("sal,10,")
 
 
 def test_every_format_parses_and_table_file_takes_the_suffix(sweep, tmp_path):
@@ -196,7 +199,8 @@ def test_corrupt_job_in_a_sweep_exits_2(sweep_copy):
 def test_missing_path_argument_exits_2_with_one_line():
     result = salrun("report")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["salrun: error: report needs PATH, a run folder or a sweep folder"]
+    assert result.stderr.strip().splitlines() == [
+        "salrun: error: report needs PATH, a run folder or a sweep folder (or several, or a glob)"]
 
 
 def test_a_jobs_own_summary_beats_a_stale_sweep_table(sweep_copy):

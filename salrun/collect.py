@@ -1,0 +1,341 @@
+"""Run and sweep folders read back into the two pandas frames that `salrun report` and
+salrun.figures share:
+
+  runs     one row per run: run, folder, group, method, the settings that differ between the
+           runs (typed: depth 5 is the number 5), command, model, task, seed, status, success
+           (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
+           wall_seconds, log_sensitivity, max_gap
+  metrics  metrics.csv of every run, long format, with run and group columns added
+
+Several folders (run folders and sweep folders, in any mix) merge into one collection.
+"""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pandas as pd
+
+from salrun.results import (NOT_STARTED, RunFolderError, read_config, read_metrics, read_sweep_plan,
+                            read_summary)
+from salrun.settings import ConfigError
+
+CHAOS_BELOW = -0.1  # the chaos agreement is judged while the MLE is below this (issue 3)
+# Overrides that never make a group: seeds are what a group is taken over, the method has its own
+# column, and the thread count does not change what is computed.
+NOT_SETTINGS = {"seed", "method", "threads"}
+
+
+class NothingToReport(RunFolderError):
+    """PATH is no run folder and no sweep folder (or a sweep with no finished job yet)."""
+
+
+class Collection:
+    """The runs of one or more run and sweep folders."""
+    def __init__(self, paths: list[Path], kinds: list[str], runs, metrics, keys: list[str], pending: int,
+                 skipped: list[Path]):
+        self.paths, self.kinds, self.runs, self.metrics, self.keys = paths, kinds, runs, metrics, keys
+        self.pending = pending  # jobs of a sweep still running that have written no summary yet
+        self.skipped = skipped  # folders among several PATHs that hold no runs
+
+    def describe(self) -> str:
+        if len(self.paths) == 1:
+            return f"{self.kinds[0]} {self.paths[0]}"
+        counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
+        return f"{len(self.paths)} folders ({', '.join(f'{n} {kind}(s)' for kind, n in counts.items())})"
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """PATHs as given; one that does not exist but holds * ? or [ is a glob (quoted, so the shell
+    left it), expanded here in sorted order."""
+    found = []
+    for path in map(str, paths):
+        if not Path(path).exists() and any(c in path for c in "*?["):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise RunFolderError(f"{path} matches nothing")
+            found += map(Path, matches)
+        else:
+            found.append(Path(path))
+    return list(dict.fromkeys(found))
+
+
+def _typed(text: str):
+    """An override's value as Hydra types it: int, float, bool, null, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    lowered = text.lower()
+    if lowered in ("true", "false", "null"):
+        return None if lowered == "null" else lowered == "true"
+    return text.strip("'\"")
+
+
+def _parse_overrides(overrides) -> dict[str, str]:
+    tokens = overrides if isinstance(overrides, list) else str(overrides if isinstance(overrides, str) else "").split()
+    pairs = {}
+    for token in map(str, tokens):
+        key, sep, value = token.partition("=")
+        if sep and not key.lstrip("+~").startswith("hydra"):
+            pairs[key.lstrip("+~")] = value
+    return pairs
+
+
+def _config_value(config: dict, key: str):
+    """A setting in a resolved config: `model.depth` → 5; a group (`task`) → its choice's name."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, dict):
+        return value.get("name")
+    return str(value) if isinstance(value, list) else value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_metrics(folder: Path):
+    path = folder / "metrics.csv"
+    try:
+        frame = read_metrics(folder)
+        missing = {"step", "metric", "value"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"missing column(s) {', '.join(sorted(missing))}")
+        frame["step"] = pd.to_numeric(frame["step"])
+        frame["value"] = pd.to_numeric(frame["value"])
+        frame["layer"] = pd.to_numeric(frame["layer"]) if "layer" in frame else float("nan")
+        frame["metric"] = frame["metric"].astype(str)
+    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+        raise RunFolderError(f"{path} is unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return frame[["step", "metric", "value", "layer"]]
+
+
+def _summary(folder: Path) -> dict:
+    summary = read_summary(folder)
+    if not isinstance(summary, dict) or "status" not in summary:
+        raise RunFolderError(f"{folder / 'summary.json'} is not a run summary (no status)")
+    return summary
+
+
+def _max_gap(metrics) -> float:
+    """Largest |log_sensitivity - mle| over the logged steps where mle < CHAOS_BELOW."""
+    level = metrics[metrics["layer"].isna()].pivot_table(index="step", columns="metric", values="value")
+    if not {"mle", "log_sensitivity"} <= set(level.columns):
+        return float("nan")
+    below = level[level["mle"] < CHAOS_BELOW]
+    return float((below["log_sensitivity"] - below["mle"]).abs().max()) if len(below) else float("nan")
+
+
+def _run_row(folder: Path, summary: dict, metrics, overrides) -> dict:
+    """One run's row; `overrides` and `config` (the resolved config, None if never written) are
+    read by _settings and then dropped."""
+    final = summary.get("final") or {}
+    metric = summary.get("metric") or ("mle" if summary.get("command") == "lyapunov" else None)
+    row = {"folder": str(folder), "overrides": overrides,
+           "config": read_config(folder) if (folder / "config.yaml").is_file() else None}
+    row.update({key: summary.get(key) for key in ("method", "command", "model", "task", "seed", "status")})
+    row["success"] = summary.get("success")
+    row["metric"] = metric
+    row["final"] = final.get(metric, float("nan")) if metric else float("nan")
+    row["chance"] = summary.get("chance", float("nan"))
+    row["wall_seconds"] = summary.get("wall_seconds", float("nan"))
+    row["log_sensitivity"] = final.get("log_sensitivity", float("nan"))
+    row["max_gap"] = _max_gap(metrics) if summary.get("command") == "lyapunov" and metrics is not None \
+        else float("nan")
+    return row
+
+
+def _job_folder(sweep: Path, output, index: int) -> Path:
+    """A job's folder: the path sweep.csv recorded, or the same name inside PATH (a moved sweep)."""
+    candidates = []
+    if isinstance(output, str) and output:
+        candidates += [sweep / Path(output).name, Path(output)]
+    candidates.append(sweep / str(index))
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def _load_folder(path: Path) -> tuple[str, list[dict], list, int]:
+    """One PATH: its kind (run or sweep), run rows, metric frames (run = index in the rows) and
+    how many jobs of a sweep still running have no summary."""
+    if not path.exists():
+        raise RunFolderError(f"{path} does not exist")
+    if not path.is_dir():
+        raise NothingToReport(f"{path} is not a folder (give a run folder or a sweep folder)")
+    if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
+        return ("sweep", *_load_sweep(path))
+    if (path / "summary.json").is_file():
+        summary = _summary(path)
+        if not (path / "metrics.csv").is_file():
+            raise RunFolderError(f"{path} has no metrics.csv")
+        metrics = _read_metrics(path)
+        overrides = summary.get("overrides") if isinstance(summary.get("overrides"), list) else []
+        return "run", [_run_row(path, summary, metrics, overrides)], [metrics.assign(run=0)], 0
+    raise NothingToReport(f"{path} is neither a run folder (summary.json) nor a sweep folder (sweep.csv)")
+
+
+def _load_sweep(path: Path) -> tuple[list[dict], list, int]:
+    rows, frames, pending = [], [], 0
+    if (path / "sweep.csv").is_file():
+        try:
+            table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as err:
+            raise RunFolderError(f"{path / 'sweep.csv'} is unreadable: {str(err).splitlines()[0]}") from None
+    else:
+        table, pending = _running_sweep_table(path)
+    if "status" not in table.columns or not len(table):
+        raise RunFolderError(f"{path / 'sweep.csv'} is not a sweep table (no status column or no rows)")
+    for index, record in enumerate(table.to_dict("records")):
+        folder = _job_folder(path, record.get("output"), index)
+        overrides = record.get("overrides", "")
+        if (folder / "summary.json").is_file():
+            summary = _summary(folder)
+        else:  # the job never wrote its summary: the sweep table says what happened
+            given = _parse_overrides(overrides)
+            summary = {k: record.get(k) or given.get(k) for k in ("method", "seed", "command")}
+            summary["wall_seconds"] = pd.to_numeric(record.get("wall_seconds") or float("nan"), errors="coerce")
+            # No folder: the sweep stopped before the job began (tables older than the
+            # `not started` status say `failed` there).
+            summary["status"] = (record["status"] or "failed") if folder.is_dir() else NOT_STARTED
+        # The job writes its own summary last: it is newer than a sweep table still being written.
+        metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
+        rows.append(_run_row(folder, summary, metrics, overrides))
+        if metrics is not None:
+            frames.append(metrics.assign(run=index))
+    # A job with no summary ran the sweep's command, and the others' method where the sweep did not vary it.
+    known = pd.Series([row["command"] for row in rows]).dropna()
+    methods = {row["method"] for row in rows} - {None, ""}
+    only = methods.pop() if len(methods) == 1 else None
+    for row in rows:
+        row["command"] = row["command"] or (known.mode().iloc[0] if len(known) else _planned_command(path))
+        row["method"] = row["method"] or only
+    return rows, frames, pending
+
+
+def _planned_command(path: Path) -> str:
+    try:
+        return read_sweep_plan(path)["command"]
+    except RunFolderError:  # a sweep older than sweep.yaml ran train unless told otherwise
+        return "train"
+
+
+def _running_sweep_table(path: Path):
+    """The table of a sweep that has not written sweep.csv yet (still running, or killed): its
+    grid from sweep.yaml and the jobs that wrote a summary; and how many have not."""
+    from salrun.launch import sweep_jobs  # Hydra: only for a sweep without its table yet
+
+    try:
+        jobs = sweep_jobs(read_sweep_plan(path)["overrides"])
+    except ConfigError as err:
+        raise RunFolderError(f"{path / 'sweep.yaml'}: {err}") from None
+    done = [i for i in range(len(jobs)) if (path / str(i) / "summary.json").is_file()]
+    if not done:
+        raise NothingToReport(f"{path}: no job of this sweep has finished yet ({len(jobs)} planned)")
+    table = pd.DataFrame([{"overrides": " ".join(o for o in jobs[i] if not o.startswith("hydra.")),
+                           "status": "", "output": str(path / str(i))} for i in done], dtype=str)
+    return table, len(jobs) - len(done)
+
+
+def _settings(rows: list[dict]) -> list[str]:
+    """The settings that differ between the runs of a command, as columns of the rows: every key
+    that some run overrides, valued from each run's resolved config (so a run that left it at its default
+    has the default), or from the override where no config was written (a job that never ran).
+    Numbers stay numbers; a setting with both ints and floats is all floats."""
+    given = [_parse_overrides(row.pop("overrides")) for row in rows]
+    candidates = [k for k in dict.fromkeys(k for pairs in given for k in pairs) if k not in NOT_SETTINGS]
+    for row, pairs in zip(rows, given):
+        config = row.pop("config")
+        for key in candidates:
+            if config is not None:
+                row[key] = _config_value(config, key)
+            else:
+                row[key] = _typed(pairs[key]) if key in pairs else None
+    # A setting that differs only between train and lyapunov runs (each command's own defaults) says
+    # nothing the command does not.
+    by_command = {c: [row for row in rows if row.get("command") == c] for c in {row.get("command") for row in rows}}
+    own = {c: {k for k in candidates if len({repr(row[k]) for row in these}) > 1} for c, these in by_command.items()}
+    keys = [k for k in candidates if any(k in mine for mine in own.values())]
+    for row in rows:  # a lyapunov setting in a train run's row is the schema's default, not a choice
+        row.update({k: None for k in keys if k not in own[row.get("command")]} if len(own) > 1 else {})
+    for key in keys:
+        values = [row[key] for row in rows if row[key] is not None]
+        if all(map(_is_number, values)) and any(isinstance(v, float) for v in values):
+            for row in rows:
+                row[key] = None if row[key] is None else float(row[key])
+    return keys
+
+
+def started(runs):
+    """The runs that began (not the jobs a stopped sweep never reached)."""
+    return runs[runs["status"] != NOT_STARTED]
+
+
+def finite(values):
+    """The values that are finite numbers (NaN, ±inf and text dropped)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers[numbers.notna() & (numbers.abs() != float("inf"))]
+
+
+def finals(runs):
+    """The final test metric of the runs that completed (status ok), finite values only."""
+    return finite(runs.loc[runs["status"] == "ok", "final"]).to_numpy(dtype=float)
+
+
+def sort_key(value) -> tuple:
+    """Numbers in numeric order, then text, then missing values."""
+    if _is_number(value) and value == value:
+        return 0, float(value), ""
+    return (1, 0.0, str(value)) if value is not None else (2, 0.0, "")
+
+
+def load_collection(paths: list[Path]) -> Collection:
+    """Read run and sweep folders into one collection; RunFolderError if a PATH is neither
+    (among several PATHs such a folder is skipped) or a file is corrupt."""
+    paths = expand(paths)
+    rows, frames, kinds, found, skipped, pending = [], [], [], [], [], 0
+    for path in paths:
+        try:
+            kind, new_rows, new_frames, waiting = _load_folder(path)
+        except NothingToReport:
+            if len(paths) == 1:
+                raise
+            skipped.append(path)
+            continue
+        seen = {str(Path(row["folder"]).resolve()) for row in rows}
+        keep = [i for i, row in enumerate(new_rows) if str(Path(row["folder"]).resolve()) not in seen]
+        offset = len(rows)
+        place = {old: offset + new for new, old in enumerate(keep)}  # a run given twice counts once
+        rows += [new_rows[i] for i in keep]
+        frames += [frame.assign(run=place[frame["run"].iloc[0]]) for frame in new_frames
+                   if len(frame) and frame["run"].iloc[0] in place]
+        kinds.append(kind)
+        found.append(path)
+        pending += waiting
+    if not rows:
+        raise RunFolderError(f"no run folder or sweep folder among {len(paths)} PATH(s)")
+    keys = _settings(rows)
+    runs = pd.DataFrame(rows)
+    for key in keys:  # object columns: an int with a missing value would otherwise turn float
+        runs[key] = pd.Series([row[key] for row in rows], dtype=object)
+    runs.insert(0, "run", range(len(runs)))
+    runs["method"] = runs["method"].fillna("?").astype(str)
+    # True or False for every run (a summary says true/false/null, a sweep table "True"/""):
+    # a run that failed, diverged or never finished is not a success.
+    runs["success"] = runs["success"].map(lambda v: v is True or str(v).lower() == "true").astype(bool)
+    label = lambda v: "null" if v is None else str(v)  # noqa: E731
+    mixed = runs["command"].nunique() > 1  # train and lyapunov runs never share a group
+    runs["group"] = [", ".join([*([r["command"]] if mixed else []), r["method"], *(f"{k}={label(r[k])}" for k in keys)])
+                     for r in runs.to_dict("records")]
+    # Settings in numeric order, methods in the order they first appear within a setting.
+    records = runs.to_dict("records")
+    order = sorted(range(len(runs)), key=lambda i: [records[i]["command"], *(sort_key(records[i][k]) for k in keys)])
+    runs = runs.iloc[order].reset_index(drop=True)
+    metrics = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
+    metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
+    runs.attrs["keys"] = keys  # the settings that differ, for salrun.figures
+    return Collection(found, kinds, runs, metrics, keys, pending, skipped)
