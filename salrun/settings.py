@@ -405,9 +405,14 @@ class TrainSettings:
     batch_size: int = 32
     log_every: int = 50
     checkpoint_every: int = 100  # steps between checkpoints; 0: only on interrupt and at the end
+    # Success is judged on the mean test metric of the last success_window evaluations (the
+    # last log_every × (window − 1) steps): one evaluation alone can land on a lucky or an
+    # unlucky step (a lag-300 run's accuracy went 1 → 0 → 1 → 0 across logs). 1: the last alone.
+    success_window: int = 5
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        _require(self.success_window >= 1, f"train.success_window must be >= 1, got {self.success_window}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         _require(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
