@@ -1,6 +1,6 @@
 """Per-step cost of the bench_* presets, for the budget arithmetic of docs/BENCHMARKS.md.
 
-    python docs/bench_cost.py [--steps N] [--members M] [--set OVERRIDE ...] [PRESET ...]
+    python docs/bench_cost.py [--steps N] [--members M] [--set OVERRIDE]... [PRESET ...]
 
 For each preset (default: every conf/experiment/bench_*.yaml), on one torch thread:
 - ensemble: ms per member-step of M members trained as one batched model (`sweep --ensemble`),
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("presets", nargs="*")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--members", type=int, default=10)
-    parser.add_argument("--set", nargs="*", default=[], help="overrides for every preset (model.hidden=32)")
+    parser.add_argument("--set", action="append", default=[], help="an override for every preset (model.hidden=32)")
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
     torch.set_num_threads(1)
