@@ -254,7 +254,8 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path], overrides: list[list[
                 checkpoint(s)
                 writers[s].save_model(jobs._model_payload(settings[s], trainer.nets[s], (trainer.task.input_size,
                                                                                         trainer.task.output_size)))
-                summaries[s].update(jobs.train_outcome(trainer.task, writers[s]), status="ok")
+                summaries[s].update(jobs.train_outcome(trainer.task, writers[s], settings[s].root.train.success_window),
+                                    status="ok")
         except KeyboardInterrupt:
             for s in living():  # a KeyboardInterrupt mid-step (outside a StopGuard): the periodic checkpoints stay
                 if at_boundary:

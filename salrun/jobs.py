@@ -425,13 +425,16 @@ def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress
             raise
     writer.save_model(_model_payload(s, net, (task.input_size, task.output_size)))
     _save_checkpoint(writer, s.config, net, optimizer, state)
-    return train_outcome(task, writer)
+    return train_outcome(task, writer, run.success_window)
 
 
-def train_outcome(task, writer: RunWriter) -> dict:
-    final = writer.latest()
-    return {"final": final, "success": task.succeeded(final[task.metric]), "metric": task.metric,
-            "chance": task.chance, "criterion": task.criterion}
+def train_outcome(task, writer: RunWriter, window: int) -> dict:
+    """The summary's verdict, for the single run and each ensemble member alike: success is judged
+    on `judged`, the mean test metric of the last `window` evaluations (fewer if fewer were made)."""
+    recent = writer.history(task.metric)[-window:]
+    judged = sum(recent) / len(recent)
+    return {"final": writer.latest(), "judged": judged, "success": task.succeeded(judged), "metric": task.metric,
+            "chance": task.chance, "criterion": f"{task.criterion}, mean of the last {window} evaluations"}
 
 
 def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:

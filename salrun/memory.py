@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from salrun.settings import COPY_SYMBOLS, ConfigError, JobSettings
+from salrun.settings import ConfigError, JobSettings
 
 FLOAT = 4                 # bytes of a float32
 BASE_BYTES = 350e6        # Python, torch and salrun before the first tensor (a 3-layer run peaks at 0.34 GB)
 CUDA_CONTEXT_BYTES = 600e6  # device memory of a CUDA context: ours, not measured here (no GPU)
-DIGITS_BYTES = 2e8         # task=digits imports scikit-learn to load its images
+DIGITS_BYTES = 2e8         # task=digits (seq_digits) imports scikit-learn to load its images
 SHARE = 0.8               # refuse a job whose estimate exceeds this share of the available memory
 # Copies kept at once, per element of depth × width × batch (MLP) or steps × hidden × batch
 # (RNN): the activations autograd keeps, SAL's stacked inputs and outputs, the per-layer
@@ -69,7 +69,7 @@ def _train(s: JobSettings) -> list[Term]:
             Term("evaluation", 2 * FLOAT * width * test, "model.width × task.test_size", "task.test_size"),
             Term("data", data, "train.batch_size", "train.batch_size", data=True),
         ]
-    hidden, steps = model.hidden, task.lag + (COPY_SYMBOLS if s.task.name == "copy_memory" else 1)
+    hidden, steps = model.hidden, task.length
     per_step = SEQUENCE_BYTES.get(s.task.name, 2 * FLOAT)  # the others: one input (and its noise)
     terms = [
         Term("parameters", PARAMETER_COPIES * FLOAT * hidden * (hidden + SEQUENCE_INPUTS.get(s.task.name, 1)),
@@ -80,7 +80,8 @@ def _train(s: JobSettings) -> list[Term]:
         Term("evaluation", 2 * FLOAT * steps * hidden * task.test_size,
              "task.lag × model.hidden × task.test_size", "task.test_size"),
         Term("test set", per_step * steps * task.test_size, "task.lag × task.test_size", "task.test_size", data=True),
-        Term("data", per_step * steps * batch, "task.lag × train.batch_size", "train.batch_size", data=True),
+        Term("data", per_step * steps * batch + (DIGITS_BYTES if s.task.name == "seq_digits" else 0),
+             "task.lag × train.batch_size", "train.batch_size", data=True),
     ]
     if s.method.name == "flossing":  # autograd through k tangent vectors and a QR per step
         method = s.method.settings

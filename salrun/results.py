@@ -66,6 +66,7 @@ class RunWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.row_count = 0                  # rows in metrics.csv and pending
         self._latest: dict[str, float] = {}
+        self._history: dict[str, list[float]] = {}  # every value of each network-level metric
         # The first flush rewrites metrics.csv with these (dropping what a killed run logged after
         # its checkpoint); later flushes append.
         self.pending: list = [METRIC_COLUMNS, *(self._read_rows(keep_rows) if keep_rows else [])]
@@ -91,6 +92,7 @@ class RunWriter:
         self.row_count += 1
         if layer == "":
             self._latest[metric] = value
+            self._history.setdefault(metric, []).append(value)
 
     def log(self, step: int, metric: str, value: float, layer: int | None = None) -> None:
         row = (step, metric, float(value), "" if layer is None else int(layer))
@@ -104,6 +106,10 @@ class RunWriter:
     def latest(self) -> dict[str, float]:
         """The last value of each network-level metric (those without a layer)."""
         return dict(self._latest)
+
+    def history(self, metric: str) -> list[float]:
+        """Every logged value of a network-level metric, oldest first (a resumed run's included)."""
+        return list(self._history.get(metric, []))
 
     def flush_metrics(self, sync: bool = False) -> None:
         """Append the rows logged since the last flush; `sync`: make them durable (before a checkpoint)."""

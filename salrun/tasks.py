@@ -8,7 +8,11 @@ make the information cross `task.lag` recurrent steps:
   two marked values of lag + 1 steps, one mark in each half;
 - `copy_memory` (Hochreiter & Schmidhuber 1997, as in Arjovsky et al. 2016): 10
   symbols, each recalled lag steps after it was shown;
-- `delayed_xor`: the XOR of the ±1 bits of t = 0 and t = 1, read at t = lag.
+- `delayed_xor`: the XOR of the ±1 bits of t = 0 and t = 1, read at t = lag;
+- `xor_stream` (gradient flossing's delayed XOR, Engelken 2023): a bit every step, the XOR
+  of the bits lag and 2·lag steps back read at every step;
+- `seq_digits`: scikit-learn's digits read pixel by pixel or row by row, then lag blanks
+  (a fixed train and test set, as the feed-forward tasks).
 Sequences are shaped (time, batch, inputs). Each task is registered with its settings
 in salrun/settings.py; here it is built from them.
 """
@@ -21,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from salrun.settings import (COPY_SYMBOLS, AddingSettings, ClustersSettings, CopyMemorySettings, DelayedXORSettings,
-                             DigitsSettings, LagSettings, SpiralsSettings)
+                             DigitsSettings, LagSettings, SeqDigitsSettings, SpiralsSettings,
+                             XORStreamSettings)
 
 
 @dataclass
@@ -57,18 +62,25 @@ class Task:
 
 
 class ClassificationTask(Task):
-    def __init__(self, name: str, x_train, y_train, x_test, y_test, classes: int, threshold: float):
+    """A fixed train and test set of labelled samples (N, inputs), or with `sequential` of
+    sequences (N, time, inputs), handed out time-first as the RNN reads them."""
+
+    def __init__(self, name: str, x_train, y_train, x_test, y_test, classes: int, threshold: float,
+                 sequential: bool = False):
         chance = float(torch.bincount(y_test, minlength=classes).max()) / len(y_test)
-        super().__init__(name, x_train.shape[1], classes, False, "accuracy", True, chance, threshold,
+        super().__init__(name, x_train.shape[-1], classes, sequential, "accuracy", True, chance, threshold,
                          f"test accuracy >= {threshold}")
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
 
+    def _shaped(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(0, 1) if self.sequential else x
+
     def train_batch(self, batch_size, generator):
         index = torch.randint(len(self.x_train), (batch_size,), generator=generator)
-        return self.x_train[index], self.y_train[index]
+        return self._shaped(self.x_train[index]), self.y_train[index]
 
     def test_set(self):
-        return self.x_test, self.y_test
+        return self._shaped(self.x_test), self.y_test
 
     def loss(self, prediction, target):
         return F.cross_entropy(prediction, target)
@@ -111,17 +123,34 @@ def make_clusters(settings: ClustersSettings) -> ClassificationTask:
     return ClassificationTask("clusters", x_train, y_train, x_test, y_test, 2, threshold=0.9)
 
 
-def make_digits(settings: DigitsSettings) -> ClassificationTask:
+def _digits(settings: DigitsSettings):
+    """scikit-learn's digits as intensities in [0, 1] (N, 64), their labels, and the held-out
+    split: the same `test_size` images for every run, the others train."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
     x = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    x = (x - x.mean(0)) / (x.std(0) + 1e-3)
     y = torch.tensor(data.target, dtype=torch.long)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(12345))
-    test_size = min(settings.test_size, len(x) // 3)
-    test, train = order[:test_size], order[test_size:]
+    return x, y, order[settings.test_size:], order[:settings.test_size]
+
+
+def make_digits(settings: DigitsSettings) -> ClassificationTask:
+    x, y, train, test = _digits(settings)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-3)
     return ClassificationTask("digits", x[train], y[train], x[test], y[test], 10, threshold=0.9)
+
+
+class SequentialDigits(ClassificationTask):
+    """The digits as sequences, the stand-in for the field's pixel-by-pixel MNIST (which
+    cannot be downloaded here): 64 pixel intensities in [0, 1], one per step, or 8 rows of 8;
+    then `lag` steps of zeros (blank background) before the class is read from the last state."""
+
+    def __init__(self, settings: SeqDigitsSettings):
+        x, y, train, test = _digits(settings)
+        x = x.reshape(len(x), 64, 1) if settings.read == "pixel" else x.reshape(len(x), 8, 8)
+        x = torch.cat([x, x.new_zeros(len(x), settings.lag, x.shape[2])], 1)
+        super().__init__("seq_digits", x[train], y[train], x[test], y[test], 10, threshold=0.9, sequential=True)
 
 
 class LagTask(Task):
@@ -239,7 +268,17 @@ class CopyMemoryTask(SequenceTask):
         return float((prediction.argmax(-1) == target).float().mean())
 
 
-class DelayedXORTask(SequenceTask):
+class SignTask(SequenceTask):
+    """±1 targets, fitted by MSE and scored by sign accuracy."""
+
+    def loss(self, prediction, target):
+        return F.mse_loss(prediction, target)
+
+    def evaluate(self, prediction, target):
+        return float((torch.sign(prediction) == target).float().mean())
+
+
+class DelayedXORTask(SignTask):
     """±1 bits a at t = 0 and b at t = 1, zeros (or noise) after; the target at t = lag is
     XOR(a, b) as ±1 (+1 when they differ), so both bits must be kept, not just their sum."""
 
@@ -256,11 +295,23 @@ class DelayedXORTask(SequenceTask):
         x[:2, :, 0] = bits
         return x, (-bits[0] * bits[1])[:, None]
 
-    def loss(self, prediction, target):
-        return F.mse_loss(prediction, target)
 
-    def evaluate(self, prediction, target):
-        return float((torch.sign(prediction) == target).float().mean())
+class XORStreamTask(SignTask):
+    """Gradient flossing's delayed XOR (Engelken 2023): a fresh ±1 bit b_t every step; at every
+    step t ≥ 2·lag the target is XOR(b_{t−lag}, b_{t−2·lag}) as ±1 (+1 when they differ), read
+    from each of those states and scored over all of them. Engelken's bits are 0/1 with a
+    logistic readout; ours are ±1 with the MSE of delayed_xor."""
+
+    def __init__(self, settings: XORStreamSettings):
+        self.lag, self.length = settings.lag, settings.length
+        super().__init__("xor_stream", 1, 1, True, "accuracy", True, 0.5, 0.95, "sign accuracy >= 0.95",
+                         read_steps=self.length - 2 * self.lag)
+        self._make_test_set(settings.test_size)
+
+    def _sample(self, batch_size, generator):
+        bits = torch.randint(2, (self.length, batch_size), generator=generator).float() * 2 - 1
+        d = self.lag
+        return bits[..., None], (-bits[d:self.length - d] * bits[:self.length - 2 * d])[..., None]
 
 
 class LagSign(LagTask):

@@ -99,7 +99,7 @@ def test_copy_memory_through_the_rnn():
 # --- delayed XOR ------------------------------------------------------------------------------
 
 def test_delayed_xor_target_is_the_xor_of_the_first_two_bits():
-    t = task("delayed_xor", 7)
+    t = make_task("delayed_xor", lag=7, test_size=10, noise=0.0)
     x, y = batch(t)
     a, b = x[0, :, 0], x[1, :, 0]
     assert set(a.unique().tolist()) == {-1.0, 1.0} and set(b.unique().tolist()) == {-1.0, 1.0}
