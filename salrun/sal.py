@@ -6,7 +6,9 @@ ln s_j with its own input held fixed; nothing is back-propagated:
 
     Δw_j = η·g_j·(w_j/‖w_j‖² + (f''/f')(U_j)·x),   Δθ_j = η·g_j·(f''/f')(U_j)
 
-with g_j = 1 below target and 0 (one-sided gate) or -1 (two-sided) above.
+with g_j = 1 below target and 0 (one-sided gate) or -1 (two-sided) above, or (proportional
+gate, ours) g_j = clamp(ln(target/s̄_j)/band, -1, 1). s̄_j averages the batch's arithmetic
+mean of s_j, or (average=geometric, the mean-log form, ours) its geometric mean, in log space.
 For tanh, f''/f' = -2·o_j. Use it after each optimizer step:
 
     sal = SAL(model)           # Linear → tanh layers, nn.RNN, nn.RNNCell (activity.py), or a salrun model
@@ -31,7 +33,8 @@ import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, probe_for
-from salrun.neurons import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
+from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
+                            row_norm_sq, slope_statistic)
 from salrun.settings import SALSettings
 
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
@@ -121,25 +124,36 @@ class SAL:
         if i == len(self.averages):
             self.averages.append(batch_mean.clone())
         else:
-            self.averages[i].mul_(cfg.beta).add_(batch_mean, alpha=1 - cfg.beta)
+            self._blend(self.averages[i], batch_mean)
         return self._rate(self.averages[i])
 
+    def _blend(self, average: torch.Tensor, batch_mean: torch.Tensor) -> None:
+        """s̄ ← β·s̄ + (1-β)·batch mean, in place; the geometric average blends ln s̄ instead."""
+        beta = self.settings.beta
+        if self.settings.average == "geometric":
+            average.log_().mul_(beta).add_(batch_mean.log(), alpha=1 - beta).exp_()
+        else:
+            average.mul_(beta).add_(batch_mean, alpha=1 - beta)
+
     def _rate(self, average: torch.Tensor) -> torch.Tensor:
-        gate = (average < self.settings.target).to(average.dtype)
-        if self.settings.gate == "two_sided":
+        cfg = self.settings
+        if cfg.gate == "proportional":
+            return cfg.lr * (torch.log(cfg.target / average) / cfg.band).clamp(-1, 1)
+        gate = (average < cfg.target).to(average.dtype)
+        if cfg.gate == "two_sided":
             gate = 2 * gate - 1
-        return self.settings.lr * gate
+        return cfg.lr * gate
 
     # -- the formula as written (reference) ----------------------------------------
 
     def _reference_step(self, i: int, layer: LayerActivity) -> None:
         cfg = self.settings
         inputs, output = layer.inputs, layer.output
-        s = sensitivity(output, layer.weights, layer.activation)
-        step = self._gate_step(i, s.mean(0))
+        slope, norm = derivative(output, layer.activation), row_norm_sq(layer.weights).sqrt()
+        step = self._gate_step(i, mean_sensitivity(slope, norm, cfg.average))
         grads, bias_grad = log_sensitivity_gradient(
             layer.weights, inputs, output, layer.activation,
-            sample_weight=s if cfg.objective == "linear" else None,
+            sample_weight=slope * norm if cfg.objective == "linear" else None,
         )
         for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
             update = step[:, None] * grad
@@ -150,10 +164,11 @@ class SAL:
 
     def _layer_step(self, i: int, layer: LayerActivity) -> None:
         linear = self.settings.objective == "linear"
+        average = self.settings.average
         weights = layer.weights
         norm_sq = row_norm_sq(weights)
         norm = norm_sq.sqrt()
-        # One pass over the rows: Σ f', Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
+        # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
         rows, slope_sum, ratio_sum, raw = 0, None, None, None
         for inputs, output in layer.chunks(CHUNK_ROWS):
             slope = derivative(output, layer.activation)
@@ -166,9 +181,10 @@ class SAL:
                 for r, x in zip(raw, inputs):
                     r.addmm_(ratio.T, x)
             rows += output.shape[0]
-            slope_sum = slope.sum(0) if slope_sum is None else slope_sum + slope.sum(0)
+            statistic = slope_statistic(slope, average).sum(0)
+            slope_sum = statistic if slope_sum is None else slope_sum + statistic
             ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum + ratio.sum(0)
-        mean_s = slope_sum / rows * norm
+        mean_s = from_statistic(slope_sum / rows, average) * norm
         step = self._gate_step(i, mean_s)
         radial = step / norm_sq.clamp_min(1e-30)
         if linear:
@@ -201,7 +217,7 @@ class SAL:
         activation = layers[0].activation
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
         norm_sq = norm * norm
-        if activation in SQUASHING and cfg.objective == "log":
+        if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
             mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
@@ -214,7 +230,7 @@ class SAL:
             ratio = curvature_ratio(o, activation)
             if cfg.objective == "linear":
                 ratio = ratio * (slope * norm[:, None, :])
-            mean_s = slope.mean(1) * norm
+            mean_s = mean_sensitivity(slope, norm, cfg.average)
             step = self._group_rate(index, mean_s)
             radial = step / norm_sq.clamp_min(1e-30)
             if cfg.objective == "linear":
@@ -251,7 +267,7 @@ class SAL:
             rows = stack.unbind(0)
             self._stacks[key] = stack, rows
             self.averages[index[0]:index[-1] + 1] = rows
-        stack.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
+        self._blend(stack, mean_s)
         return self._rate(stack)
 
     def state_dict(self) -> dict:
