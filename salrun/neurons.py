@@ -72,6 +72,25 @@ def mean_sensitivity(slope: torch.Tensor, norm: torch.Tensor, average: str = "ar
     return from_statistic(slope_statistic(slope, average).mean(-2), average) * norm
 
 
+def tangent_log_gains(weights: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], chained: Sequence[bool],
+                      activation: str, generator: torch.Generator) -> torch.Tensor:
+    """Per layer of a feed-forward stack, the mean over the batch of ln(‖J_l δ‖/‖δ‖), J_l =
+    diag(f'(U_l))·W_l, for a tangent vector δ propagated from a random direction at the first
+    layer's input: the log gain on the direction the signal (and, transposed, the gradient)
+    takes, which can lie far below ln RMS(s) when the layers' Jacobians are not isotropic.
+    A layer whose input is not the previous layer's output starts from a fresh random δ."""
+    gains, delta = [], None
+    for w, o, chain in zip(weights, outputs, chained):
+        if delta is None or not chain or delta.shape[1] != w.shape[1]:
+            delta = torch.randn(o.shape[0], w.shape[1], generator=generator).to(o)
+            delta = delta / delta.norm(dim=1, keepdim=True)
+        delta = derivative(o, activation) * (delta @ w.T)
+        norm = delta.norm(dim=1).clamp_min(1e-30)
+        gains.append(torch.log(norm).mean())
+        delta = delta / norm[:, None]
+    return torch.stack(gains)
+
+
 def row_norm_sq(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """‖w_j‖² over all weight blocks of each neuron, shape (neurons,)."""
     total = weights[0].pow(2).sum(1)

@@ -298,6 +298,9 @@ class SALSettings:
     # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
     # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
     average: Literal["arithmetic", "geometric"] = "arithmetic"
+    # feed-forward stacks (ours, docs/DEPTH.md): layer l's target is target·exp(gap_l), gap_l a
+    # moving average of ln RMS(s_l) minus the layer's measured log gain along the signal's tangent
+    layer_target: bool = False
     include_output: bool = False                           # also adapt the (linear) output layer
     rnn_inputs: Literal["all", "recurrent"] = "all"        # which inputs count in ‖w_j‖
 

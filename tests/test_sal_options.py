@@ -136,6 +136,52 @@ def test_ensemble_runs_the_new_options_alone():
     base = ["experiment=paper_deep_ffn", "model.depth=3", "train.steps=2"]
     cfgs = [compose("train", [*base, f"seed={seed}", *extra])
             for seed, extra in [(0, []), (1, []), (2, ["method.average=geometric"]), (3, ["method.average=geometric"]),
-                                (4, ["method.gate=proportional"]), (5, ["method.gate=proportional"])]]
+                                (4, ["method.gate=proportional"]), (5, ["method.layer_target=true"])]]
     together, alone = ensemble_groups(cfgs)
     assert together == [[0, 1]] and alone == [2, 3, 4, 5]
+
+
+def tangent_gains_by_autograd(model: MLP, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """ln(‖J_l δ‖/‖δ‖) per layer by forward-mode autograd through the real layers, δ from the
+    first layer's input on (the same random start as SAL's stream), renormalised per layer."""
+    delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    delta = delta / delta.norm(dim=1, keepdim=True)
+    h, gains = x, []
+    for linear in model.hidden_linears():
+        h, delta = torch.func.jvp(lambda v: torch.tanh(linear(v)), (h,), (delta,))
+        norm = delta.norm(dim=1)
+        gains.append(torch.log(norm).mean())
+        delta = delta / norm[:, None]
+    return torch.stack(gains).detach()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_layer_target_moves_each_layers_target_by_its_measured_gap(fused, monkeypatch):
+    model, x = mlp(depth=3, seed=5), torch.randn(16, 3, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        pairs = hidden_activity(model, x)
+    linears = model.hidden_linears()
+    gains = tangent_gains_by_autograd(model, x, seed=0)  # SAL's tangent stream starts at seed 0
+    log_rms = torch.stack([0.5 * torch.log(((1 - o * o) * l.weight.detach().norm(dim=1)).square().mean())
+                           for (_, o), l in zip(pairs, linears)])
+    gap = (log_rms - gains).clamp(-0.2, 0.2)
+    means = [batch_mean(o, l.weight.detach(), "arithmetic") for (_, o), l in zip(pairs, linears)]
+    layer = int(gap.abs().argmax())
+    base = float(means[layer][0] * torch.exp(-gap[layer] / 2))  # neuron 0 there: the two targets gate it oppositely
+    before = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in linears]
+    sal = run_step(model, x, fused, monkeypatch, lr=0.05, gate="two_sided", target=base, layer_target=True)
+    torch.testing.assert_close(sal.targets, base * torch.exp(gap), rtol=1e-4, atol=1e-6)
+    for (w, b), (xi, o), m, linear, target in zip(before, pairs, means, linears, base * torch.exp(gap)):
+        step = 0.05 * torch.where(m < target, 1.0, -1.0)
+        w_new, b_new = expected_update(w, b, xi, o, step)
+        torch.testing.assert_close(linear.weight.detach(), w_new, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(linear.bias.detach(), b_new, rtol=1e-5, atol=1e-6)
+    assert (means[layer][0] < base) != (means[layer][0] < base * torch.exp(gap[layer]))
+
+
+def test_layer_target_refuses_a_recurrent_layer():
+    rnn = nn.RNN(3, 4)
+    sal = SAL(rnn, layer_target=True)
+    rnn(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="feed-forward"):
+        sal.step()
