@@ -185,3 +185,11 @@ def test_layer_target_refuses_a_recurrent_layer():
     rnn(torch.randn(5, 2, 3))
     with pytest.raises(ValueError, match="feed-forward"):
         sal.step()
+
+
+def test_orthogonal_preset_is_paper_deep_ffn_on_an_orthogonal_init_at_target_1():
+    preset, base = compose("train", ["experiment=paper_deep_ffn_orthogonal"]), compose("train", ["experiment=paper_deep_ffn"])
+    assert preset["init"]["name"] == "orthogonal" and preset["method"]["target"] == 1.0
+    differ = {key for key in base if key != "experiment" and preset[key] != base[key]}
+    assert differ == {"init", "method"}
+    assert {k for k in base["method"] if preset["method"][k] != base["method"][k]} == {"target"}
