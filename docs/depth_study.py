@@ -3,6 +3,7 @@
     python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K]
     python docs/depth_study.py --table SWEEP_DIR [SWEEP_DIR...] [--window 5]
     python docs/depth_study.py --compare FIGURE.png STUDY_DIR [STUDY_DIR...]
+    python docs/depth_study.py --mechanism STUDY_DIR [STUDY_DIR...]
 
 The second form tabulates sweeps: per variant (the overrides less the seed), the runs that
 succeed judged on the mean of the last `window` evaluations (with a Wilson 95% interval), those
@@ -11,6 +12,9 @@ inside the window.
 
 The third form draws the studies' sums over layers of ln RMS(s), of the random-direction gain
 and of the tangent gain, beside their test accuracy, one column per study.
+
+The fourth prints, per study, the medians over the logged steps from step 300 on (after
+the climb) of those sums, of Adam's and SAL's steps, and the gate.
 
 The first form trains one run exactly as `salrun train OVERRIDES` would (the job layer's own network,
 optimizer and step), and every K steps also records, per hidden layer:
@@ -104,6 +108,8 @@ def table(sweeps: list[Path], window: int) -> str:
     for sweep in sweeps:
         for folder in sorted((f for f in sweep.iterdir() if (f / "summary.json").is_file()), key=lambda f: f.name):
             summary = json.loads((folder / "summary.json").read_text())
+            if summary["status"] == "interrupted":  # stopped by hand: not a result
+                continue
             overrides = yaml.safe_load((folder / "overrides.yaml").read_text()) or []
             variant = " ".join(o for o in overrides if not o.startswith(("seed=", "threads=")))
             metrics = pd.read_csv(folder / "metrics.csv")
@@ -136,10 +142,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--table", action="store_true", help="tabulate the sweep folders given instead")
     parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")
     parser.add_argument("--compare", action="store_true", help="draw the study folders given into OUT (a .png)")
     args = parser.parse_args()
     if args.table:
         print(table([args.out, *map(Path, args.overrides)], args.window))
+        return
+    if args.mechanism:
+        print(mechanism([args.out, *map(Path, args.overrides)]))
         return
     if args.compare:
         compare([Path(d) for d in args.overrides], args.out)
@@ -271,6 +281,33 @@ def plot(table: Path, figure: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(figure, dpi=80)
+
+
+def mechanism(studies: list[Path], since: int = 300) -> str:
+    import pandas as pd
+
+    header = ["study", "Σ ln RMS(s)", "Σ mean ln s", "Σ random-dir. gain", "Σ tangent gain", "Σ ln spread",
+              "Adam Δ ln RMS(s)/layer", "SAL Δ ln RMS(s)/layer", "Adam ΔW RMS", "SAL ΔW RMS", "climbing",
+              "evals < 0.9"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for study in studies:
+        d = pd.read_csv(study / "study.csv")
+        d = d[d.step >= since]
+
+        def per_layer(name):
+            return d[d.metric == name].pivot(index="step", columns="layer", values="value")
+
+        def summed(name):  # layers 1…: layer 0's input is the 2-D data, not a layer below
+            return f"{per_layer(name).iloc[:, 1:].sum(axis=1).median():.2f}"
+
+        def mean(name, fmt=".1e"):
+            return format(per_layer(name).mean(axis=1).median(), fmt) if (d.metric == name).any() else "-"
+
+        accuracy = d[d.metric == "accuracy"].value
+        lines.append("| " + " | ".join([study.name, *map(summed, ["rms", "meanlog", "gain", "tangent", "spread"]),
+                                         mean("adam"), mean("sal"), mean("adam_step"), mean("sal_step"),
+                                         mean("gate", ".2f"), f"{int((accuracy < 0.9).sum())}/{len(accuracy)}"]) + " |")
+    return "\n".join(lines)
 
 
 def compare(studies: list[Path], figure: Path) -> None:
