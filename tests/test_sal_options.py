@@ -39,6 +39,16 @@ def mlp(depth: int = 3, seed: int = 0) -> MLP:
                generator=torch.Generator().manual_seed(seed))
 
 
+def case(depth: int, seed: int, model_seed: int = 0):
+    """A small MLP, a batch, each hidden layer's (x, o) and its (W, θ) before SAL's step."""
+    model, x = mlp(depth, model_seed), torch.randn(16, 3, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        pairs = hidden_activity(model, x)
+    linears = model.hidden_linears()
+    before = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in linears]
+    return model, x, pairs, linears, before
+
+
 def run_step(model: MLP, x: torch.Tensor, fused: bool, monkeypatch, **settings) -> SAL:
     monkeypatch.setattr(SAL, "fused", fused)
     sal = SAL(model, beta=0.0, **settings)
@@ -51,10 +61,7 @@ def run_step(model: MLP, x: torch.Tensor, fused: bool, monkeypatch, **settings) 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("depth", [1, 3])  # one layer alone; a stack updated as one group
 def test_geometric_average_gates_on_exp_mean_log_s(fused, depth, monkeypatch):
-    model, x = mlp(depth), torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        pairs = hidden_activity(model, x)
-    linears = model.hidden_linears()
+    model, x, pairs, linears, before = case(depth, seed=1)
     geometric = [batch_mean(o, l.weight.detach(), "geometric") for (_, o), l in zip(pairs, linears)]
     arithmetic = [batch_mean(o, l.weight.detach(), "arithmetic") for (_, o), l in zip(pairs, linears)]
     # A target between the two means of some neurons: there the two averages gate oppositely.
@@ -62,7 +69,6 @@ def test_geometric_average_gates_on_exp_mean_log_s(fused, depth, monkeypatch):
     middle = len(ordered) // 2
     target = float(ordered[middle - 1: middle + 1].mean())  # midway between two neurons, none at it
     differ = sum(int(((g < target) != (a < target)).sum()) for g, a in zip(geometric, arithmetic))
-    before = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in linears]
     sal = run_step(model, x, fused, monkeypatch, lr=0.05, gate="two_sided", target=target, average="geometric")
     for (w, b), (xi, o), g, linear, average in zip(before, pairs, geometric, linears, sal.averages):
         torch.testing.assert_close(average, g, rtol=1e-5, atol=1e-6)
@@ -106,14 +112,10 @@ def test_geometric_mean_of_a_saturated_neuron_stays_finite():
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("depth", [1, 3])
 def test_proportional_gate_scales_the_rate_by_the_log_error(fused, depth, monkeypatch):
-    model, x = mlp(depth), torch.randn(16, 3, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        pairs = hidden_activity(model, x)
-    linears = model.hidden_linears()
+    model, x, pairs, linears, before = case(depth, seed=4)
     means = [batch_mean(o, l.weight.detach(), "arithmetic") for (_, o), l in zip(pairs, linears)]
     errors = torch.cat([torch.log(1.0 / m) for m in means])
     band = float(errors.abs().median())  # about half the neurons inside the band, half outside
-    before = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in linears]
     run_step(model, x, fused, monkeypatch, lr=0.05, gate="proportional", band=band, target=1.0)
     fractions = []
     for (w, b), (xi, o), m, linear in zip(before, pairs, means, linears):
@@ -157,10 +159,7 @@ def tangent_gains_by_autograd(model: MLP, x: torch.Tensor, seed: int) -> torch.T
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_layer_target_moves_each_layers_target_by_its_measured_gap(fused, monkeypatch):
-    model, x = mlp(depth=3, seed=5), torch.randn(16, 3, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        pairs = hidden_activity(model, x)
-    linears = model.hidden_linears()
+    model, x, pairs, linears, before = case(3, seed=6, model_seed=5)
     gains = tangent_gains_by_autograd(model, x, seed=0)  # SAL's tangent stream starts at seed 0
     log_rms = torch.stack([0.5 * torch.log(((1 - o * o) * l.weight.detach().norm(dim=1)).square().mean())
                            for (_, o), l in zip(pairs, linears)])
@@ -168,7 +167,6 @@ def test_layer_target_moves_each_layers_target_by_its_measured_gap(fused, monkey
     means = [batch_mean(o, l.weight.detach(), "arithmetic") for (_, o), l in zip(pairs, linears)]
     layer = int(gap.abs().argmax())
     base = float(means[layer][0] * torch.exp(-gap[layer] / 2))  # neuron 0 there: the two targets gate it oppositely
-    before = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in linears]
     sal = run_step(model, x, fused, monkeypatch, lr=0.05, gate="two_sided", target=base, layer_target=True)
     torch.testing.assert_close(sal.targets, base * torch.exp(gap), rtol=1e-4, atol=1e-6)
     for (w, b), (xi, o), m, linear, target in zip(before, pairs, means, linears, base * torch.exp(gap)):
