@@ -8,7 +8,8 @@
 The second form tabulates sweeps: per variant (the overrides less the seed), the runs that
 succeed judged on the mean of the last `window` evaluations (with a Wilson 95% interval), those
 that reached success at some evaluation and lost it by the end, and those that dip below it
-inside the window.
+inside the window, and the medians over the runs of the final ln RMS(s) and of the first
+layer's gradient over the readout's (log10), at the last step.
 
 The third form draws the studies' sums over layers of ln RMS(s), of the random-direction gain
 and of the tangent gain, beside their test accuracy, one column per study.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -117,12 +119,17 @@ def table(sweeps: list[Path], window: int) -> str:
             threshold = float(summary["criterion"].split()[-1])
             last = curve[-window:]
             ok = summary["status"] == "ok" and last.mean() >= threshold
+            final = metrics[metrics.step == metrics.step.max()]
+            grads = final[final.metric == "grad_norm"].sort_values("layer").value.to_numpy()
             runs.setdefault(variant, []).append({
+                "log_s": float(final[final.metric == "log_sensitivity"].value.iloc[0]),
+                "grad_ratio": math.log10(max(grads[0], 1e-300) / grads[-1]),
                 "seed": summary["seed"], "success": ok, "reached": bool((curve >= threshold).any()),
                 "dips": bool(ok and (last < threshold).any()), "window": float(last.mean()), "status": summary["status"],
                 "wall": summary["wall_seconds"]})
     lines = [f"| variant | runs | success (last {window} evals) | Wilson 95% | reached, then lost | dips in window "
-             f"| mean of last {window} | failed seeds | wall s/run |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| mean of last {window} | failed seeds | final ln RMS(s) | log10 ‖∂L/∂W_0‖/‖∂L/∂W_out‖ | wall s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, rs in runs.items():
         n, k = len(rs), sum(r["success"] for r in rs)
         lo, hi = wilson(k, n)
@@ -131,6 +138,8 @@ def table(sweeps: list[Path], window: int) -> str:
         windows = [r["window"] for r in rs]
         lines.append(f"| {variant or '(preset)'} | {n} | {k}/{n} | {lo:.2f}-{hi:.2f} | {lost} | "
                      f"{sum(r['dips'] for r in rs)} | {sum(windows) / n:.3f} (min {min(windows):.3f}) | {failed} | "
+                     f"{statistics.median(r['log_s'] for r in rs):.3f} | "
+                     f"{statistics.median(r['grad_ratio'] for r in rs):.1f} | "
                      f"{sum(r['wall'] for r in rs) / n:.0f} |")
     return "\n".join(lines)
 
