@@ -248,7 +248,7 @@ def plot(table: Path, figure: Path, title: str) -> None:
     ax2 = ax.twinx()
     ax2.plot(scalar("chain"), color="C3", label="log gain of the stack")
     ax2.set_ylabel("ln ‖Jδ‖ through all layers", color="C3")
-    for ax, name, title in [(axes[0, 1], "rms", "ln RMS(s) per layer"), (axes[0, 2], "gain", "typical log gain per layer"),
+    for ax, name, panel in [(axes[0, 1], "rms", "ln RMS(s) per layer"), (axes[0, 2], "gain", "typical log gain per layer"),
                             (axes[1, 0], "grad", "log10 ‖∂L/∂W_l‖")]:
         m = per_layer(name)
         if name == "grad":
@@ -257,7 +257,7 @@ def plot(table: Path, figure: Path, title: str) -> None:
                        extent=[m.columns.min(), m.columns.max(), 0, len(m)],
                        **({"vmin": -0.1, "vmax": 0.1} if name != "grad" else {}))
         fig.colorbar(im, ax=ax)
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.set_xlabel("step")
         ax.set_ylabel("layer")
     ax = axes[1, 1]
