@@ -35,7 +35,9 @@ def _shape_key(s) -> tuple:
     model = {k: v for k, v in s.config["model"].items() if k not in ("init", "input_scale")}
     sal = s.method.settings if s.method.name == "sal" else None
     return (s.model.name, repr(model), repr(s.config["task"]), repr(s.config["train"]), s.root.optim.name,
-            s.root.optim.clip, s.root.device, sal is None or (sal.objective, sal.include_output) == ("log", False),
+            s.root.optim.clip, s.root.device,
+            sal is None or (sal.objective, sal.include_output, sal.average) == ("log", False, "arithmetic")
+            and sal.gate != "proportional" and not sal.layer_target,
             sal.rnn_inputs if sal is not None else None)
 
 
@@ -50,7 +52,8 @@ class EnsembleTrainer:
             raise MembersDiffer("the runs differ in more than per-member settings (seed, init, method, "
                                 "SAL's rate/target/gate/beta, rho, the optimizer's lr and momentum)")
         if not all(key[-2] for key in keys):
-            raise MembersDiffer("SAL with objective=linear or include_output=true does not batch")
+            raise MembersDiffer("SAL with objective=linear, include_output=true, average=geometric, "
+                                "gate=proportional or layer_target=true does not batch")
         self.settings, self.writers = settings, writers
         self.task = settings[0].task.entry.load()(settings[0].task.settings)
         self.nets = [jobs._network(s, self.task.input_size, self.task.output_size, self.task) for s in settings]

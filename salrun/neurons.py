@@ -47,6 +47,50 @@ def curvature_ratio(o: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
+# Floor of f' in the mean-log form: tanh's 1 - o² is exactly 0 in float32 once |U| > ~9
+# (f' < 6e-8); a floor keeps ln f' finite without letting one saturated sample dominate.
+MIN_SLOPE = 1e-12
+
+
+def slope_statistic(slope: torch.Tensor, average: str = "arithmetic") -> torch.Tensor:
+    """What the batch mean of s_j averages per row: f' (arithmetic) or ln f' (geometric)."""
+    if average == "arithmetic":
+        return slope
+    if average == "geometric":
+        return torch.log(slope.clamp_min(MIN_SLOPE))
+    raise ValueError(f"unknown average {average!r}")
+
+
+def from_statistic(mean: torch.Tensor, average: str = "arithmetic") -> torch.Tensor:
+    """The mean of `slope_statistic` back to a mean slope: mean f', or exp(mean ln f')."""
+    return mean if average == "arithmetic" else torch.exp(mean)
+
+
+def mean_sensitivity(slope: torch.Tensor, norm: torch.Tensor, average: str = "arithmetic") -> torch.Tensor:
+    """Batch mean of s_j = f'(U_j)·‖w_j‖ over the rows (dim -2): arithmetic, or the geometric
+    exp(mean ln s_j) = exp(mean ln f')·‖w_j‖ (the mean-log form of SCIENCE.md §1)."""
+    return from_statistic(slope_statistic(slope, average).mean(-2), average) * norm
+
+
+def tangent_log_gains(weights: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], chained: Sequence[bool],
+                      activation: str, generator: torch.Generator) -> torch.Tensor:
+    """Per layer of a feed-forward stack, the mean over the batch of ln(‖J_l δ‖/‖δ‖), J_l =
+    diag(f'(U_l))·W_l, for a tangent vector δ propagated from a random direction at the first
+    layer's input: the log gain on the direction the signal (and, transposed, the gradient)
+    takes, which can lie far below ln RMS(s) when the layers' Jacobians are not isotropic.
+    A layer whose input is not the previous layer's output starts from a fresh random δ."""
+    gains, delta = [], None
+    for w, o, chain in zip(weights, outputs, chained):
+        if delta is None or not chain or delta.shape[1] != w.shape[1]:
+            delta = torch.randn(o.shape[0], w.shape[1], generator=generator).to(o)
+            delta = delta / delta.norm(dim=1, keepdim=True)
+        delta = derivative(o, activation) * (delta @ w.T)
+        norm = delta.norm(dim=1).clamp_min(1e-30)
+        gains.append(torch.log(norm).mean())
+        delta = delta / norm[:, None]
+    return torch.stack(gains)
+
+
 def row_norm_sq(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """‖w_j‖² over all weight blocks of each neuron, shape (neurons,)."""
     total = weights[0].pow(2).sum(1)

@@ -6,7 +6,13 @@ ln s_j with its own input held fixed; nothing is back-propagated:
 
     Δw_j = η·g_j·(w_j/‖w_j‖² + (f''/f')(U_j)·x),   Δθ_j = η·g_j·(f''/f')(U_j)
 
-with g_j = 1 below target and 0 (one-sided gate) or -1 (two-sided) above.
+with g_j = 1 below target and 0 (one-sided gate) or -1 (two-sided) above, or (proportional
+gate, ours) g_j = clamp(ln(target/s̄_j)/band, -1, 1). s̄_j averages the batch's arithmetic
+mean of s_j, or (average=geometric, the mean-log form, ours) its geometric mean, in log space.
+With layer_target (ours, feed-forward stacks), layer l's target is target·exp(gap_l), gap_l a
+moving average of ln RMS(s_l) minus the log gain measured along the signal's tangent
+(`neurons.tangent_log_gains`): where the Jacobians are not isotropic, RMS(s) = 1 does not
+carry the signal, and the gap says by how much it falls short.
 For tanh, f''/f' = -2·o_j. Use it after each optimizer step:
 
     sal = SAL(model)           # Linear → tanh layers, nn.RNN, nn.RNNCell (activity.py), or a salrun model
@@ -31,9 +37,12 @@ import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, probe_for
-from salrun.neurons import curvature_ratio, derivative, log_sensitivity_gradient, row_norm_sq, sensitivity
+from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
+                            row_norm_sq, slope_statistic, tangent_log_gains)
 from salrun.settings import SALSettings
 
+GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
+MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target`
 CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
@@ -55,6 +64,9 @@ class SAL:
         self._stacks: dict[tuple[int, ...], tuple] = {}  # averages of a layer group: stacked, and its rows
         self._plan_key: tuple | None = None
         self._plan_cache: list = []
+        self.targets: torch.Tensor | None = None  # layer_target: this step's target per layer
+        self.gaps: torch.Tensor | None = None  # layer_target: gap_l per layer
+        self._tangent_rng = torch.Generator().manual_seed(0)  # its own stream: never moves the job's RNG
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -76,6 +88,7 @@ class SAL:
     def step(self) -> None:
         """Update every layer from the activity of the forward passes since the last step."""
         layers = self.layers()
+        self.targets = self._layer_targets(layers) if self.settings.layer_target else None
         if not self.fused:
             for i, layer in enumerate(layers):
                 self._reference_step(i, layer)
@@ -86,6 +99,25 @@ class SAL:
                 else:
                     self._group_step(group, [layers[i] for i in group], weights, biases)
         self.probe.clear()
+
+    def _layer_targets(self, layers: list[LayerActivity]) -> torch.Tensor:
+        """target·exp(gap_l) per layer, gap_l = ln RMS(s_l) - the measured tangent log gain (averaged)."""
+        if any(type(layer) is not LayerActivity or len(layer.weights) != 1 for layer in layers):
+            raise ValueError("layer_target needs a feed-forward stack of Linear → tanh layers (no RNN)")
+        weights = [layer.weights[0] for layer in layers]
+        outputs = [layer.output for layer in layers]
+        chained = [False] + [layer.inputs[0].data_ptr() == before.output.data_ptr()
+                             for before, layer in zip(layers, layers[1:])]
+        activation = layers[0].activation
+        gains = tangent_log_gains(weights, outputs, chained, activation, self._tangent_rng)
+        log_rms = torch.stack([0.5 * torch.log((derivative(o, activation) * w.norm(dim=1)).square().mean())
+                               for w, o in zip(weights, outputs)])
+        gap = log_rms - gains
+        if self.gaps is None:
+            self.gaps = gap
+        else:
+            self.gaps.mul_(GAP_KEEP).add_(gap, alpha=1 - GAP_KEEP)
+        return self.settings.target * torch.exp(self.gaps.clamp(-MAX_GAP, MAX_GAP))
 
     def _plan(self, layers: list[LayerActivity]) -> list[tuple[list[int], torch.Tensor | None, torch.Tensor | None]]:
         """The groups of layers to update together, each with the (L, …) views of its stacked
@@ -121,25 +153,37 @@ class SAL:
         if i == len(self.averages):
             self.averages.append(batch_mean.clone())
         else:
-            self.averages[i].mul_(cfg.beta).add_(batch_mean, alpha=1 - cfg.beta)
-        return self._rate(self.averages[i])
+            self._blend(self.averages[i], batch_mean)
+        return self._rate(self.averages[i], None if self.targets is None else self.targets[i])
 
-    def _rate(self, average: torch.Tensor) -> torch.Tensor:
-        gate = (average < self.settings.target).to(average.dtype)
-        if self.settings.gate == "two_sided":
+    def _blend(self, average: torch.Tensor, batch_mean: torch.Tensor) -> None:
+        """s̄ ← β·s̄ + (1-β)·batch mean, in place; the geometric average blends ln s̄ instead."""
+        beta = self.settings.beta
+        if self.settings.average == "geometric":
+            average.log_().mul_(beta).add_(batch_mean.log(), alpha=1 - beta).exp_()
+        else:
+            average.mul_(beta).add_(batch_mean, alpha=1 - beta)
+
+    def _rate(self, average: torch.Tensor, target: torch.Tensor | float | None = None) -> torch.Tensor:
+        cfg = self.settings
+        target = cfg.target if target is None else target
+        if cfg.gate == "proportional":
+            return cfg.lr * (torch.log(target / average) / cfg.band).clamp(-1, 1)
+        gate = (average < target).to(average.dtype)
+        if cfg.gate == "two_sided":
             gate = 2 * gate - 1
-        return self.settings.lr * gate
+        return cfg.lr * gate
 
     # -- the formula as written (reference) ----------------------------------------
 
     def _reference_step(self, i: int, layer: LayerActivity) -> None:
         cfg = self.settings
         inputs, output = layer.inputs, layer.output
-        s = sensitivity(output, layer.weights, layer.activation)
-        step = self._gate_step(i, s.mean(0))
+        slope, norm = derivative(output, layer.activation), row_norm_sq(layer.weights).sqrt()
+        step = self._gate_step(i, mean_sensitivity(slope, norm, cfg.average))
         grads, bias_grad = log_sensitivity_gradient(
             layer.weights, inputs, output, layer.activation,
-            sample_weight=s if cfg.objective == "linear" else None,
+            sample_weight=slope * norm if cfg.objective == "linear" else None,
         )
         for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
             update = step[:, None] * grad
@@ -150,10 +194,11 @@ class SAL:
 
     def _layer_step(self, i: int, layer: LayerActivity) -> None:
         linear = self.settings.objective == "linear"
+        average = self.settings.average
         weights = layer.weights
         norm_sq = row_norm_sq(weights)
         norm = norm_sq.sqrt()
-        # One pass over the rows: Σ f', Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
+        # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
         rows, slope_sum, ratio_sum, raw = 0, None, None, None
         for inputs, output in layer.chunks(CHUNK_ROWS):
             slope = derivative(output, layer.activation)
@@ -166,9 +211,10 @@ class SAL:
                 for r, x in zip(raw, inputs):
                     r.addmm_(ratio.T, x)
             rows += output.shape[0]
-            slope_sum = slope.sum(0) if slope_sum is None else slope_sum + slope.sum(0)
+            statistic = slope_statistic(slope, average).sum(0)
+            slope_sum = statistic if slope_sum is None else slope_sum + statistic
             ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum + ratio.sum(0)
-        mean_s = slope_sum / rows * norm
+        mean_s = from_statistic(slope_sum / rows, average) * norm
         step = self._gate_step(i, mean_s)
         radial = step / norm_sq.clamp_min(1e-30)
         if linear:
@@ -201,7 +247,7 @@ class SAL:
         activation = layers[0].activation
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
         norm_sq = norm * norm
-        if activation in SQUASHING and cfg.objective == "log":
+        if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
             mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
@@ -214,7 +260,7 @@ class SAL:
             ratio = curvature_ratio(o, activation)
             if cfg.objective == "linear":
                 ratio = ratio * (slope * norm[:, None, :])
-            mean_s = slope.mean(1) * norm
+            mean_s = mean_sensitivity(slope, norm, cfg.average)
             step = self._group_rate(index, mean_s)
             radial = step / norm_sq.clamp_min(1e-30)
             if cfg.objective == "linear":
@@ -244,22 +290,32 @@ class SAL:
             rows = stack.unbind(0)
             self._stacks[key] = stack, rows
             self.averages.extend(rows)
-            return self._rate(stack)
+            return self._rate(stack, self._group_targets(index))
         current = self.averages[index[0]:index[-1] + 1]  # a group is a run of consecutive layers
         if stack is None or not all(map(operator.is_, current, rows)):  # loaded or replaced
             stack = torch.stack(current)
             rows = stack.unbind(0)
             self._stacks[key] = stack, rows
             self.averages[index[0]:index[-1] + 1] = rows
-        stack.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
-        return self._rate(stack)
+        self._blend(stack, mean_s)
+        return self._rate(stack, self._group_targets(index))
+
+    def _group_targets(self, index: list[int]) -> torch.Tensor | None:
+        return None if self.targets is None else self.targets[index[0]:index[-1] + 1, None]
 
     def state_dict(self) -> dict:
-        return {"averages": [a.clone() for a in self.averages]}
+        state = {"averages": [a.clone() for a in self.averages]}
+        if self.gaps is not None:
+            state["gaps"] = self.gaps.clone()
+            state["tangent_rng"] = self._tangent_rng.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.averages = [a.clone() for a in state["averages"]]
         self._stacks = {}
+        if "gaps" in state:
+            self.gaps = state["gaps"].clone()
+            self._tangent_rng.set_state(state["tangent_rng"])
 
 
 def _add_to_bias(bias: torch.Tensor | list[torch.Tensor] | None, update: torch.Tensor) -> None:

@@ -375,8 +375,17 @@ class SALSettings:
     lr: float = 0.01          # η_SAL
     target: float = 1.0       # sensitivity target
     beta: float = 0.5         # keep-rate of the moving average s̄ (0.9 overshoots more; see README)
-    gate: Literal["one_sided", "two_sided"] = "one_sided"  # two_sided also descends above target
+    # two_sided also descends above target; proportional (ours, docs/DEPTH.md) steps by
+    # η·clamp(ln(target/s̄)/band, -1, 1): full rate far from target, ∝ the error within `band`
+    gate: Literal["one_sided", "two_sided", "proportional"] = "one_sided"
+    band: float = 0.05        # proportional gate: the distance in ln s at which the rate is full
     objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
+    # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
+    # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
+    average: Literal["arithmetic", "geometric"] = "arithmetic"
+    # feed-forward stacks (ours, docs/DEPTH.md): layer l's target is target·exp(gap_l), gap_l a
+    # moving average of ln RMS(s_l) minus the layer's measured log gain along the signal's tangent
+    layer_target: bool = False
     include_output: bool = False                           # also adapt the (linear) output layer
     rnn_inputs: Literal["all", "recurrent"] = "all"        # which inputs count in ‖w_j‖
 
@@ -384,6 +393,7 @@ class SALSettings:
         _non_negative("method.lr", self.lr)
         _positive("method.target", self.target)
         _require(0 <= self.beta < 1, f"method.beta must be in [0, 1), got {self.beta}")
+        _positive("method.band", self.band)
 
 
 @registered("method", "spectral", "salrun.methods:SpectralMethod")

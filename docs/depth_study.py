@@ -1,0 +1,354 @@
+"""Issue 19: what happens inside a deep SAL net when it loses what it learned (docs/DEPTH.md).
+
+    python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K]
+    python docs/depth_study.py --table SWEEP_DIR [SWEEP_DIR...] [--window 5]
+    python docs/depth_study.py --compare FIGURE.png STUDY_DIR [STUDY_DIR...]
+    python docs/depth_study.py --mechanism STUDY_DIR [STUDY_DIR...]
+
+The second form tabulates sweeps: per variant (the overrides less the seed), the runs that
+succeed judged on the mean of the last `window` evaluations (with a Wilson 95% interval), those
+that reached success at some evaluation and lost it by the end, and those that dip below it
+inside the window, and the medians over the runs of the final ln RMS(s) and of the first
+layer's gradient over the readout's (log10), at the last step.
+
+The third form draws the studies' sums over layers of ln RMS(s), of the random-direction gain
+and of the tangent gain, beside their test accuracy, one column per study.
+
+The fourth prints, per study, the medians over the logged steps from step 300 on (after
+the climb) of those sums, of Adam's and SAL's steps, and the gate.
+
+The first form trains one run exactly as `salrun train OVERRIDES` would (the job layer's own network,
+optimizer and step), and every K steps also records, per hidden layer:
+
+- `rms`: ln RMS(s) over neurons and batch (what SAL's average tracks);
+- `meanlog`: mean of ln s (the geometric-mean form of SCIENCE.md §1);
+- `gain`: the typical log gain of the layer's Jacobian diag(f')·W on a random direction,
+  E ln(‖Jδ‖/‖δ‖), and `chain`: the log gain of the whole stack on one random tangent vector
+  per sample (forward mode), what the input's and the gradient's survival follows;
+  `tangent`: that chain's gain in layer l (on the direction the layers below handed it);
+- `spread`: ln of the ratio of the batch's state spread after and before the layer;
+- `grad`: ‖∂L/∂W_l‖;
+- `adam`, `sal`: the change of ln RMS(s) that Adam's step and SAL's step made, on the same batch;
+- `adam_step`, `sal_step`: RMS of each one's weight change per layer;
+- `gate`: the fraction of neurons whose s̄ is below target (climbing).
+
+It writes OUT_DIR/study.csv (step, metric, layer, value) and OUT_DIR/study.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from salrun import jobs
+from salrun.launch import compose
+from salrun.neurons import sensitivity
+from salrun.settings import job_settings
+
+
+@torch.no_grad()
+def layer_stats(model, x: torch.Tensor, generator: torch.Generator, probe) -> dict[str, torch.Tensor]:
+    """Per hidden layer: ln RMS(s), mean ln s, typical log gain on a random δ; and the chain's log gain.
+    (The probe is paused: SAL must see the training forward only.)"""
+    with probe.paused():
+        return _layer_stats(model, x, generator)
+
+
+def _layer_stats(model, x, generator):
+    hidden = model.hidden_linears()
+    h, delta = x, torch.randn(x.shape, generator=generator)
+    delta = delta / delta.norm(dim=1, keepdim=True)
+    chain_log = torch.zeros(x.shape[0])
+    rms, meanlog, gain, tangent, spread = [], [], [], [], []
+    for linear in hidden:
+        o = torch.tanh(linear(h))
+        s = sensitivity(o, [linear.weight])
+        rms.append(0.5 * torch.log(s.square().mean()))
+        meanlog.append(torch.log(s.clamp_min(1e-30)).mean())
+        slope = 1 - o * o
+        if linear is not hidden[0]:  # square layers: a fresh random direction per sample
+            r = torch.randn(h.shape, generator=generator)
+            r = r / r.norm(dim=1, keepdim=True)
+            gain.append(torch.log((slope * (r @ linear.weight.T)).norm(dim=1).clamp_min(1e-30)).mean())
+        else:
+            gain.append(torch.tensor(float("nan")))
+        delta = slope * (delta @ linear.weight.T)
+        norm = delta.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        chain_log += torch.log(norm[:, 0])
+        tangent.append(torch.log(norm[:, 0]).mean())
+        # how the batch's spread of states changes through the layer: the input's signal, not a tangent
+        spread.append(torch.log((o - o.mean(0)).norm() / (h - h.mean(0)).norm().clamp_min(1e-30)))
+        delta = delta / norm
+        h = o
+    return {"rms": torch.stack(rms), "meanlog": torch.stack(meanlog), "gain": torch.stack(gain), "tangent": torch.stack(tangent),
+            "spread": torch.stack(spread),
+            "chain": chain_log.mean()}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate k/n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def table(sweeps: list[Path], window: int) -> str:
+    import json
+
+    import pandas as pd
+    import yaml
+
+    runs: dict[str, list[dict]] = {}
+    for sweep in sweeps:
+        for folder in sorted((f for f in sweep.iterdir() if (f / "summary.json").is_file()), key=lambda f: f.name):
+            summary = json.loads((folder / "summary.json").read_text())
+            if summary["status"] == "interrupted":  # stopped by hand: not a result
+                continue
+            overrides = yaml.safe_load((folder / "overrides.yaml").read_text()) or []
+            variant = " ".join(o for o in overrides if not o.startswith(("seed=", "threads=")))
+            metrics = pd.read_csv(folder / "metrics.csv")
+            curve = metrics[metrics.metric == summary["metric"]].sort_values("step").value.to_numpy()
+            threshold = float(summary["criterion"].split()[-1])
+            last = curve[-window:]
+            ok = summary["status"] == "ok" and last.mean() >= threshold
+            final = metrics[metrics.step == metrics.step.max()]
+            grads = final[final.metric == "grad_norm"].sort_values("layer").value.to_numpy()
+            runs.setdefault(variant, []).append({
+                "log_s": float(final[final.metric == "log_sensitivity"].value.iloc[0]),
+                "grad_ratio": math.log10(max(grads[0], 1e-300) / grads[-1]),
+                "seed": summary["seed"], "success": ok, "reached": bool((curve >= threshold).any()),
+                "dips": bool(ok and (last < threshold).any()), "window": float(last.mean()), "status": summary["status"],
+                "wall": summary["wall_seconds"]})
+    lines = [f"| variant | runs | success (last {window} evals) | Wilson 95% | reached, then lost | dips in window "
+             f"| mean of last {window} | failed seeds | final ln RMS(s) | log10 ‖∂L/∂W_0‖/‖∂L/∂W_out‖ | wall s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, rs in runs.items():
+        n, k = len(rs), sum(r["success"] for r in rs)
+        lo, hi = wilson(k, n)
+        lost = sum(r["reached"] and not r["success"] for r in rs)
+        failed = ", ".join(str(r["seed"]) for r in rs if not r["success"]) or "-"
+        windows = [r["window"] for r in rs]
+        lines.append(f"| {variant or '(preset)'} | {n} | {k}/{n} | {lo:.2f}-{hi:.2f} | {lost} | "
+                     f"{sum(r['dips'] for r in rs)} | {sum(windows) / n:.3f} (min {min(windows):.3f}) | {failed} | "
+                     f"{statistics.median(r['log_s'] for r in rs):.3f} | "
+                     f"{statistics.median(r['grad_ratio'] for r in rs):.1f} | "
+                     f"{sum(r['wall'] for r in rs) / n:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--table", action="store_true", help="tabulate the sweep folders given instead")
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")
+    parser.add_argument("--compare", action="store_true", help="draw the study folders given into OUT (a .png)")
+    args = parser.parse_args()
+    if args.table:
+        print(table([args.out, *map(Path, args.overrides)], args.window))
+        return
+    if args.mechanism:
+        print(mechanism([args.out, *map(Path, args.overrides)]))
+        return
+    if args.compare:
+        compare([Path(d) for d in args.overrides], args.out)
+        return
+    cfg = compose("train", ["experiment=paper_deep_ffn", "threads=1", *args.overrides])
+    s = job_settings("train", cfg)
+    task = s.task.entry.load()(s.task.settings)
+    net = jobs._network(s, task.input_size, task.output_size, task)
+    optimizer = jobs._optimizer(s, net.model)
+    x_test, y_test = task.test_set()
+    model, sal = net.model, getattr(net.method, "sal", None)
+    target = s.method.settings.target if sal is not None else 1.0
+    probe_rng = torch.Generator().manual_seed(12345)
+    hidden = model.hidden_linears()
+    rows: list[tuple[int, str, int | str, float]] = []
+
+    def log(step, name, values):
+        values = values.tolist() if torch.is_tensor(values) else values
+        if isinstance(values, list):
+            rows.extend((step, name, i, v) for i, v in enumerate(values))
+        else:
+            rows.append((step, name, "", values))
+
+    def weights():
+        return torch.stack([l.weight.detach().clone() for l in hidden[1:]])
+
+    for step in range(1, s.root.train.steps + 1):
+        record = step == 1 or step % args.every == 0
+        model.train()
+        net.probe.clear()
+        x, y = task.train_batch(s.root.train.batch_size, net.generator)
+        loss = task.loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if record:
+            log(step, "grad", [float(l.weight.grad.norm()) for l in model.linears()])
+            before, w0 = layer_stats(model, x, probe_rng, net.probe), weights()
+        optimizer.step()
+        if record:
+            after_adam, w1 = layer_stats(model, x, probe_rng, net.probe), weights()
+        net.method.after_step()
+        if record:
+            after_sal, w2 = layer_stats(model, x, probe_rng, net.probe), weights()
+            for name in ("rms", "meanlog", "gain", "tangent", "spread"):
+                log(step, name, before[name])
+            log(step, "chain", float(before["chain"]))
+            log(step, "adam", after_adam["rms"] - before["rms"])
+            log(step, "sal", after_sal["rms"] - after_adam["rms"])
+            log(step, "adam_step", (w1 - w0).square().mean((1, 2)).sqrt())
+            log(step, "sal_step", (w2 - w1).square().mean((1, 2)).sqrt())
+            if sal is not None and sal.averages:
+                log(step, "gate", [float((a < target).float().mean()) for a in sal.averages])
+            with torch.no_grad():
+                model.eval()
+                prediction = model(x_test)
+                log(step, "accuracy", float(task.evaluate(prediction, y_test)))
+                log(step, "loss", float(loss))
+            if step % 50 == 0:
+                print(f"step {step}: accuracy {rows[-2][3]:.3f} chain {float(before['chain']):.2f}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "study.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "metric", "layer", "value"])
+        writer.writerows(rows)
+    plot(args.out / "study.csv", args.out / "study.png", " ".join(args.overrides))
+
+
+def plot(table: Path, figure: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    d = pd.read_csv(table)
+
+    def per_layer(name):
+        return d[d.metric == name].pivot(index="layer", columns="step", values="value")
+
+    def scalar(name):
+        return d[d.metric == name].set_index("step").value
+
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11))
+    ax = axes[0, 0]
+    ax.plot(scalar("accuracy"), label="test accuracy")
+    ax.set_ylim(0.4, 1.0)
+    ax.set_title("test accuracy")
+    ax2 = ax.twinx()
+    ax2.plot(scalar("chain"), color="C3", label="log gain of the stack")
+    ax2.set_ylabel("ln ‖Jδ‖ through all layers", color="C3")
+    for ax, name, panel in [(axes[0, 1], "rms", "ln RMS(s) per layer"), (axes[0, 2], "gain", "typical log gain per layer"),
+                            (axes[1, 0], "grad", "log10 ‖∂L/∂W_l‖")]:
+        m = per_layer(name)
+        if name == "grad":
+            m = m.clip(lower=1e-30).apply(lambda c: c.map(math.log10))
+        im = ax.imshow(m.values, aspect="auto", origin="lower", cmap="coolwarm" if name != "grad" else "viridis",
+                       extent=[m.columns.min(), m.columns.max(), 0, len(m)],
+                       **({"vmin": -0.1, "vmax": 0.1} if name != "grad" else {}))
+        fig.colorbar(im, ax=ax)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.set_ylabel("layer")
+    ax = axes[1, 1]
+    for name, label in [("rms", "ln RMS(s)"), ("meanlog", "mean ln s"), ("gain", "typical log gain")]:
+        ax.plot(per_layer(name).mean(), label=label)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_title("layer mean over depth")
+    ax.legend()
+    ax = axes[1, 2]
+    ax.plot(per_layer("adam").mean(), label="Adam's step")
+    ax.plot(per_layer("sal").mean(), label="SAL's step")
+    ax.set_title("change of ln RMS(s) per step, mean over layers")
+    ax.legend()
+    ax = axes[2, 0]
+    ax.semilogy(per_layer("adam_step").mean(), label="Adam")
+    ax.semilogy(per_layer("sal_step").mean(), label="SAL")
+    ax.set_title("RMS weight change per step, mean over layers")
+    ax.legend()
+    ax = axes[2, 1]
+    if (d.metric == "gate").any():
+        ax.plot(per_layer("gate").mean(), label="mean over layers")
+        ax.set_title("fraction of neurons climbing (s̄ < target)")
+    ax = axes[2, 2]
+    g = per_layer("grad")
+    for step in [g.columns[0], *g.columns[len(g.columns) // 2:: max(1, len(g.columns) // 6)], g.columns[-1]]:
+        ax.semilogy(g[step].clip(lower=1e-30), label=f"step {step}")
+    ax.set_title("gradient profile over depth")
+    ax.set_xlabel("layer")
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(figure, dpi=80)
+
+
+def mechanism(studies: list[Path], since: int = 300) -> str:
+    import pandas as pd
+
+    header = ["study", "Σ ln RMS(s)", "Σ mean ln s", "Σ random-dir. gain", "Σ tangent gain", "Σ ln spread",
+              "Adam Δ ln RMS(s)/layer", "SAL Δ ln RMS(s)/layer", "Adam ΔW RMS", "SAL ΔW RMS", "climbing",
+              "evals < 0.9"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for study in studies:
+        d = pd.read_csv(study / "study.csv")
+        d = d[d.step >= since]
+
+        def per_layer(name):
+            return d[d.metric == name].pivot(index="step", columns="layer", values="value")
+
+        def summed(name):  # layers 1…: layer 0's input is the 2-D data, not a layer below
+            return f"{per_layer(name).iloc[:, 1:].sum(axis=1).median():.2f}"
+
+        def mean(name, fmt=".1e"):
+            return format(per_layer(name).mean(axis=1).median(), fmt) if (d.metric == name).any() else "-"
+
+        accuracy = d[d.metric == "accuracy"].value
+        lines.append("| " + " | ".join([study.name, *map(summed, ["rms", "meanlog", "gain", "tangent", "spread"]),
+                                         mean("adam"), mean("sal"), mean("adam_step"), mean("sal_step"),
+                                         mean("gate", ".2f"), f"{int((accuracy < 0.9).sum())}/{len(accuracy)}"]) + " |")
+    return "\n".join(lines)
+
+
+def compare(studies: list[Path], figure: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, axes = plt.subplots(2, len(studies), figsize=(4.5 * len(studies), 7), squeeze=False, sharey="row")
+    for column, study in enumerate(studies):
+        d = pd.read_csv(study / "study.csv")
+        title = (study / "title.txt").read_text().strip() if (study / "title.txt").is_file() else study.name
+        ax = axes[0, column]
+        for name, label in [("rms", "Σ ln RMS(s_l)"), ("gain", "Σ random-direction log gain"),
+                            ("tangent", "Σ tangent log gain (the signal's)"), ("spread", "Σ ln spread ratio")]:
+            m = d[(d.metric == name) & (d.layer.astype(str) != "0")]
+            ax.plot(m.groupby("step").value.sum(), label=label)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylim(-40, 25)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax = axes[1, column]
+        ax.plot(d[d.metric == "accuracy"].set_index("step").value)
+        ax.axhline(0.9, color="k", lw=0.5, ls="--")
+        ax.set_ylim(0.3, 1.0)
+        ax.set_xlabel("step")
+    axes[0, 0].set_ylabel("log gain of layers 1-300, summed")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    fig.savefig(figure, dpi=80)
+
+
+if __name__ == "__main__":
+    main()
