@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every sweep behind docs/REPRODUCTION.md, then `salrun report` on each into
 # docs/reproduction/: NAME.md (the table) and NAME/ (the figures). Each sweep's
-# wall time and command go to docs/reproduction/walltimes.txt. Runs go to
+# wall time and command go to docs/reproduction/walltimes.txt (those of the runs before
+# issue 13's fast paths and ensembles: walltimes_before.txt; both side by side: walltimes.md). Runs go to
 # outputs/reproduction/ (OUT=... to move them); an interrupted reproduction
 # continues where it stopped (sweep --resume). Run from the project root:
 #
@@ -18,12 +19,14 @@ SEEDS=seed=0,1,2,3,4
 GRID_SEEDS=seed=0,1  # the ρ grid: 2 seeds per value; the best ρ then gets 5
 
 sweep() {  # NAME, then the arguments of salrun sweep
-  local name=$1 start=$SECONDS resume=""
+  local name=$1 start=$SECONDS resume="" ensemble="--ensemble"
   shift
   [ -f "$OUT/$name/sweep.yaml" ] && resume="--resume"
+  # Train jobs of one shape train as batched models (flossing runs alone); lyapunov jobs do not batch.
+  [[ " $* " == *" --command lyapunov "* ]] && ensemble=""
   # A sweep exits non-zero when a job failed; its table says which, so go on.
-  salrun sweep "$@" --launcher joblib --out "$OUT/$name" $resume > "$OUT/$name.log" 2>&1 || true
-  echo "$name: $((SECONDS - start)) s: salrun sweep $* --launcher joblib" | tee -a "$DOCS/walltimes.txt"
+  salrun sweep "$@" --launcher joblib $ensemble --out "$OUT/$name" $resume > "$OUT/$name.log" 2>&1 || true
+  echo "$name: $((SECONDS - start)) s: salrun sweep $* --launcher joblib $ensemble" | tee -a "$DOCS/walltimes.txt"
   salrun report "$OUT/$name" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
 }
 
