@@ -271,7 +271,8 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
             from salrun.ensemble_jobs import ensemble_tasks
             from salrun.launch import ensemble_workers
 
-            grid = [[grid[i] for i in task] for task in ensemble_tasks(grid, ensemble_workers(launcher, overrides, len(jobs)))]
+            tasks = ensemble_tasks(grid, ensemble_workers(launcher, overrides, len(jobs)))
+            grid = [[grid[i] for i in task] for task in tasks]
     except ConfigError as err:
         fail_usage(str(err))
     memory_preflight(grid, budget)

@@ -14,6 +14,7 @@ from salrun.ensemble_jobs import EnsembleTrainer, MembersDiffer
 from salrun.launch import compose
 from salrun.results import RunWriter
 from salrun.settings import job_settings
+from test_slurm import cluster, sweeps  # noqa: F401 - the SLURM fixtures, for the test marked slurm
 
 STEPS, LOG_EVERY = 50, 10
 MLP_BASE = ["model.depth=4", "model.width=6", "train.batch_size=8", "task=clusters"]
@@ -253,3 +254,22 @@ def test_the_memory_preflight_counts_a_batched_group_as_its_members():
     memory.check([s] * 8, workers=1, limit=limit)
     with pytest.raises(memory.ConfigError, match="needs about"):
         memory.check([[s] * 8], workers=1, limit=limit)
+
+
+@pytest.mark.slurm
+def test_sweep_ensemble_submits_one_slurm_job_per_group(sweeps, tmp_path):
+    """On SLURM each batched group is one cluster job: sal and none batch together, the two
+    depths are two shapes, so two jobs for eight runs."""
+    import pandas as pd
+
+    from test_slurm import FFN, finish
+
+    out = tmp_path / "sweep"
+    grid = [*FFN, "train.steps=6", "train.log_every=3", "method=sal,none", "model.depth=2,3", "seed=0,1"]
+    code, stderr = finish(sweeps.start(out, *grid, "--ensemble"))
+    assert code == 0, stderr
+    assert "ensemble: 8 jobs in 2 batched model(s); 0 alone" in stderr
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table.status) == ["ok"] * 8 and len(set(table.output)) == 8
+    scripts = list((out / ".submitit").glob("*/*_submission.sh"))
+    assert scripts and "#SBATCH --array=0-1" in scripts[0].read_text()  # two jobs: one per group
