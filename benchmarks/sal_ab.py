@@ -2,7 +2,7 @@
 
 BP alone, BP + SAL of checkout A and BP + SAL of checkout B are interleaved in
 every repeat, so that load from other work hits all three alike, on the models
-of `run.py --only sal` (threads 1). On a shared machine one run's ratios still
+of `run.py --only sal` (threads 1), in CPU seconds of this process. On a shared machine one run's ratios still
 move by several %: run it a few times and take the median of the B/A ratios.
 
     python benchmarks/sal_ab.py A_DIR B_DIR [--repeats 21] [--case TEXT]
@@ -77,9 +77,9 @@ def main() -> None:
         times = {name: [] for name in steps}
         for _ in range(args.repeats):
             for name, step in steps.items():
-                start = time.perf_counter()
+                start = time.process_time()
                 step()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(time.process_time() - start)
         bp, sal_a, sal_b = (statistics.median(times[name]) for name in ("bp", "a", "b"))
         print(f"{case}: BP {bp:.4f} s, BP+SAL A {sal_a:.4f} s ({sal_a / bp:.3f}x), "
               f"B {sal_b:.4f} s ({sal_b / bp:.3f}x), B/A {sal_b / sal_a:.3f}", flush=True)

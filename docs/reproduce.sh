@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every sweep behind docs/REPRODUCTION.md, then `salrun report` on each into
 # docs/reproduction/: NAME.md (the table) and NAME/ (the figures). Each sweep's
-# wall time and command go to docs/reproduction/walltimes.txt. Runs go to
+# wall time and command go to docs/reproduction/walltimes.txt (those of the runs before
+# issue 13's fast paths and ensembles: walltimes_before.txt; both side by side: walltimes.md). Runs go to
 # outputs/reproduction/ (OUT=... to move them); an interrupted reproduction
 # continues where it stopped (sweep --resume). Run from the project root:
 #
@@ -9,6 +10,7 @@
 #   bash docs/reproduce.sh chaos      # one part: chaos | ffn | lag
 #   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
 #                                               # tables and figures into docs/comparison/
+#   bash docs/reproduce.sh walltimes    # the wall times before and after, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/reproduction}
@@ -18,12 +20,14 @@ SEEDS=seed=0,1,2,3,4
 GRID_SEEDS=seed=0,1  # the ρ grid: 2 seeds per value; the best ρ then gets 5
 
 sweep() {  # NAME, then the arguments of salrun sweep
-  local name=$1 start=$SECONDS resume=""
+  local name=$1 start=$SECONDS resume="" ensemble="--ensemble"
   shift
   [ -f "$OUT/$name/sweep.yaml" ] && resume="--resume"
+  # Train jobs of one shape train as batched models (flossing runs alone); lyapunov jobs do not batch.
+  [[ " $* " == *" --command lyapunov "* ]] && ensemble=""
   # A sweep exits non-zero when a job failed; its table says which, so go on.
-  salrun sweep "$@" --launcher joblib --out "$OUT/$name" $resume > "$OUT/$name.log" 2>&1 || true
-  echo "$name: $((SECONDS - start)) s: salrun sweep $* --launcher joblib" | tee -a "$DOCS/walltimes.txt"
+  salrun sweep "$@" --launcher joblib $ensemble --out "$OUT/$name" $resume > "$OUT/$name.log" 2>&1 || true
+  echo "$name: $((SECONDS - start)) s: salrun sweep $* --launcher joblib $ensemble" | tee -a "$DOCS/walltimes.txt"
   salrun report "$OUT/$name" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
 }
 
@@ -99,6 +103,36 @@ cmp_init() {
   # weights have no such spread, so at 1.06 every layer gains 6%: the same at target 1.
   sweep cmp_init_depth_target1 experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal \
     method.target=1.0 $SEEDS
+}
+
+# Each sweep's wall time before issue 13's fast paths and ensembles (walltimes_before.txt) and now
+# (walltimes.txt), side by side: docs/reproduction/walltimes.md (both parts of the docs).
+walltimes() {
+  python - docs/reproduction docs/comparison > docs/reproduction/walltimes.md <<'PY'
+import re, sys
+from pathlib import Path
+def read(path):
+    times = {}
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        match = re.match(r"(\S+): (\d+) s:", line)
+        if match:
+            times[match.group(1)] = int(match.group(2))  # a rerun of a sweep: its last time
+    return times
+print("Wall time of each sweep before issue 13 (walltimes_before.txt) and with its fast paths and "
+      "`--ensemble` (walltimes.txt), from `bash docs/reproduce.sh walltimes`; the machine was shared "
+      "with other work both times.\n")
+print("| sweep | before (s) | after (s) | before / after |\n|---|---|---|---|")
+total = [0, 0]
+for folder in sys.argv[1:]:
+    before, after = read(f"{folder}/walltimes_before.txt"), read(f"{folder}/walltimes.txt")
+    for name, old in before.items():
+        new = after.get(name)
+        ratio = f"{old / new:.1f}x" if new else "not rerun"
+        print(f"| {name} | {old} | {new if new is not None else ''} | {ratio} |")
+        if new:
+            total[0], total[1] = total[0] + old, total[1] + new
+print(f"| all rerun | {total[0]} | {total[1]} | {total[0] / max(total[1], 1):.1f}x |")
+PY
 }
 
 for part in ${@:-chaos ffn lag}; do

@@ -281,8 +281,8 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
           ensemble: bool = typer.Option(False, "--ensemble",
                                         help="Train the jobs that differ only in per-member settings (seed, init, "
                                              "method none/sal/spectral/orthogonal/critical, SAL's lr/target/gate/"
-                                             "beta, rho, optim.lr) as one batched model in this process "
-                                             "(train, basic launcher)"),
+                                             "beta, rho, optim.lr) as one batched model: one launcher job "
+                                             "per group (train sweeps)"),
           as_json: bool = typer.Option(False, "--json", help="Print the sweep table (sweep.csv's rows) to stdout "
                                                              "as a JSON list of records"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines and no table"),
@@ -299,8 +299,8 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
     if launcher not in LAUNCHERS:
         fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    if ensemble and (command != "train" or launcher != "basic"):
-        fail_usage("--ensemble runs train sweeps with the basic launcher (one process)")
+    if ensemble and command != "train":
+        fail_usage("--ensemble batches train sweeps only (--command train)")
     claim = out is None and not resume
     if not resume:
         out = (out or _default_out("sweep")).resolve()
@@ -311,6 +311,12 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
         grid = [job_settings(command, cfg)
                 for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs])]
         budget = sweep_memory_budget(launcher, overrides, len(jobs)) if not no_memory_check else None
+        if ensemble and budget is not None:  # a batched group's memory grows with its members
+            from salrun.ensemble_jobs import ensemble_tasks
+            from salrun.launch import ensemble_workers
+
+            tasks = ensemble_tasks(grid, ensemble_workers(launcher, overrides, len(jobs)))
+            grid = [[grid[i] for i in task] for task in tasks]
     except ConfigError as err:
         fail_usage(str(err))
     memory_preflight(grid, budget)
@@ -354,7 +360,8 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
         if ensemble:
             from salrun.ensemble_jobs import sweep_ensembles
 
-            results = sweep_ensembles(jobs, out, say=lambda line: typer.echo(line, err=True))
+            results = sweep_ensembles(jobs, out, launcher, overrides, say=lambda line: typer.echo(line, err=True),
+                                      quiet=quiet)
         else:
             results = run_sweep(command, overrides, launcher, out, quiet)
     except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i

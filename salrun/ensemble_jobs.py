@@ -11,6 +11,7 @@ resumes on the single-run path.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from salrun import jobs
 from salrun.ensemble import (BatchedOptimizer, BatchedSAL, MemberRates, StackedMLP, StackedRNN, per_member,
                              batchable, log_sensitivity_per_member, stack_models)
 from salrun.methods import SALMethod
-from salrun.results import RunFolderError, RunWriter
+from salrun.results import RunFolderError, RunWriter, write_atomic
 from salrun.runtime import interrupts_at_step_boundaries, stop_guard
 from salrun.settings import ConfigError, job_settings
 
@@ -278,14 +279,13 @@ def train_ensemble(cfgs: list[dict], out_dirs: list[Path], overrides: list[list[
     return summaries
 
 
-def ensemble_groups(cfgs: list[dict]) -> tuple[list[list[int]], list[int]]:
-    """The jobs that train as one batched model (groups of indices, each of one shape and of
-    two members or more) and those that run alone (a method that acts during training, or a
-    shape no other job shares)."""
+def ensemble_groups(settings: list) -> tuple[list[list[int]], list[int]]:
+    """The jobs (their JobSettings) that train as one batched model (groups of indices, each of
+    one shape and of two members or more) and those that run alone (a method that acts during
+    training, or a shape no other job shares)."""
     groups: dict[tuple, list[int]] = {}
     alone = []
-    for i, cfg in enumerate(cfgs):
-        s = job_settings("train", cfg)
+    for i, s in enumerate(settings):
         key = _shape_key(s)
         if not (batchable(s.method.entry.load()) and key[-2]):
             alone.append(i)
@@ -296,35 +296,77 @@ def ensemble_groups(cfgs: list[dict]) -> tuple[list[list[int]], list[int]]:
     return together, sorted(alone)
 
 
-def sweep_ensembles(jobs_overrides: list[list[str]], out: Path, say=print) -> list[tuple[list[str], Path, str]]:
-    """`salrun sweep --ensemble`: the grid's train jobs, grouped by `ensemble_groups`, each group
-    trained as one batched model in this process; job i writes OUT/i as a sweep's launcher
-    would. A job whose folder exists (sweep --resume) continues alone from its checkpoint.
-    Returns (overrides, folder, error) per job, as `launch.run_sweep`."""
-    from salrun.launch import compose_grid, with_default_experiment
+def ensemble_tasks(settings: list, workers: int = 1) -> list[list[int]]:
+    """The sweep's processes (one launcher job each): each batched group, then each job that
+    runs alone. With fewer groups than `workers` (joblib's parallel processes), the largest
+    group is halved until every worker has one, as long as a half keeps two members: two
+    processes of a half each use both cores, where one process cannot (a 32-wide layer
+    gains little from a second thread)."""
+    together, alone = ensemble_groups(settings)
+    together.sort(key=len, reverse=True)
+    while 0 < len(together) < workers and len(together[0]) >= 4:
+        largest = together.pop(0)
+        half = (len(largest) + 1) // 2
+        together = sorted([*together, largest[:half], largest[half:]], key=len, reverse=True)
+    return together + [[i] for i in alone]
+
+
+def run_task(members: list[dict], out: Path) -> dict[int, str]:
+    """One process of `sweep --ensemble`: `members` ({index, config, overrides}) write OUT/index.
+    Those without a folder yet train as one batched model (two or more); the others (a run
+    alone, a resumed or requeued job) continue alone from their checkpoints. Returns each
+    member's error message ("" if none) by index; KeyboardInterrupt if one was interrupted."""
+    def folder(member):
+        return out / str(member["index"])
+
+    fresh = [m for m in members if not (folder(m) / "config.yaml").is_file()]
+    batched = fresh if len(fresh) > 1 else []
+    errors = {m["index"]: "" for m in members}
+    if batched:
+        summaries = train_ensemble([m["config"] for m in batched], [folder(m) for m in batched],
+                                   [m["overrides"] for m in batched])
+        if any(summary["status"] == "interrupted" for summary in summaries):
+            raise KeyboardInterrupt  # every member has its checkpoint
+    for member in [m for m in members if m not in batched]:
+        try:
+            summary = jobs.run_or_resume("train", member["config"], folder(member), member["overrides"])
+        except (ConfigError, RunFolderError) as err:
+            errors[member["index"]] = str(err)
+            continue
+        if summary["status"] == "interrupted":
+            raise KeyboardInterrupt
+    return errors
+
+
+PLAN = "ensembles.json"  # in the sweep folder: what each process of `sweep --ensemble` trains
+
+
+def sweep_ensembles(jobs_overrides: list[list[str]], out: Path, launcher: str = "basic",
+                    overrides: list[str] = (), say=print, quiet: bool = False) -> list[tuple[list[str], Path, str]]:
+    """`salrun sweep --ensemble`: the grid's train jobs, grouped by `ensemble_tasks`, each task one
+    job of the launcher (basic: one after the other in this process; joblib: side by side; SLURM:
+    one cluster job each); job i writes OUT/i as a sweep's launcher would. A job whose folder
+    exists (sweep --resume) continues alone from its checkpoint. Returns (overrides, folder,
+    error) per job, as `launch.run_sweep`."""
+    from salrun.launch import compose_grid, ensemble_workers, run_ensemble_tasks, with_default_experiment
 
     jobs_overrides = [[o for o in with_default_experiment("train", job) if not o.startswith("hydra.")]
                       for job in jobs_overrides]
     cfgs = compose_grid("train", jobs_overrides)
     folders = [out / str(i) for i in range(len(cfgs))]
     fresh = [i for i, folder in enumerate(folders) if not (folder / "config.yaml").is_file()]
-    together, alone = ensemble_groups([cfgs[i] for i in fresh])
-    together = [[fresh[i] for i in group] for group in together]
-    alone = sorted({fresh[i] for i in alone} | (set(range(len(cfgs))) - set(fresh)))
-    say(f"ensemble: {sum(map(len, together))} jobs in {len(together)} batched model(s); "
+    tasks = ensemble_tasks([job_settings("train", cfgs[i]) for i in fresh],
+                           ensemble_workers(launcher, overrides, len(fresh)))
+    tasks = [[fresh[i] for i in task] for task in tasks] + [[i] for i in range(len(cfgs)) if i not in fresh]
+    batched = [task for task in tasks if len(task) > 1]
+    alone = sorted(task[0] for task in tasks if len(task) == 1)
+    say(f"ensemble: {sum(map(len, batched))} jobs in {len(batched)} batched model(s); "
         f"{len(alone)} alone" + (f" (jobs {', '.join(map(str, alone))})" if alone else ""))
+    plan = [[{"index": i, "config": cfgs[i], "overrides": jobs_overrides[i]} for i in task] for task in tasks]
+    write_atomic(out / PLAN, json.dumps({"tasks": plan}))
+    task_errors = run_ensemble_tasks(overrides, launcher, out, len(tasks), quiet)
     errors = [""] * len(cfgs)
-    for group in together:
-        summaries = train_ensemble([cfgs[i] for i in group], [folders[i] for i in group],
-                                   [jobs_overrides[i] for i in group])
-        if any(summary["status"] == "interrupted" for summary in summaries):
-            raise KeyboardInterrupt  # Ctrl-C stops the sweep; every member has its checkpoint
-    for i in alone:
-        try:
-            summary = jobs.run_or_resume("train", cfgs[i], folders[i], jobs_overrides[i])
-        except (ConfigError, RunFolderError) as err:
-            errors[i] = str(err)
-            continue
-        if summary["status"] == "interrupted":
-            raise KeyboardInterrupt
+    for task, error in zip(plan, task_errors):
+        for member in task:
+            errors[member["index"]] = error if isinstance(error, str) else error.get(member["index"], "")
     return [(o, folder, error) for o, folder, error in zip(jobs_overrides, folders, errors)]

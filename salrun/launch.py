@@ -278,34 +278,75 @@ def sweep_lyapunov(cfg) -> dict:
     return _sweep_task("lyapunov", cfg)
 
 
-def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
-              quiet: bool = False) -> list[tuple[list[str], Path, str]]:
-    """Run the grid through Hydra's multirun; returns (overrides, folder, error) per job.
-    Hydra's own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout
-    is for the table."""
-    register_schema()
-    overrides = with_default_experiment(command, overrides)
-    hydra_overrides = [
-        f"hydra.sweep.dir={out_dir}",
-        "hydra.sweep.subdir=${hydra.job.num}",
-        f"hydra/launcher={launcher}",
-        "hydra/hydra_logging=disabled" if quiet else "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",
-        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
-    ]
-    task = sweep_train if command == "train" else sweep_lyapunov
+def sweep_ensemble(cfg) -> dict:
+    """One process of `sweep --ensemble`: task `ensemble_task` of the plan in the sweep folder."""
+    import json
+
+    from salrun.ensemble_jobs import PLAN, run_task
+
+    runtime = HydraConfig.get()
+    out = Path(runtime.sweep.dir)
+    members = json.loads((out / PLAN).read_text())["tasks"][int(cfg.ensemble_task)]
+    threads = sweep_job_threads(runtime)
+    for member in members:
+        if not member["config"].get("threads"):
+            member["config"]["threads"] = threads
+    try:
+        return run_task(members, out)
+    except KeyboardInterrupt:
+        if os.getpid() == _DRIVER_PID:
+            raise  # Ctrl-C stops the whole sweep
+        return {m["index"]: "" for m in members}  # each member's summary says interrupted
+
+
+def ensemble_workers(launcher: str, overrides: list[str], jobs: int) -> int:
+    """The processes that `sweep --ensemble` spreads its groups over: joblib's parallel workers;
+    one for the others (basic runs one task at a time; on a cluster each group is one job)."""
+    return parallel_jobs("joblib", launcher_settings(launcher, overrides), jobs) if launcher == "joblib" else 1
+
+
+def _multirun(command: str, task, overrides: list[str], launcher: str, out_dir: Path, subdir: str,
+              quiet: bool = False) -> list:
+    """Hydra's multirun of `task` over the overrides' grid; the JobReturn of each job. Hydra's
+    own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout is for the table."""
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
     if "slurm" in launcher:
         from salrun.cluster import quiet_sacct
 
         quiet_sacct()
+    hydra_overrides = [
+        f"hydra.sweep.dir={out_dir}", f"hydra.sweep.subdir={subdir}", f"hydra/launcher={launcher}",
+        "hydra/hydra_logging=disabled" if quiet else "hydra.hydra_logging.handlers.console.stream=ext://sys.stderr",
+        "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
+    ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=f"salrun_{command}"):
         returns = GlobalHydra.instance().hydra.multirun(
             config_name="config", task_function=task, overrides=hydra_overrides + overrides)
+    return [job for batch in returns for job in batch]
+
+
+def run_ensemble_tasks(overrides: list[str], launcher: str, out_dir: Path, tasks: int,
+                       quiet: bool = False) -> list[dict | str]:
+    """Run the `tasks` processes of `sweep --ensemble` (the plan in out_dir) as the jobs of
+    Hydra's multirun with `launcher`, each in out_dir/ensembles/K (Hydra's record of the job);
+    returns per task its members' errors by index, or the task's own error."""
+    register_schema()
+    mine = [o for o in overrides if o.startswith("hydra.")]  # the launcher's settings
+    returns = _multirun("train", sweep_ensemble, [*mine, f"+ensemble_task={','.join(map(str, range(tasks)))}"],
+                        launcher, out_dir, "ensembles/${hydra.job.num}", quiet)
+    return [job._return_value if job.status == JobStatus.COMPLETED else f"{job._return_value!r}" for job in returns]
+
+
+def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
+              quiet: bool = False) -> list[tuple[list[str], Path, str]]:
+    """Run the grid through Hydra's multirun; returns (overrides, folder, error) per job."""
+    register_schema()
+    task = sweep_train if command == "train" else sweep_lyapunov
     results = []
-    for batch in returns:
-        for job in batch:
-            folder = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg else out_dir
-            error = "" if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
-            results.append((list(job.overrides), folder, error))
+    for job in _multirun(command, task, with_default_experiment(command, overrides), launcher, out_dir,
+                         "${hydra.job.num}", quiet):
+        folder = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg else out_dir
+        error = "" if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
+        results.append((list(job.overrides), folder, error))
     return results

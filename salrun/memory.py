@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -174,12 +174,26 @@ def gb(value: float) -> str:
     return f"{value:.3g} GB" if value < 1000 else f"{value:,.0f} GB"
 
 
-def check(jobs: list[JobSettings], workers: int = 1, limit: float | None = None, where: str = "") -> None:
+def batched(members: list[JobSettings]) -> list[Term]:
+    """The terms of an ensemble's process (salrun.ensemble_jobs): each term of its members'
+    single runs, summed over the members (one Python and torch under them: BASE_BYTES once).
+    Measured: the stacked model's peak RSS grows linearly with the members."""
+    summed: dict[str, Term] = {}
+    for terms in map(estimate, members):
+        for t in terms:
+            summed[t.name] = replace(t, bytes=t.bytes + summed[t.name].bytes) if t.name in summed else t
+    return sorted(summed.values(), key=lambda t: -t.bytes)
+
+
+def check(jobs: list, workers: int = 1, limit: float | None = None, where: str = "") -> None:
     """Raise ConfigError (exit 2) if the `workers` largest of `jobs`, run at once, need more
     than SHARE of the memory available (or one job more than `limit`, a cluster job's own
-    memory); one line names the estimate, its largest term and the key that controls it."""
-    running = sorted(map(estimate, jobs), key=total, reverse=True)[:max(1, workers)]
-    gpu = None if limit is not None else gpu_free(jobs[0].root.device)
+    memory); one line names the estimate, its largest term and the key that controls it.
+    A job is a JobSettings, or a list of them: the members of one batched model."""
+    running = sorted((batched(job) if isinstance(job, list) else estimate(job) for job in jobs),
+                     key=total, reverse=True)[:max(1, workers)]
+    first = jobs[0][0] if isinstance(jobs[0], list) else jobs[0]
+    gpu = None if limit is not None else gpu_free(first.root.device)
     if gpu is not None:  # the model on the GPU; the runtime and the task's data on the host as well
         device = [sum(t.bytes for t in terms) + CUDA_CONTEXT_BYTES for terms in running]
         host = [BASE_BYTES + sum(t.bytes for t in terms if t.data) for terms in running]

@@ -200,7 +200,18 @@ class SAL:
         norm = norm_sq.sqrt()
         # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
         rows, slope_sum, ratio_sum, raw = 0, None, None, None
+        # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
+        # (o² as the diagonal of oᵀo, a small matmul): no temporary of the block's size.
+        squashing = layer.activation in SQUASHING and not linear
         for inputs, output in layer.chunks(CHUNK_ROWS):
+            if squashing:
+                raw_part = [output.T @ x for x in inputs]
+                raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
+                rows += output.shape[0]
+                slope_part = SQUASHING[layer.activation] * output.shape[0] - (output.T @ output).diagonal()
+                slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
+                ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
+                continue
             slope = derivative(output, layer.activation)
             ratio = curvature_ratio(output, layer.activation)
             if linear:
@@ -219,13 +230,13 @@ class SAL:
         radial = step / norm_sq.clamp_min(1e-30)
         if linear:
             radial = radial * mean_s
-        data = step / rows
+        data = step * (-2.0 if squashing else 1.0) / rows  # squashing: raw and ratio_sum hold oᵀx and Σo
         for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
             if mask is None:
                 w.mul_((1 + radial)[:, None]).add_(r.mul_(data[:, None]))
             else:
                 w.add_((w * radial[:, None]).add_(r.mul_(data[:, None])).mul_(mask))
-        _add_to_bias(layer.bias, step * ratio_sum / rows)
+        _add_to_bias(layer.bias, data * ratio_sum)
 
     # -- fused: a stack of equal layers at once -----------------------------------
 

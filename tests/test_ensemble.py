@@ -14,6 +14,7 @@ from salrun.ensemble_jobs import EnsembleTrainer, MembersDiffer
 from salrun.launch import compose
 from salrun.results import RunWriter
 from salrun.settings import job_settings
+from test_slurm import cluster, sweeps  # noqa: F401 - the SLURM fixtures, for the test marked slurm
 
 STEPS, LOG_EVERY = 50, 10
 MLP_BASE = ["model.depth=4", "model.width=6", "train.batch_size=8", "task=clusters"]
@@ -190,6 +191,8 @@ def test_an_interrupt_checkpoints_every_member_and_each_resumes_as_a_single_run(
 
 
 def test_sweep_ensemble_writes_the_table_of_a_sweep(run_cli, tmp_path):
+    """The basic launcher trains the one group in this process, joblib its two halves side by
+    side (one per core); both tables are the plain sweep's, up to float rounding."""
     import pandas as pd
 
     from conftest import TINY_FFN
@@ -197,15 +200,76 @@ def test_sweep_ensemble_writes_the_table_of_a_sweep(run_cli, tmp_path):
     grid = [*TINY_FFN, "method=sal,none", "seed=0,1"]
     plain = run_cli("sweep", *grid, "--out", str(tmp_path / "plain"), "--quiet")
     batched = run_cli("sweep", *grid, "--ensemble", "--out", str(tmp_path / "batched"), "--quiet")
-    assert plain.returncode == 0 and batched.returncode == 0, batched.stderr
+    side = run_cli("sweep", *grid, "hydra.launcher.n_jobs=2", "--ensemble", "--launcher", "joblib",
+                   "--out", str(tmp_path / "side"), "--quiet")
+    assert plain.returncode == batched.returncode == side.returncode == 0, batched.stderr + side.stderr
     assert "ensemble: 4 jobs in 1 batched model(s); 0 alone" in batched.stderr
-    a, b = pd.read_csv(tmp_path / "plain" / "sweep.csv"), pd.read_csv(tmp_path / "batched" / "sweep.csv")
-    assert list(a.columns) == list(b.columns) and list(a["overrides"]) == list(b["overrides"])
-    assert list(b["status"]) == ["ok"] * 4 and list(b["method"]) == list(a["method"])
+    assert "ensemble: 4 jobs in 2 batched model(s); 0 alone" in side.stderr
+    a = pd.read_csv(tmp_path / "plain" / "sweep.csv")
     def run_files(folder):  # the run folder contract's files, less Hydra's own (.hydra/, the job's log)
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".log")
 
-    for i in range(4):
-        assert run_files(tmp_path / "batched" / str(i)) == run_files(tmp_path / "plain" / str(i))
-    wrong = run_cli("sweep", *grid, "--ensemble", "--launcher", "joblib", "--out", str(tmp_path / "wrong"))
+    for name in ("batched", "side"):
+        b = pd.read_csv(tmp_path / name / "sweep.csv")
+        assert list(a.columns) == list(b.columns) and list(a["overrides"]) == list(b["overrides"])
+        assert list(b["status"]) == ["ok"] * 4 and list(b["method"]) == list(a["method"])
+        for column in ("loss", "test_loss", "accuracy", "log_sensitivity"):
+            assert b[column].tolist() == pytest.approx(a[column].tolist(), rel=1e-4, abs=1e-6), (name, column)
+        for i in range(4):
+            assert run_files(tmp_path / name / str(i)) == run_files(tmp_path / "plain" / str(i))
+    wrong = run_cli("sweep", *TINY_CHAOS_GRID, "--command", "lyapunov", "--ensemble", "--out", str(tmp_path / "wrong"))
     assert wrong.returncode == 2 and "--ensemble" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+TINY_CHAOS_GRID = ["seed=0,1", "lyapunov.sal_steps=2"]
+
+
+def test_the_rnn_sweep_runs_flossing_alone_and_the_rest_side_by_side(run_cli, tmp_path):
+    """Members that cannot batch (flossing) run alone, announced in one line; every job's row
+    is the plain sweep's."""
+    import pandas as pd
+
+    from conftest import TINY_RNN
+
+    grid = [*TINY_RNN, "method=sal,flossing,spectral", "++method.rho=1.1", "seed=0,1"]
+    plain = run_cli("sweep", *grid, "hydra.launcher.n_jobs=2", "--launcher", "joblib", "--out", str(tmp_path / "plain"),
+                    "--quiet")
+    side = run_cli("sweep", *grid, "hydra.launcher.n_jobs=2", "--ensemble", "--launcher", "joblib",
+                   "--out", str(tmp_path / "side"), "--quiet")
+    assert plain.returncode == side.returncode == 0, side.stderr
+    assert "ensemble: 4 jobs in 2 batched model(s); 2 alone (jobs 2, 3)" in side.stderr
+    a, b = pd.read_csv(tmp_path / "plain" / "sweep.csv"), pd.read_csv(tmp_path / "side" / "sweep.csv")
+    assert list(a["overrides"]) == list(b["overrides"]) and list(b["status"]) == ["ok"] * 6
+    assert b["loss"].tolist() == pytest.approx(a["loss"].tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_the_memory_preflight_counts_a_batched_group_as_its_members():
+    from salrun import memory
+
+    s = _settings(MLP_BASE, ["model.depth=50", "model.width=64", "train.batch_size=4096"])
+    one = memory.total(memory.estimate(s))
+    group = memory.total(memory.batched([s] * 8))
+    assert group - memory.BASE_BYTES == pytest.approx(8 * (one - memory.BASE_BYTES))
+    limit = (one + group) / 2  # one run fits; eight batched in one process do not
+    memory.check([s] * 8, workers=1, limit=limit)
+    with pytest.raises(memory.ConfigError, match="needs about"):
+        memory.check([[s] * 8], workers=1, limit=limit)
+
+
+@pytest.mark.slurm
+def test_sweep_ensemble_submits_one_slurm_job_per_group(sweeps, tmp_path):
+    """On SLURM each batched group is one cluster job: sal and none batch together, the two
+    depths are two shapes, so two jobs for eight runs."""
+    import pandas as pd
+
+    from test_slurm import FFN, finish
+
+    out = tmp_path / "sweep"
+    grid = [*FFN, "train.steps=6", "train.log_every=3", "method=sal,none", "model.depth=2,3", "seed=0,1"]
+    code, stderr = finish(sweeps.start(out, *grid, "--ensemble"))
+    assert code == 0, stderr
+    assert "ensemble: 8 jobs in 2 batched model(s); 0 alone" in stderr
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table.status) == ["ok"] * 8 and len(set(table.output)) == 8
+    scripts = list((out / ".submitit").glob("*/*_submission.sh"))
+    assert scripts and "#SBATCH --array=0-1" in scripts[0].read_text()  # two jobs: one per group
