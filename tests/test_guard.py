@@ -52,7 +52,9 @@ def test_sizes_that_cannot_fit_exit_2_at_once_with_no_folder(tmp_path, name):
     _, stderr = process.communicate(timeout=30)
     elapsed = time.monotonic() - started
     assert process.returncode == 2, stderr
-    assert elapsed < 2.0, f"{elapsed:.1f} s"
+    # Refused before anything is built: well under what building these sizes would take. The bound
+    # leaves room for a loaded machine, where the process start alone took 3.4 s.
+    assert elapsed < 10.0, f"{elapsed:.1f} s"
     line, = stderr.strip().splitlines()
     assert line.startswith("salrun: error: needs about ") and advice in line and "--no-memory-check" in line
     assert not (tmp_path / "run").exists()
