@@ -208,7 +208,10 @@ class SAL:
                 raw_part = [output.T @ x for x in inputs]
                 raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
                 rows += output.shape[0]
-                slope_part = SQUASHING[layer.activation] * output.shape[0] - (output.T @ output).diagonal()
+                if average == "geometric":  # Σ ln f' has no such shortcut
+                    slope_part = slope_statistic(derivative(output, layer.activation), average).sum(0)
+                else:
+                    slope_part = SQUASHING[layer.activation] * output.shape[0] - (output.T @ output).diagonal()
                 slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
                 ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
                 continue

@@ -8,7 +8,7 @@ from salrun.ensemble_jobs import ensemble_groups
 from salrun.launch import compose
 from salrun.models import MLP
 from salrun.sal import SAL
-from salrun.settings import ConfigError, InitSettings, MLPSettings, SALSettings
+from salrun.settings import ConfigError, InitSettings, MLPSettings, SALSettings, job_settings
 
 
 def hidden_activity(model: MLP, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -139,7 +139,7 @@ def test_ensemble_runs_the_new_options_alone():
     cfgs = [compose("train", [*base, f"seed={seed}", *extra])
             for seed, extra in [(0, []), (1, []), (2, ["method.average=geometric"]), (3, ["method.average=geometric"]),
                                 (4, ["method.gate=proportional"]), (5, ["method.layer_target=true"])]]
-    together, alone = ensemble_groups(cfgs)
+    together, alone = ensemble_groups([job_settings("train", cfg) for cfg in cfgs])
     assert together == [[0, 1]] and alone == [2, 3, 4, 5]
 
 
