@@ -3,10 +3,12 @@
 # on seeds that are never reported, then reported on seeds 0-9. Run from the project root:
 #
 #   bash docs/bench.sh tune      # the tuning sweeps: seeds 100, 101 (about 55 min on 2 cores)
+#   bash docs/bench.sh choose    # each method's tuned choice into DOCS/choices.txt, and the tuning tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #
-# `report` reads each method's choice from the `tune` sweeps, so it runs after them. Runs go to
+# `choose` reads each method's choice from the `tune` sweeps; `report` runs at the choices in
+# DOCS/choices.txt (committed, so a later session needs no tuning runs), made by `choose` if absent. Runs go to
 # outputs/bench/ (OUT=...), tables to docs/bench/ (DOCS=...), each sweep's wall time and command
 # to DOCS/walltimes.txt. JOBS sweeps (default 2, one per core) run at once, each on one thread,
 # with --ensemble. An interrupted part continues where it stopped (sweep --resume).
@@ -91,13 +93,20 @@ tune() {
   wait
 }
 
-report() {
+choose() {
   : > "$DOCS/choices.txt"
+  mkdir -p "$DOCS/tune"
   for preset in $TUNED; do
     for method in $METHODS; do
       echo "$preset $method: $(choice "$preset" "$method")" >> "$DOCS/choices.txt"
+      salrun report "$OUT/tune/$preset/$method" --table "$DOCS/tune/${preset}_$method.md" --no-figures \
+        > /dev/null || true
     done
   done
+}
+
+report() {
+  [ -s "$DOCS/choices.txt" ] || choose
   for preset in $PRESETS; do
     local seeds=$REPORT_SEEDS
     case " $CUT " in *" $preset "*) seeds=$CUT_SEEDS ;; esac
@@ -121,7 +130,9 @@ from pathlib import Path
 docs, presets = Path(sys.argv[1]), sys.argv[2:]
 family = {"bench_adding": "bench_adding_100", "bench_copy": "bench_copy_100"}
 choices = dict(line.split(": ", 1) for line in (docs / "choices.txt").read_text().splitlines())
-print("| preset | method | tuned choice | successes | success rate | mean final metric | chance |")
+def interval(lo, hi, fmt):
+    return "" if lo is None or hi is None else f" [{lo:{fmt}}, {hi:{fmt}}]"
+print("| preset | method | tuned choice | successes | success rate (Wilson 95%) | mean final metric (bootstrap 95%) | chance |")
 print("|---|---|---|---|---|---|---|")
 for preset in presets:
     tuned = family.get(preset.rsplit("_", 1)[0], preset)
@@ -131,8 +142,10 @@ for preset in presets:
             print(f"| {preset} | {method} | | (no report) | | | |")
             continue
         row = json.loads(path.read_text())[0]
-        rate = "–" if row["success_rate"] is None else f"{row['success_rate']:.2f}"
-        final = "–" if row["final_mean"] is None else f"{row['final_mean']:.4g}"
+        rate = "–" if row["success_rate"] is None else (
+            f"{row['success_rate']:.2f}" + interval(row.get("success_lo"), row.get("success_hi"), ".2f"))
+        final = "–" if row["final_mean"] is None else (
+            f"{row['final_mean']:.4g}" + interval(row.get("final_lo"), row.get("final_hi"), ".3g"))
         print(f"| {preset} | {method} | {choices.get(f'{tuned} {method}', '').strip()} | {row['successes']}/{row['runs']}"
               f" | {rate} | {row['metric']} {final} | {row['chance']:.3g} |")
 PY
@@ -142,10 +155,10 @@ cost() {
   python docs/bench_cost.py --steps 30 --members 10 | tee "$DOCS/cost.csv"
 }
 
-[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | report | cost (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | cost (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
 for part in "$@"; do
   case $part in
-    tune | report | cost) "$part" ;;
-    *) echo "bench.sh: unknown part '$part' (tune | report | cost)" >&2; exit 2 ;;
+    tune | choose | report | cost) "$part" ;;
+    *) echo "bench.sh: unknown part '$part' (tune | choose | report | cost)" >&2; exit 2 ;;
   esac
 done
