@@ -200,7 +200,9 @@ def test_a_run_refused_for_its_device_leaves_no_folder(run_cli, tmp_path):
 
 
 def test_shell_completion_is_installed(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # Typer detects the shell from the parent processes, which a detached CI job may not have:
+    # its test switch takes the shell named on the command line instead.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     script = subprocess.run([sys.executable, "-m", "salrun", "--show-completion", "bash"], capture_output=True,
                             text=True, env=env, timeout=120)
     assert script.returncode == 0 and "_SALRUN_COMPLETE=complete_bash" in script.stdout
