@@ -5,6 +5,7 @@
 #   bash docs/bench.sh tune      # the tuning sweeps: seeds 100, 101 (about 55 min on 2 cores)
 #   bash docs/bench.sh choose    # each method's tuned choice into DOCS/choices.txt, and the tuning tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
+#   bash docs/bench.sh tables    # the tables and docs/bench/summary.png again from the report sweeps in OUT
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #
 # `choose` reads each method's choice from the `tune` sweeps; `report` runs at the choices in
@@ -117,6 +118,10 @@ report() {
     done
   done
   wait
+  tables
+}
+
+tables() {  # each report sweep's table (JSON), then the summary table and figure (docs/bench_summary.py)
   mkdir -p "$DOCS/report"
   for preset in $PRESETS; do
     for method in $METHODS; do
@@ -124,41 +129,17 @@ report() {
         > /dev/null || true
     done
   done
-  python - "$DOCS" $PRESETS > "$DOCS/summary.md" <<'PY'
-import json, sys
-from pathlib import Path
-docs, presets = Path(sys.argv[1]), sys.argv[2:]
-family = {"bench_adding": "bench_adding_100", "bench_copy": "bench_copy_100"}
-choices = dict(line.split(": ", 1) for line in (docs / "choices.txt").read_text().splitlines())
-def interval(lo, hi, fmt):
-    return "" if lo is None or hi is None else f" [{lo:{fmt}}, {hi:{fmt}}]"
-print("| preset | method | tuned choice | successes | success rate (Wilson 95%) | mean final metric (bootstrap 95%) | chance |")
-print("|---|---|---|---|---|---|---|")
-for preset in presets:
-    tuned = family.get(preset.rsplit("_", 1)[0], preset)
-    for method in "none sal spectral orthogonal critical flossing".split():
-        path = docs / "report" / f"{preset}_{method}.json"
-        if not path.is_file():
-            print(f"| {preset} | {method} | | (no report) | | | |")
-            continue
-        row = json.loads(path.read_text())[0]
-        rate = "–" if row["success_rate"] is None else (
-            f"{row['success_rate']:.2f}" + interval(row.get("success_lo"), row.get("success_hi"), ".2f"))
-        final = "–" if row["final_mean"] is None else (
-            f"{row['final_mean']:.4g}" + interval(row.get("final_lo"), row.get("final_hi"), ".3g"))
-        print(f"| {preset} | {method} | {choices.get(f'{tuned} {method}', '').strip()} | {row['successes']}/{row['runs']}"
-              f" | {rate} | {row['metric']} {final} | {row['chance']:.3g} |")
-PY
+  python docs/bench_summary.py "$DOCS" $PRESETS > "$DOCS/summary.md"
 }
 
 cost() {
   python docs/bench_cost.py --steps 30 --members 10 | tee "$DOCS/cost.csv"
 }
 
-[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | cost (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | cost (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
 for part in "$@"; do
   case $part in
-    tune | choose | report | cost) "$part" ;;
-    *) echo "bench.sh: unknown part '$part' (tune | choose | report | cost)" >&2; exit 2 ;;
+    tune | choose | report | tables | cost) "$part" ;;
+    *) echo "bench.sh: unknown part '$part' (tune | choose | report | tables | cost)" >&2; exit 2 ;;
   esac
 done
