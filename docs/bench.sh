@@ -129,7 +129,7 @@ tables() {  # each report sweep's table (JSON), then the summary table and figur
         > /dev/null || true
     done
   done
-  python docs/bench_summary.py "$DOCS" $PRESETS > "$DOCS/summary.md"
+  python docs/bench_summary.py "$DOCS" "$OUT" $PRESETS > "$DOCS/summary.md"
 }
 
 cost() {

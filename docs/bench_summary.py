@@ -1,17 +1,24 @@
 """The summary of docs/BENCHMARKS.md from the report sweeps' JSON tables (docs/bench.sh's `tables` part).
 
-    python docs/bench_summary.py DOCS PRESET...
+    python docs/bench_summary.py DOCS OUT PRESET...
 
 Reads DOCS/report/PRESET_METHOD.json (one `salrun report --format json` row per sweep) and
 DOCS/choices.txt, prints the Markdown table (success with its Wilson 95% interval, the mean
-final test metric with its bootstrap 95% interval) and draws DOCS/summary.png: per preset, the
-success rate and the mean final metric of each method, with those intervals as error bars.
+final test metric with its bootstrap 95% interval), then each method's difference from SAL on
+the same preset (success: Newcombe's 95% interval; mean final metric: bootstrap 95% interval of
+the difference, from the runs in OUT/report/PRESET/METHOD), and draws DOCS/summary.png: per
+preset, the success rate and the mean final metric of each method, with their intervals.
+The methods' tuned settings differ, so `salrun report --against` (which pairs rows of the same
+setting) cannot pair them; this pairs them by preset.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from salrun import stats
+from salrun.collect import finals, load_collection, started
 
 METHODS = ("none", "sal", "spectral", "orthogonal", "critical", "flossing")
 FAMILY = {"bench_adding": "bench_adding_100", "bench_copy": "bench_copy_100"}  # tuned at the smallest T
@@ -51,6 +58,30 @@ def table(docs: Path, rows: dict[str, dict[str, dict]]) -> str:
             lines.append(f"| {preset} | {method} | {choices.get(f'{tuned} {method}', '').strip()} "
                          f"| {row['successes']}/{row['runs']} | {rate} | {row['metric']} {final} "
                          f"| {row['chance']:.3g} |")
+    return "\n".join(lines)
+
+
+def against_sal(out: Path, rows: dict[str, dict[str, dict]]) -> str:
+    """Each method's difference from SAL on the same preset: method − sal."""
+    lines = ["| preset | method | success − sal's (Newcombe 95%) | mean final − sal's (bootstrap 95%) |",
+             "|---|---|---|---|"]
+    for preset, methods in rows.items():
+        if "sal" not in methods:
+            continue
+        runs = {m: load_collection([out / "report" / preset / m]).runs for m in methods}
+        ref, ref_final = methods["sal"], finals(started(runs["sal"]))
+        for method in METHODS:
+            row = methods.get(method)
+            if method == "sal" or row is None:
+                continue
+            rate = stats.newcombe(row["successes"], row["runs"], ref["successes"], ref["runs"])
+            final = finals(started(runs[method]))
+            diff = stats.bootstrap_difference(final, ref_final)
+            rate_cell = "–" if rate is None else (f"{row['successes'] / row['runs'] - ref['successes'] / ref['runs']:+.2f}"
+                                                  + _interval(*rate, "+.2f"))
+            final_cell = "–" if not (len(final) and len(ref_final)) else (
+                f"{row['metric']} {final.mean() - ref_final.mean():+.3g}" + ("" if diff is None else _interval(*diff, "+.3g")))
+            lines.append(f"| {preset} | {method} | {rate_cell} | {final_cell} |")
     return "\n".join(lines)
 
 
@@ -99,12 +130,14 @@ def figure(rows: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print("usage: python docs/bench_summary.py DOCS PRESET...", file=sys.stderr)
+    if len(argv) < 3:
+        print("usage: python docs/bench_summary.py DOCS OUT PRESET...", file=sys.stderr)
         return 2
-    docs, presets = Path(argv[0]), argv[1:]
+    docs, out, presets = Path(argv[0]), Path(argv[1]), argv[2:]
     rows = load(docs, presets)
     print(table(docs, rows))
+    print("\nEach method against SAL on the same preset (method − sal; for mse, negative is better):\n")
+    print(against_sal(out, rows))
     figure(rows, docs / "summary.png")
     return 0
 
