@@ -1,6 +1,6 @@
 """Issue 19: what happens inside a deep SAL net when it loses what it learned (docs/DEPTH.md).
 
-    python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K]
+    python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K] [--experiment PRESET]
     python docs/depth_study.py --table SWEEP_DIR [SWEEP_DIR...] [--window 5]
     python docs/depth_study.py --compare FIGURE.png STUDY_DIR [STUDY_DIR...]
     python docs/depth_study.py --mechanism STUDY_DIR [STUDY_DIR...]
@@ -17,8 +17,9 @@ and of the tangent gain, beside their test accuracy, one column per study.
 The fourth prints, per study, the medians over the logged steps from step 300 on (after
 the climb) of those sums, of Adam's and SAL's steps, and the gate.
 
-The first form trains one run exactly as `salrun train OVERRIDES` would (the job layer's own network,
-optimizer and step), and every K steps also records, per hidden layer:
+The first form trains one run exactly as `salrun train experiment=PRESET OVERRIDES` would (the job
+layer's own network, optimizer and step; PRESET paper_deep_ffn unless given), and every K steps
+also records, per hidden layer:
 
 - `rms`: ln RMS(s) over neurons and batch (what SAL's average tracks);
 - `meanlog`: mean of ln s (the geometric-mean form of SCIENCE.md §1);
@@ -30,7 +31,12 @@ optimizer and step), and every K steps also records, per hidden layer:
 - `grad`: ‖∂L/∂W_l‖;
 - `adam`, `sal`: the change of ln RMS(s) that Adam's step and SAL's step made, on the same batch;
 - `adam_step`, `sal_step`: RMS of each one's weight change per layer;
-- `gate`: the fraction of neurons whose s̄ is below target (climbing).
+- `gate`: the fraction of neurons whose s̄ is below target (climbing);
+- `drift`: RMS of W_l minus its value at step 1 (how far the layer has moved in all);
+
+and for the readout: `readout` (‖W_out‖_F), `readout_step` (RMS of its change by Adam's step),
+`top_spread` (ln of the batch's RMS distance from its mean at the top hidden layer) and `margin`
+(mean over the test set of the correct logit minus the largest other one).
 
 It writes OUT_DIR/study.csv (step, metric, layer, value) and OUT_DIR/study.png.
 """
@@ -149,6 +155,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--experiment", default="paper_deep_ffn", help="the preset the run starts from")
     parser.add_argument("--table", action="store_true", help="tabulate the sweep folders given instead")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")
@@ -163,7 +170,7 @@ def main() -> None:
     if args.compare:
         compare([Path(d) for d in args.overrides], args.out)
         return
-    cfg = compose("train", ["experiment=paper_deep_ffn", "threads=1", *args.overrides])
+    cfg = compose("train", [f"experiment={args.experiment}", "threads=1", *args.overrides])
     s = job_settings("train", cfg)
     task = s.task.entry.load()(s.task.settings)
     net = jobs._network(s, task.input_size, task.output_size, task)
@@ -185,6 +192,7 @@ def main() -> None:
     def weights():
         return torch.stack([l.weight.detach().clone() for l in hidden[1:]])
 
+    readout, start = model.linears()[-1], weights()
     for step in range(1, s.root.train.steps + 1):
         record = step == 1 or step % args.every == 0
         model.train()
@@ -195,7 +203,7 @@ def main() -> None:
         loss.backward()
         if record:
             log(step, "grad", [float(l.weight.grad.norm()) for l in model.linears()])
-            before, w0 = layer_stats(model, x, probe_rng, net.probe), weights()
+            before, w0, r0 = layer_stats(model, x, probe_rng, net.probe), weights(), readout.weight.detach().clone()
         optimizer.step()
         if record:
             after_adam, w1 = layer_stats(model, x, probe_rng, net.probe), weights()
@@ -209,11 +217,21 @@ def main() -> None:
             log(step, "sal", after_sal["rms"] - after_adam["rms"])
             log(step, "adam_step", (w1 - w0).square().mean((1, 2)).sqrt())
             log(step, "sal_step", (w2 - w1).square().mean((1, 2)).sqrt())
+            log(step, "drift", (w2 - start).square().mean((1, 2)).sqrt())
+            log(step, "readout", float(r0.norm()))
+            log(step, "readout_step", float((readout.weight.detach() - r0).square().mean().sqrt()))
             if sal is not None and sal.averages:
                 log(step, "gate", [float((a < target).float().mean()) for a in sal.averages])
             with torch.no_grad():
                 model.eval()
                 prediction = model(x_test)
+                top = x_test
+                for linear in hidden:
+                    top = torch.tanh(linear(top))
+                log(step, "top_spread", float(torch.log((top - top.mean(0)).square().sum(1).mean().sqrt())))
+                if prediction.shape[1] > 1 and y_test.dtype == torch.long:
+                    right = prediction.gather(1, y_test[:, None])[:, 0]
+                    log(step, "margin", float((right - prediction.scatter(1, y_test[:, None], -math.inf).max(1).values).mean()))
                 log(step, "accuracy", float(task.evaluate(prediction, y_test)))
                 log(step, "loss", float(loss))
             if step % 50 == 0:
