@@ -122,7 +122,7 @@ def table(sweeps: list[Path], window: int) -> str:
             variant = " ".join(o for o in overrides if not o.startswith(("seed=", "threads=")))
             metrics = pd.read_csv(folder / "metrics.csv")
             curve = metrics[metrics.metric == summary["metric"]].sort_values("step").value.to_numpy()
-            threshold = float(summary["criterion"].split()[-1])
+            threshold = float(summary["criterion"].split(",")[0].split()[-1])  # "metric >= X[, mean of ...]"
             last = curve[-window:]
             ok = summary["status"] == "ok" and last.mean() >= threshold
             final = metrics[metrics.step == metrics.step.max()]
