@@ -79,7 +79,7 @@ ffn() {  # claims 2 and 4 on a 300-layer MLP
   # Claim 2 with issue 19's default (SAL on an orthogonal init at target 1.0), 10 seeds, success on the
   # last 5 evaluations (the current default): SAL and no SAL, each from an orthogonal and from small
   # random weights (SAL from small weights at the new target 1.0, not the old 1.06).
-  sweep ffn_claim2 experiment=paper_deep_ffn method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9
+  sweep ffn_claim2 experiment=paper_deep_ffn method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9 threads=1
 }
 
 lag() {  # claims 3 and 4 on an RNN at lag 300
