@@ -33,10 +33,14 @@ also records, per hidden layer:
 - `adam_step`, `sal_step`: RMS of each one's weight change per layer;
 - `gate`: the fraction of neurons whose s̄ is below target (climbing);
 - `drift`: RMS of W_l minus its value at step 1 (how far the layer has moved in all);
+- `flips`: the fraction of neurons whose gate changed direction from one step to the next,
+  averaged over the steps since the last record (every step is counted, not only the recorded);
+- `sbar_dev`: RMS over neurons of ln(s̄_j/target), how far SAL's average sits from target;
 
 and for the readout: `readout` (‖W_out‖_F), `readout_step` (RMS of its change by Adam's step),
-`top_spread` (ln of the batch's RMS distance from its mean at the top hidden layer) and `margin`
-(mean over the test set of the correct logit minus the largest other one).
+`top_spread` (ln of the batch's RMS distance from its mean at the top hidden layer), `margin`
+(mean over the test set of the correct logit minus the largest other one), and `out_adam`,
+`out_sal`: the RMS change of the test set's logits made by Adam's step and by SAL's step.
 
 It writes OUT_DIR/study.csv (step, metric, layer, value) and OUT_DIR/study.png.
 """
@@ -193,6 +197,16 @@ def main() -> None:
         return torch.stack([l.weight.detach().clone() for l in hidden[1:]])
 
     readout, start = model.linears()[-1], weights()
+
+    @torch.no_grad()
+    def test_logits():
+        with net.probe.paused():
+            training = model.training
+            model.eval()
+            y = model(x_test)
+            model.train(training)
+        return y
+    flips, flip_steps, last_gate = None, 0, None
     for step in range(1, s.root.train.steps + 1):
         record = step == 1 or step % args.every == 0
         model.train()
@@ -204,12 +218,22 @@ def main() -> None:
         if record:
             log(step, "grad", [float(l.weight.grad.norm()) for l in model.linears()])
             before, w0, r0 = layer_stats(model, x, probe_rng, net.probe), weights(), readout.weight.detach().clone()
+            y0 = test_logits()
         optimizer.step()
         if record:
-            after_adam, w1 = layer_stats(model, x, probe_rng, net.probe), weights()
+            after_adam, w1, y1 = layer_stats(model, x, probe_rng, net.probe), weights(), test_logits()
         net.method.after_step()
+        if sal is not None and sal.averages:
+            gate = torch.stack([a < target for a in sal.averages])
+            if last_gate is not None:
+                changed = (gate != last_gate).float().mean(1)
+                flips = changed if flips is None else flips + changed
+                flip_steps += 1
+            last_gate = gate
         if record:
-            after_sal, w2 = layer_stats(model, x, probe_rng, net.probe), weights()
+            after_sal, w2, y2 = layer_stats(model, x, probe_rng, net.probe), weights(), test_logits()
+            log(step, "out_adam", float((y1 - y0).square().mean().sqrt()))
+            log(step, "out_sal", float((y2 - y1).square().mean().sqrt()))
             for name in ("rms", "meanlog", "gain", "tangent", "spread"):
                 log(step, name, before[name])
             log(step, "chain", float(before["chain"]))
@@ -222,6 +246,10 @@ def main() -> None:
             log(step, "readout_step", float((readout.weight.detach() - r0).square().mean().sqrt()))
             if sal is not None and sal.averages:
                 log(step, "gate", [float((a < target).float().mean()) for a in sal.averages])
+                log(step, "sbar_dev", [float(torch.log(a / target).square().mean().sqrt()) for a in sal.averages])
+                if flips is not None:
+                    log(step, "flips", flips / flip_steps)
+                    flips, flip_steps = None, 0
             with torch.no_grad():
                 model.eval()
                 prediction = model(x_test)
