@@ -4,6 +4,7 @@
     python docs/depth_study.py --table SWEEP_DIR [SWEEP_DIR...] [--window 5]
     python docs/depth_study.py --compare FIGURE.png STUDY_DIR [STUDY_DIR...]
     python docs/depth_study.py --mechanism STUDY_DIR [STUDY_DIR...]
+    python docs/depth_study.py --drift FIGURE.png STUDY_DIR [STUDY_DIR...]
 
 The second form tabulates sweeps: per variant (the overrides less the seed), the runs that
 succeed judged on the mean of the last `window` evaluations (with a Wilson 95% interval), those
@@ -16,6 +17,11 @@ and of the tangent gain, beside their test accuracy, one column per study.
 
 The fourth prints, per study, the medians over the logged steps from step 300 on (after
 the climb) of those sums, of Adam's and SAL's steps, and the gate.
+
+The fifth draws, per study over training, what differs as a deep run drifts: test accuracy, the
+tangent gain summed over layers, the test logits' change by Adam's and SAL's step, the gate's
+flips per step, s̄'s distance from target, and the first layer's gradient over the readout's;
+and prints those series.
 
 The first form trains one run exactly as `salrun train experiment=PRESET OVERRIDES` would (the job
 layer's own network, optimizer and step; PRESET paper_deep_ffn unless given), and every K steps
@@ -164,6 +170,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")
     parser.add_argument("--compare", action="store_true", help="draw the study folders given into OUT (a .png)")
+    parser.add_argument("--drift", action="store_true", help="draw the studies' drift series into OUT (a .png)")
     args = parser.parse_args()
     if args.table:
         print(table([args.out, *map(Path, args.overrides)], args.window))
@@ -173,6 +180,9 @@ def main() -> None:
         return
     if args.compare:
         compare([Path(d) for d in args.overrides], args.out)
+        return
+    if args.drift:
+        print(drift([Path(d) for d in args.overrides], args.out))
         return
     cfg = compose("train", [f"experiment={args.experiment}", "threads=1", *args.overrides])
     s = job_settings("train", cfg)
@@ -394,6 +404,64 @@ def compare(studies: list[Path], figure: Path) -> None:
     axes[1, 0].set_ylabel("test accuracy")
     fig.tight_layout()
     fig.savefig(figure, dpi=80)
+
+
+def drift_series(study: Path):
+    import pandas as pd
+
+    d = pd.read_csv(study / "study.csv")
+
+    def per_layer(name):
+        return d[d.metric == name].pivot(index="step", columns="layer", values="value")
+
+    def scalar(name):
+        return d[d.metric == name].set_index("step").value
+
+    grads = per_layer("grad")
+    series = pd.DataFrame({
+        "accuracy": scalar("accuracy"),
+        "Σ tangent": per_layer("tangent").iloc[:, 1:].sum(axis=1),
+        "Σ ln RMS(s)": per_layer("rms").iloc[:, 1:].sum(axis=1),
+        "Σ ln spread": per_layer("spread").iloc[:, 1:].sum(axis=1),
+        "logits Δ Adam": scalar("out_adam"), "logits Δ SAL": scalar("out_sal"),
+        "ΔW Adam": per_layer("adam_step").mean(axis=1), "ΔW SAL": per_layer("sal_step").mean(axis=1),
+        "log10 g0/gout": (grads.iloc[:, 0].clip(lower=1e-300) / grads.iloc[:, -1]).map(math.log10),
+        "‖W_out‖": scalar("readout"), "margin": scalar("margin"),
+    })
+    if (d.metric == "flips").any():
+        series["flips"] = per_layer("flips").mean(axis=1)
+        series["s̄ dev"] = per_layer("sbar_dev").iloc[:, 1:].mean(axis=1)
+    return series
+
+
+def drift(studies: list[Path], figure: Path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("accuracy", "test accuracy"), ("Σ tangent", "Σ tangent log gain, layers 1-"),
+              ("logits", "RMS change of the test logits per step"), ("flips", "gate flips per step (fraction)"),
+              ("s̄ dev", "RMS ln(s̄/target) per layer"), ("log10 g0/gout", "log10 ‖∂L/∂W_0‖/‖∂L/∂W_out‖")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    text = []
+    for study in studies:
+        series = drift_series(study)
+        title = (study / "title.txt").read_text().strip() if (study / "title.txt").is_file() else study.name
+        text.append(f"{title}\n{series.to_string(float_format=lambda v: f'{v:.3g}')}")
+        for ax, (name, label) in zip(axes.flat, panels):
+            if name == "logits":
+                line, = ax.semilogy(series["logits Δ SAL"], label=f"{title}: SAL's step")
+                ax.semilogy(series["logits Δ Adam"], ls="--", color=line.get_color(), label=f"{title}: Adam's step")
+            elif name in series:
+                ax.plot(series[name], label=title)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel("step")
+    axes[0, 0].axhline(0.9, color="k", lw=0.5, ls="--")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 2].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(figure, dpi=80)
+    return "\n\n".join(text)
 
 
 if __name__ == "__main__":
