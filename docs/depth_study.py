@@ -1,9 +1,10 @@
 """Issue 19: what happens inside a deep SAL net when it loses what it learned (docs/DEPTH.md).
 
-    python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K]
+    python docs/depth_study.py OUT_DIR [OVERRIDES...] [--every K] [--experiment PRESET]
     python docs/depth_study.py --table SWEEP_DIR [SWEEP_DIR...] [--window 5]
     python docs/depth_study.py --compare FIGURE.png STUDY_DIR [STUDY_DIR...]
     python docs/depth_study.py --mechanism STUDY_DIR [STUDY_DIR...]
+    python docs/depth_study.py --drift FIGURE.png STUDY_DIR [STUDY_DIR...]
 
 The second form tabulates sweeps: per variant (the overrides less the seed), the runs that
 succeed judged on the mean of the last `window` evaluations (with a Wilson 95% interval), those
@@ -17,8 +18,14 @@ and of the tangent gain, beside their test accuracy, one column per study.
 The fourth prints, per study, the medians over the logged steps from step 300 on (after
 the climb) of those sums, of Adam's and SAL's steps, and the gate.
 
-The first form trains one run exactly as `salrun train OVERRIDES` would (the job layer's own network,
-optimizer and step), and every K steps also records, per hidden layer:
+The fifth draws, per study over training, what differs as a deep run drifts: test accuracy, the
+tangent gain summed over layers, the test logits' change by Adam's and SAL's step, the gate's
+flips per step, s̄'s distance from target, and the first layer's gradient over the readout's;
+and prints those series.
+
+The first form trains one run exactly as `salrun train experiment=PRESET OVERRIDES` would (the job
+layer's own network, optimizer and step; PRESET paper_deep_ffn unless given), and every K steps
+also records, per hidden layer:
 
 - `rms`: ln RMS(s) over neurons and batch (what SAL's average tracks);
 - `meanlog`: mean of ln s (the geometric-mean form of SCIENCE.md §1);
@@ -30,7 +37,16 @@ optimizer and step), and every K steps also records, per hidden layer:
 - `grad`: ‖∂L/∂W_l‖;
 - `adam`, `sal`: the change of ln RMS(s) that Adam's step and SAL's step made, on the same batch;
 - `adam_step`, `sal_step`: RMS of each one's weight change per layer;
-- `gate`: the fraction of neurons whose s̄ is below target (climbing).
+- `gate`: the fraction of neurons whose s̄ is below target (climbing);
+- `drift`: RMS of W_l minus its value at step 1 (how far the layer has moved in all);
+- `flips`: the fraction of neurons whose gate changed direction from one step to the next,
+  averaged over the steps since the last record (every step is counted, not only the recorded);
+- `sbar_dev`: RMS over neurons of ln(s̄_j/target), how far SAL's average sits from target;
+
+and for the readout: `readout` (‖W_out‖_F), `readout_step` (RMS of its change by Adam's step),
+`top_spread` (ln of the batch's RMS distance from its mean at the top hidden layer), `margin`
+(mean over the test set of the correct logit minus the largest other one), and `out_adam`,
+`out_sal`: the RMS change of the test set's logits made by Adam's step and by SAL's step.
 
 It writes OUT_DIR/study.csv (step, metric, layer, value) and OUT_DIR/study.png.
 """
@@ -116,7 +132,7 @@ def table(sweeps: list[Path], window: int) -> str:
             variant = " ".join(o for o in overrides if not o.startswith(("seed=", "threads=")))
             metrics = pd.read_csv(folder / "metrics.csv")
             curve = metrics[metrics.metric == summary["metric"]].sort_values("step").value.to_numpy()
-            threshold = float(summary["criterion"].split()[-1])
+            threshold = float(summary["criterion"].split(",")[0].split()[-1])  # "metric >= X[, mean of ...]"
             last = curve[-window:]
             ok = summary["status"] == "ok" and last.mean() >= threshold
             final = metrics[metrics.step == metrics.step.max()]
@@ -149,10 +165,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--experiment", default="paper_deep_ffn", help="the preset the run starts from")
     parser.add_argument("--table", action="store_true", help="tabulate the sweep folders given instead")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")
     parser.add_argument("--compare", action="store_true", help="draw the study folders given into OUT (a .png)")
+    parser.add_argument("--drift", action="store_true", help="draw the studies' drift series into OUT (a .png)")
     args = parser.parse_args()
     if args.table:
         print(table([args.out, *map(Path, args.overrides)], args.window))
@@ -163,7 +181,10 @@ def main() -> None:
     if args.compare:
         compare([Path(d) for d in args.overrides], args.out)
         return
-    cfg = compose("train", ["experiment=paper_deep_ffn", "threads=1", *args.overrides])
+    if args.drift:
+        print(drift([Path(d) for d in args.overrides], args.out))
+        return
+    cfg = compose("train", [f"experiment={args.experiment}", "threads=1", *args.overrides])
     s = job_settings("train", cfg)
     task = s.task.entry.load()(s.task.settings)
     net = jobs._network(s, task.input_size, task.output_size, task)
@@ -185,6 +206,17 @@ def main() -> None:
     def weights():
         return torch.stack([l.weight.detach().clone() for l in hidden[1:]])
 
+    readout, start = model.linears()[-1], weights()
+
+    @torch.no_grad()
+    def test_logits():
+        with net.probe.paused():
+            training = model.training
+            model.eval()
+            y = model(x_test)
+            model.train(training)
+        return y
+    flips, flip_steps, last_gate = None, 0, None
     for step in range(1, s.root.train.steps + 1):
         record = step == 1 or step % args.every == 0
         model.train()
@@ -195,13 +227,23 @@ def main() -> None:
         loss.backward()
         if record:
             log(step, "grad", [float(l.weight.grad.norm()) for l in model.linears()])
-            before, w0 = layer_stats(model, x, probe_rng, net.probe), weights()
+            before, w0, r0 = layer_stats(model, x, probe_rng, net.probe), weights(), readout.weight.detach().clone()
+            y0 = test_logits()
         optimizer.step()
         if record:
-            after_adam, w1 = layer_stats(model, x, probe_rng, net.probe), weights()
+            after_adam, w1, y1 = layer_stats(model, x, probe_rng, net.probe), weights(), test_logits()
         net.method.after_step()
+        if sal is not None and sal.averages:
+            gate = torch.stack([a < target for a in sal.averages])
+            if last_gate is not None:
+                changed = (gate != last_gate).float().mean(1)
+                flips = changed if flips is None else flips + changed
+                flip_steps += 1
+            last_gate = gate
         if record:
-            after_sal, w2 = layer_stats(model, x, probe_rng, net.probe), weights()
+            after_sal, w2, y2 = layer_stats(model, x, probe_rng, net.probe), weights(), test_logits()
+            log(step, "out_adam", float((y1 - y0).square().mean().sqrt()))
+            log(step, "out_sal", float((y2 - y1).square().mean().sqrt()))
             for name in ("rms", "meanlog", "gain", "tangent", "spread"):
                 log(step, name, before[name])
             log(step, "chain", float(before["chain"]))
@@ -209,11 +251,25 @@ def main() -> None:
             log(step, "sal", after_sal["rms"] - after_adam["rms"])
             log(step, "adam_step", (w1 - w0).square().mean((1, 2)).sqrt())
             log(step, "sal_step", (w2 - w1).square().mean((1, 2)).sqrt())
+            log(step, "drift", (w2 - start).square().mean((1, 2)).sqrt())
+            log(step, "readout", float(r0.norm()))
+            log(step, "readout_step", float((readout.weight.detach() - r0).square().mean().sqrt()))
             if sal is not None and sal.averages:
                 log(step, "gate", [float((a < target).float().mean()) for a in sal.averages])
+                log(step, "sbar_dev", [float(torch.log(a / target).square().mean().sqrt()) for a in sal.averages])
+                if flips is not None:
+                    log(step, "flips", flips / flip_steps)
+                    flips, flip_steps = None, 0
             with torch.no_grad():
                 model.eval()
                 prediction = model(x_test)
+                top = x_test
+                for linear in hidden:
+                    top = torch.tanh(linear(top))
+                log(step, "top_spread", float(torch.log((top - top.mean(0)).square().sum(1).mean().sqrt())))
+                if prediction.shape[1] > 1 and y_test.dtype == torch.long:
+                    right = prediction.gather(1, y_test[:, None])[:, 0]
+                    log(step, "margin", float((right - prediction.scatter(1, y_test[:, None], -math.inf).max(1).values).mean()))
                 log(step, "accuracy", float(task.evaluate(prediction, y_test)))
                 log(step, "loss", float(loss))
             if step % 50 == 0:
@@ -348,6 +404,64 @@ def compare(studies: list[Path], figure: Path) -> None:
     axes[1, 0].set_ylabel("test accuracy")
     fig.tight_layout()
     fig.savefig(figure, dpi=80)
+
+
+def drift_series(study: Path):
+    import pandas as pd
+
+    d = pd.read_csv(study / "study.csv")
+
+    def per_layer(name):
+        return d[d.metric == name].pivot(index="step", columns="layer", values="value")
+
+    def scalar(name):
+        return d[d.metric == name].set_index("step").value
+
+    grads = per_layer("grad")
+    series = pd.DataFrame({
+        "accuracy": scalar("accuracy"),
+        "Σ tangent": per_layer("tangent").iloc[:, 1:].sum(axis=1),
+        "Σ ln RMS(s)": per_layer("rms").iloc[:, 1:].sum(axis=1),
+        "Σ ln spread": per_layer("spread").iloc[:, 1:].sum(axis=1),
+        "logits Δ Adam": scalar("out_adam"), "logits Δ SAL": scalar("out_sal"),
+        "ΔW Adam": per_layer("adam_step").mean(axis=1), "ΔW SAL": per_layer("sal_step").mean(axis=1),
+        "log10 g0/gout": (grads.iloc[:, 0].clip(lower=1e-300) / grads.iloc[:, -1]).map(math.log10),
+        "‖W_out‖": scalar("readout"), "margin": scalar("margin"),
+    })
+    if (d.metric == "flips").any():
+        series["flips"] = per_layer("flips").mean(axis=1)
+        series["s̄ dev"] = per_layer("sbar_dev").iloc[:, 1:].mean(axis=1)
+    return series
+
+
+def drift(studies: list[Path], figure: Path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("accuracy", "test accuracy"), ("Σ tangent", "Σ tangent log gain, layers 1-"),
+              ("logits", "RMS change of the test logits per step"), ("flips", "gate flips per step (fraction)"),
+              ("s̄ dev", "RMS ln(s̄/target) per layer"), ("log10 g0/gout", "log10 ‖∂L/∂W_0‖/‖∂L/∂W_out‖")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    text = []
+    for study in studies:
+        series = drift_series(study)
+        title = (study / "title.txt").read_text().strip() if (study / "title.txt").is_file() else study.name
+        text.append(f"{title}\n{series.to_string(float_format=lambda v: f'{v:.3g}')}")
+        for ax, (name, label) in zip(axes.flat, panels):
+            if name == "logits":
+                line, = ax.semilogy(series["logits Δ SAL"], label=f"{title}: SAL's step")
+                ax.semilogy(series["logits Δ Adam"], ls="--", color=line.get_color(), label=f"{title}: Adam's step")
+            elif name in series:
+                ax.plot(series[name], label=title)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel("step")
+    axes[0, 0].axhline(0.9, color="k", lw=0.5, ls="--")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 2].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(figure, dpi=80)
+    return "\n\n".join(text)
 
 
 if __name__ == "__main__":

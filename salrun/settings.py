@@ -623,8 +623,9 @@ def _check_combination(s: JobSettings) -> None:
         s.root.lyapunov.check_hidden(s.model.settings.hidden)
     if s.method.name in REGISTRY["init"] and s.init.name != "random":
         plain = ", ".join(n for n in REGISTRY["method"] if n not in REGISTRY["init"])
-        raise ConfigError(f"method={s.method.name} is itself an initialisation; use init={s.init.name} "
-                          f"with method {plain}")
+        raise ConfigError(f"method={s.method.name} is itself an initialisation and cannot follow "
+                          f"init={s.init.name} (a preset may set it): add init=random to run "
+                          f"method={s.method.name}, or keep init={s.init.name} with method {plain}")
     for kind in ("method", "init") if s.command == "lyapunov" else ("task", "method", "init"):
         choice: Choice = getattr(s, kind)
         if s.command == "lyapunov" and choice.entry.needs_data:

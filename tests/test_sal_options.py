@@ -185,9 +185,20 @@ def test_layer_target_refuses_a_recurrent_layer():
         sal.step()
 
 
-def test_orthogonal_preset_is_paper_deep_ffn_on_an_orthogonal_init_at_target_1():
-    preset, base = compose("train", ["experiment=paper_deep_ffn_orthogonal"]), compose("train", ["experiment=paper_deep_ffn"])
-    assert preset["init"]["name"] == "orthogonal" and preset["method"]["target"] == 1.0
-    differ = {key for key in base if key != "experiment" and preset[key] != base[key]}
+def test_paper_deep_ffn_starts_orthogonal_at_target_1_and_small_init_is_the_papers_start():
+    """Issue 19: paper_deep_ffn is SAL on an orthogonal init at target 1.0; paper_deep_ffn_small_init
+    differs from it in the init (small random weights) and the target (1.06) only."""
+    base, small = compose("train", ["experiment=paper_deep_ffn"]), compose("train", ["experiment=paper_deep_ffn_small_init"])
+    assert base["init"]["name"] == "orthogonal" and base["method"]["target"] == 1.0
+    assert small["init"]["name"] == "random" and small["method"]["target"] == 1.06
+    differ = {key for key in base if key != "experiment" and small[key] != base[key]}
     assert differ == {"init", "method"}
-    assert {k for k in base["method"] if preset["method"][k] != base["method"][k]} == {"target"}
+    assert {k for k in base["method"] if small["method"][k] != base["method"][k]} == {"target"}
+    jobs = job_settings("train", base), job_settings("train", small)
+    assert [job.init.name for job in jobs] == ["orthogonal", "random"]
+
+
+def test_an_init_method_on_the_orthogonal_preset_says_to_add_init_random():
+    with pytest.raises(ConfigError, match="add init=random to run method=lsuv"):
+        job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv"]))
+    assert job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv", "init=random"])).method.name == "lsuv"
