@@ -181,7 +181,8 @@ depth() {
   sweep depth/peers_d300 $ffn $d300 $peers $seeds
   sweep depth/lsuv_d300 $ffn $d300 method=lsuv init=random $few
   sweep depth/lag1000 experiment=paper_long_lag task=lag_analog $lag method=sal,none,orthogonal $few
-  sweep depth/d1000 $ffn $d1000 method=sal,orthogonal init=orthogonal method.target=1.0 method.lr=0.0002 $few
+  # orthogonal alone as method=none init=orthogonal, so that it batches with SAL on the same start
+  sweep depth/d1000 $ffn $d1000 method=sal,none init=orthogonal method.target=1.0 method.lr=0.0002 $few
   sweep depth/lsuv_d100 $ffn $d100 method=lsuv init=random $few
   mkdir -p "$DOCS/depth"
   local all=("$OUT"/depth/{sal_small_d100,sal_small_d300,sal_orth_d100,sal_orth_d300,peers_d100,peers_d300,lsuv_d300,lsuv_d100})
