@@ -29,8 +29,11 @@ def setting(run):
     size = (f"depth {model['depth']}, width {model['width']}" if "depth" in model
             else f"lag {config['task'].get('lag')}, hidden {model.get('hidden')}")
     name = method.get("name") or json.loads((run / "summary.json").read_text())["method"]
+    init = config.get("init", {}).get("name", "random")
     if name == "sal":  # SAL's own settings, and the init it starts from
-        name = f"sal on {config.get('init', {}).get('name', 'random')} (target {method['target']}, rate {method['lr']})"
+        name = f"sal on {init} (target {method['target']}, rate {method['lr']})"
+    elif name == "none" and init != "random":  # an init alone
+        name = f"none on {init}"
     return size, name
 
 
