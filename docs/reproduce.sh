@@ -97,6 +97,10 @@ lag() {  # claims 3 and 4 on an RNN at lag 300
     salrun report "$OUT/${task}_noisy" --against sal --table "$DOCS/${task}_noisy.md" \
       --figures "$DOCS/${task}_noisy" > /dev/null
   done
+  # SAL's analog runs were still improving at step 600: the same with twice the steps.
+  NO_REPORT=1 sweep lag_analog_noisy_1200 experiment=paper_long_lag task=lag_analog method=sal,spectral \
+    ++method.rho=1.5 train.steps=1200 $TEN_SEEDS
+  salrun report "$OUT/lag_analog_noisy_1200" --against sal --table "$DOCS/lag_analog_noisy_1200.md" --no-figures > /dev/null
 }
 
 # SAL against its peers (docs/COMPARISON.md): the same presets, budgets and seeds for every
