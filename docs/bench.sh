@@ -7,6 +7,7 @@
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
 #   bash docs/bench.sh tables    # the tables and docs/bench/summary.png again from the report sweeps in OUT
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
+#   bash docs/bench.sh depth     # issue 14 item 6: digits at depth 100-1,000, lag_analog at lag 1,000
 #
 # `choose` reads each method's choice from the `tune` sweeps; `report` runs at the choices in
 # DOCS/choices.txt (committed, so a later session needs no tuning runs), made by `choose` if absent. Runs go to
@@ -136,10 +137,48 @@ cost() {
   python docs/bench_cost.py --steps 30 --members 10 | tee "$DOCS/cost.csv"
 }
 
-[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | cost (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
+# Issue 14 item 6 (docs/BENCHMARKS.md, "Depth"): digits at depth 100 (widths 64, 128) and 300
+# (width 64; width 128 there was cut for the budget), SAL from small weights, SAL on an orthogonal
+# start and the peers, seeds 0-4 (LSUV 0-2); then the moonshot, 3 seeds: digits at depth 1,000
+# and lag_analog at lag 1,000. paper_deep_ffn's init and SAL target are pinned, so a change of
+# the preset's defaults does not change these runs. Tables and figures into DOCS/depth/.
+depth() {
+  local d100="model.depth=100 model.width=64,128" d300="model.depth=300 model.width=64"
+  local d1000="model.depth=1000 model.width=32" lag="task.lag=1000"
+  local seeds=seed=0,1,2,3,4 few=seed=0,1,2
+  local -a SHRINK=()
+  if [ -n "${BENCH_TOY:-}" ]; then
+    d100="model.depth=3 model.width=4,8" d300="model.depth=5 model.width=4" d1000="model.depth=7 model.width=4"
+    lag="task.lag=10" seeds=seed=0,1 few=seed=0
+    SHRINK=(train.steps=20 train.log_every=5 task.test_size=20)
+  fi
+  local ffn="experiment=paper_deep_ffn task=digits" small="method=sal init=random method.target=1.06 method.lr=0.002"
+  local orth="method=sal init=orthogonal method.target=1.0 method.lr=0.0002" peers="method=orthogonal,critical,none init=random"
+  sweep depth/sal_small_d100 $ffn $d100 $small $seeds
+  sweep depth/sal_small_d300 $ffn $d300 $small $seeds
+  sweep depth/sal_orth_d100 $ffn $d100 $orth $seeds
+  sweep depth/sal_orth_d300 $ffn $d300 $orth $seeds
+  sweep depth/peers_d100 $ffn $d100 $peers $seeds
+  sweep depth/peers_d300 $ffn $d300 $peers $seeds
+  sweep depth/lsuv_d300 $ffn $d300 method=lsuv init=random $few
+  sweep depth/lag1000 experiment=paper_long_lag task=lag_analog $lag method=sal,none,orthogonal $few
+  # orthogonal alone as method=none init=orthogonal, so that it batches with SAL on the same start
+  sweep depth/d1000 $ffn $d1000 method=sal,none init=orthogonal method.target=1.0 method.lr=0.0002 $few
+  sweep depth/lsuv_d100 $ffn $d100 method=lsuv init=random $few
+  mkdir -p "$DOCS/depth"
+  local all=("$OUT"/depth/{sal_small_d100,sal_small_d300,sal_orth_d100,sal_orth_d300,peers_d100,peers_d300,lsuv_d300,lsuv_d100})
+  salrun report "${all[@]}" --against sal --table "$DOCS/depth/digits.md" --figures "$DOCS/depth/digits" > /dev/null || true
+  python docs/depth_judged.py "${all[@]}" > "$DOCS/depth/digits_judged.md" || true
+  salrun report "$OUT/depth/d1000" --table "$DOCS/depth/digits_d1000.md" --figures "$DOCS/depth/digits_d1000" > /dev/null || true
+  salrun report "$OUT/depth/lag1000" --against sal --table "$DOCS/depth/lag1000.md" \
+    --figures "$DOCS/depth/lag1000" > /dev/null || true
+  python docs/depth_judged.py "$OUT"/depth/{d1000,lag1000} > "$DOCS/depth/moonshot_judged.md" || true
+}
+
+[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | cost | depth (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
 for part in "$@"; do
   case $part in
-    tune | choose | report | tables | cost) "$part" ;;
-    *) echo "bench.sh: unknown part '$part' (tune | choose | report | tables | cost)" >&2; exit 2 ;;
+    tune | choose | report | tables | cost | depth) "$part" ;;
+    *) echo "bench.sh: unknown part '$part' (tune | choose | report | tables | cost | depth)" >&2; exit 2 ;;
   esac
 done
