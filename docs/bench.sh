@@ -126,11 +126,18 @@ tables() {  # each report sweep's table (JSON), then the summary table and figur
   mkdir -p "$DOCS/report"
   for preset in $PRESETS; do
     for method in $METHODS; do
+      [ -d "$OUT/report/$preset/$method" ] || continue  # a sweep not run yet
       salrun report "$OUT/report/$preset/$method" --table "$DOCS/report/${preset}_$method.json" --no-figures \
         > /dev/null || true
     done
   done
-  python docs/bench_summary.py "$DOCS" "$OUT" $PRESETS > "$DOCS/summary.md"
+  # Into a new file first: a failed summary must not empty the one already there.
+  if python docs/bench_summary.py "$DOCS" "$OUT" $PRESETS > "$DOCS/summary.md.new"; then
+    mv "$DOCS/summary.md.new" "$DOCS/summary.md"
+  else
+    rm -f "$DOCS/summary.md.new"
+    return 2
+  fi
 }
 
 cost() {

@@ -134,7 +134,13 @@ def main(argv: list[str]) -> int:
         print("usage: python docs/bench_summary.py DOCS OUT PRESET...", file=sys.stderr)
         return 2
     docs, out, presets = Path(argv[0]), Path(argv[1]), argv[2:]
+    if not (docs / "choices.txt").is_file():
+        print(f"bench_summary.py: no {docs / 'choices.txt'}: run the choose part first", file=sys.stderr)
+        return 2
     rows = load(docs, presets)
+    if not any(rows.values()):
+        print(f"bench_summary.py: no report tables in {docs / 'report'}: run the report part first", file=sys.stderr)
+        return 2
     print(table(docs, rows))
     print("\nEach method against SAL on the same preset (method − sal; for mse, negative is better):\n")
     print(against_sal(out, rows))
