@@ -6,6 +6,7 @@
 #   bash docs/bench.sh choose    # each method's tuned choice into DOCS/choices.txt, and the tuning tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
 #   bash docs/bench.sh tables    # the tables and docs/bench/summary.png again from the report sweeps in OUT
+#   bash docs/bench.sh sal_orthogonal   # a follow-up: SAL at its tuned choice from an orthogonal init, seeds 0-9
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #   bash docs/bench.sh depth     # issue 14 item 6: digits at depth 100-1,000, lag_analog at lag 1,000
 #
@@ -140,6 +141,20 @@ tables() {  # each report sweep's table (JSON), then the summary table and figur
   fi
 }
 
+sal_orthogonal() {  # a follow-up, not tuned: SAL at its tuned choice, started from an orthogonal init
+  for preset in $TUNED; do
+    local chosen
+    chosen=$(grep "^$preset sal:" "$DOCS/choices.txt" | cut -d: -f2-)
+    in_parallel sweep "followup/$preset/sal_orthogonal" experiment=$preset method=sal init=orthogonal $chosen $REPORT_SEEDS
+  done
+  wait
+  mkdir -p "$DOCS/followup"
+  for preset in $TUNED; do
+    salrun report "$OUT/followup/$preset/sal_orthogonal" --table "$DOCS/followup/${preset}_sal_orthogonal.json" \
+      --no-figures > /dev/null || true
+  done
+}
+
 cost() {
   python docs/bench_cost.py --steps 30 --members 10 | tee "$DOCS/cost.csv"
 }
@@ -182,10 +197,10 @@ depth() {
   python docs/depth_judged.py "$OUT"/depth/{d1000,lag1000} > "$DOCS/depth/moonshot_judged.md" || true
 }
 
-[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | cost | depth (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | sal_orthogonal | cost | depth (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }
 for part in "$@"; do
   case $part in
-    tune | choose | report | tables | cost | depth) "$part" ;;
-    *) echo "bench.sh: unknown part '$part' (tune | choose | report | tables | cost | depth)" >&2; exit 2 ;;
+    tune | choose | report | tables | sal_orthogonal | cost | depth) "$part" ;;
+    *) echo "bench.sh: unknown part '$part' (tune | choose | report | tables | sal_orthogonal | cost | depth)" >&2; exit 2 ;;
   esac
 done
