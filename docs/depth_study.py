@@ -61,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from salrun import jobs
+from salrun import jobs, stats
 from salrun.launch import compose
 from salrun.neurons import sensitivity
 from salrun.settings import job_settings
@@ -106,14 +106,11 @@ def _layer_stats(model, x, generator):
             "chain": chain_log.mean()}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a rate k/n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def succeeds(summary: dict):
+    """The success test of a run's summary: its metric against the task's threshold, in the
+    direction that beats chance (accuracy up; mse and nmse down)."""
+    threshold = summary["threshold"]
+    return (lambda value: value >= threshold) if summary["chance"] < threshold else (lambda value: value < threshold)
 
 
 def table(sweeps: list[Path], window: int) -> str:
@@ -132,23 +129,23 @@ def table(sweeps: list[Path], window: int) -> str:
             variant = " ".join(o for o in overrides if not o.startswith(("seed=", "threads=")))
             metrics = pd.read_csv(folder / "metrics.csv")
             curve = metrics[metrics.metric == summary["metric"]].sort_values("step").value.to_numpy()
-            threshold = float(summary["criterion"].split(",")[0].split()[-1])  # "metric >= X[, mean of ...]"
+            test = succeeds(summary)
             last = curve[-window:]
-            ok = summary["status"] == "ok" and last.mean() >= threshold
+            ok = summary["status"] == "ok" and test(last.mean())
             final = metrics[metrics.step == metrics.step.max()]
             grads = final[final.metric == "grad_norm"].sort_values("layer").value.to_numpy()
             runs.setdefault(variant, []).append({
                 "log_s": float(final[final.metric == "log_sensitivity"].value.iloc[0]),
                 "grad_ratio": math.log10(max(grads[0], 1e-300) / grads[-1]),
-                "seed": summary["seed"], "success": ok, "reached": bool((curve >= threshold).any()),
-                "dips": bool(ok and (last < threshold).any()), "window": float(last.mean()), "status": summary["status"],
+                "seed": summary["seed"], "success": ok, "reached": any(map(test, curve)),
+                "dips": ok and not all(map(test, last)), "window": float(last.mean()), "status": summary["status"],
                 "wall": summary["wall_seconds"]})
     lines = [f"| variant | runs | success (last {window} evals) | Wilson 95% | reached, then lost | dips in window "
              f"| mean of last {window} | failed seeds | final ln RMS(s) | log10 ‖∂L/∂W_0‖/‖∂L/∂W_out‖ | wall s/run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, rs in runs.items():
         n, k = len(rs), sum(r["success"] for r in rs)
-        lo, hi = wilson(k, n)
+        lo, hi = stats.wilson(k, n)
         lost = sum(r["reached"] and not r["success"] for r in rs)
         failed = ", ".join(str(r["seed"]) for r in rs if not r["success"]) or "-"
         windows = [r["window"] for r in rs]

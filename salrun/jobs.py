@@ -434,7 +434,8 @@ def train_outcome(task, writer: RunWriter, window: int) -> dict:
     recent = writer.history(task.metric)[-window:]
     judged = sum(recent) / len(recent)
     return {"final": writer.latest(), "judged": judged, "success": task.succeeded(judged), "metric": task.metric,
-            "chance": task.chance, "criterion": f"{task.criterion}, mean of the last {window} evaluations"}
+            "chance": task.chance, "threshold": task.threshold,
+            "criterion": f"{task.criterion}, mean of the last {window} evaluations"}
 
 
 def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:

@@ -106,6 +106,7 @@ def test_success_is_judged_on_the_mean_of_the_last_window(tmp_path):
     assert not five["success"] and five["judged"] == pytest.approx(0.9)
     assert jobs.train_outcome(t, writer, 3)["success"]
     assert jobs.train_outcome(t, writer, 50)["judged"] == pytest.approx(5 / 6)  # all there are
+    assert five["threshold"] == t.threshold  # what the summary's readers test the judged value against
 
 
 def _judged_from_metrics(folder, metric, window):
