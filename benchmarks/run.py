@@ -136,14 +136,13 @@ def _preset_settings(preset: str, method: str, seed: int = 0):
 
 
 def _preset_step(preset: str, method: str, seed: int = 0):
-    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
-    from salrun import jobs
+    """salrun's own training step (the single engine of the run API, no logging) of `preset` with
+    `method`, and its settings."""
+    from salrun.engines import SingleEngine
 
     s = _preset_settings(preset, method, seed)
-    task = s.task.entry.load()(s.task.settings)
-    net = jobs._network(s, task.input_size, task.output_size, task)
-    optimizer = jobs._optimizer(s, net.model)
-    return (lambda: jobs._train_step(s, net, task, optimizer, None, 0, False)), s, task
+    engine = SingleEngine.build(s)
+    return (lambda: engine.step(0, False, [None])), s, engine.task
 
 
 def _reference_steps(s, task) -> dict:
@@ -151,12 +150,12 @@ def _reference_steps(s, task) -> dict:
     import torch
     from torch import nn
 
-    from salrun import jobs
+    from salrun.engines import make_optimizer
 
     x, y = task.train_batch(s.root.train.batch_size, torch.Generator().manual_seed(0))
 
     def stepper(module, forward):
-        optimizer = jobs._optimizer(s, module)
+        optimizer = make_optimizer(s, module)
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -217,8 +216,8 @@ def reference_loops(args) -> list[dict]:
 
 def ensemble_train(args) -> list[dict]:
     """16 train runs (seeds 0-15, method=sal) as one batched model (salrun.ensemble) against the same
-    16 runs one after another on the single-run path (jobs._train_step): time per step of all 16."""
-    from salrun.ensemble_jobs import EnsembleTrainer
+    16 runs one after another on the single engine: time per step of all 16."""
+    from salrun.engines import StackedEngine
 
     members = 16
     rows = []
@@ -226,14 +225,13 @@ def ensemble_train(args) -> list[dict]:
         if args.case and args.case not in preset:
             continue
         singles = [_preset_step(preset, "sal", seed)[0] for seed in range(members)]
-        trainer = EnsembleTrainer([_preset_settings(preset, "sal", seed) for seed in range(members)],
-                                  [None] * members)
+        trainer = StackedEngine([_preset_settings(preset, "sal", seed) for seed in range(members)])
 
         def sequential():
             for step in singles:
                 step()
 
-        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False)},
+        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False, [None] * members)},
                           repeats=max(3, args.repeats // 2), warmup=1)
         speedup = [s / e for s, e in zip(times["single"], times["ensemble"])]
         row = {"benchmark": "ensemble_train", "case": f"{preset} method=sal, {members} members",
@@ -251,14 +249,13 @@ def ensemble_train(args) -> list[dict]:
 def ensemble_rss_child(members: int, threads: int) -> None:
     import torch
 
-    from salrun.ensemble_jobs import EnsembleTrainer
+    from salrun.engines import StackedEngine
 
     torch.set_num_threads(threads)
-    trainer = EnsembleTrainer([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)],
-                              [None] * members)
+    trainer = StackedEngine([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)])
     before = _vm_hwm_kib()
     for step in range(1, 3):
-        trainer.step(step, False)
+        trainer.step(step, False, [None] * members)
     print(json.dumps({"before_kib": before, "peak_kib": _vm_hwm_kib()}))
 
 
