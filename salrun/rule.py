@@ -2,7 +2,7 @@
 the rate η·g_j and the radial coefficient of the objective.
 
     s̄_j ← β·s̄_j + (1-β)·m_j          (m_j the batch mean of s_j; geometric: in ln s)
-    g_j  = GATES[gate](s̄_j, target)   (one-sided, two-sided, proportional)
+    g_j  = GATES[gate](s̄_j, target)   (one-sided, two-sided, proportional, dead band)
     Δw_j = η·g_j·(w_j/‖w_j‖² + (f''/f')(U_j)·x),   Δθ_j = η·g_j·(f''/f')(U_j)
 
 sal.py (one layer, or a group of equal layers with a layer dimension) and ensemble.py (members
@@ -34,8 +34,16 @@ def _proportional(average: torch.Tensor, target: Value, band: Value) -> torch.Te
     return (torch.log(target / average) / band).clamp(-1, 1)
 
 
+def _dead_band(average: torch.Tensor, target: Value, band: Value) -> torch.Tensor:
+    """Two-sided outside |ln(target/s̄)| > band, at rest inside it (ours): a neuron held at the
+    edge stops stepping back and forth across its target."""
+    error = torch.log(target / average)
+    return torch.sign(error) * (error.abs() > band).to(average.dtype)
+
+
 GATES: dict[str, Callable[[torch.Tensor, Value, Value], torch.Tensor]] = {
-    "one_sided": _one_sided, "two_sided": _two_sided, "proportional": _proportional}
+    "one_sided": _one_sided, "two_sided": _two_sided, "proportional": _proportional,
+    "dead_band": _dead_band}
 
 
 def _along(value: Value, like: torch.Tensor) -> Value:

@@ -399,9 +399,10 @@ class SALSettings:
     target: float = 1.0       # sensitivity target
     beta: float = 0.5         # keep-rate of the moving average s̄ (0.9 overshoots more; see README)
     # two_sided also descends above target; proportional (ours, docs/DEPTH.md) steps by
-    # η·clamp(ln(target/s̄)/band, -1, 1): full rate far from target, ∝ the error within `band`
-    gate: Literal["one_sided", "two_sided", "proportional"] = "one_sided"
-    band: float = 0.05        # proportional gate: the distance in ln s at which the rate is full
+    # η·clamp(ln(target/s̄)/band, -1, 1): full rate far from target, ∝ the error within `band`;
+    # dead_band (ours) steps ±η only where |ln(target/s̄)| > band and rests inside it
+    gate: Literal["one_sided", "two_sided", "proportional", "dead_band"] = "one_sided"
+    band: float = 0.05        # proportional, dead_band: the distance in ln s that sets the gate
     objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
     # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
     # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)

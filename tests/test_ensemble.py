@@ -26,7 +26,8 @@ MEMBERS = [["method=none", "seed=0"],
            ["method=spectral", "method.rho=1.4", "seed=3"],
            ["method=orthogonal", "seed=4"],
            ["method=critical", "seed=5", "optim.lr=0.002"],
-           ["method=sal", "seed=6", "method.gate=proportional", "method.band=0.5", "method.lr=0.05"]]
+           ["method=sal", "seed=6", "method.gate=proportional", "method.band=0.5", "method.lr=0.05"],
+           ["method=sal", "seed=7", "method.gate=dead_band", "method.band=0.05", "method.lr=0.05"]]
 
 
 def _settings(base: list[str], member: list[str], steps: int = STEPS):
