@@ -254,7 +254,7 @@ def config(overrides: Optional[List[str]] = OverridesArg,
 
 
 @app.command("list")
-def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models]",
+def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models|schedules|sal_schedules]",
                                                 help="What to list (default: all)")) -> None:
     """Print each preset, method, init, task or model with a one-line description."""
     if group is not None and group not in LISTS:

@@ -104,6 +104,12 @@ class SingleEngine:
     def export(self, s: int) -> tuple[Network, torch.optim.Optimizer]:
         return self.net, self.optimizer
 
+    def scale_rates(self, optimizer_factor: float, sal_factor: float) -> None:
+        """The schedules' factors of the learning rate and of the method's own rate, for this step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.root.optim.lr * optimizer_factor
+        self.net.method.scale_rate(sal_factor)
+
     def step(self, step: int, log_now: bool, writers: list[RunWriter | None]) -> list[torch.Tensor | None]:
         """One BP (BPTT) step with the method's loss term and update; the per-layer metrics are
         read between backward and the update, on the gradients of this step."""
@@ -206,6 +212,15 @@ class StackedEngine:
                      self._cast(y_test).to(self.device))
         self.alive = [True] * len(settings)
         self.diverged: dict[int, tuple[int, str]] = {}
+        self.base_lr = self.rates.lr.clone()                                  # what the schedules scale
+        self.base_sal_lr = self.sal.rule.lr.clone() if self.sal is not None else None
+
+    def scale_rates(self, optimizer_factor: float, sal_factor: float) -> None:
+        """As SingleEngine.scale_rates, for every living member (a frozen one stays at rate 0)."""
+        living = torch.tensor(self.alive, dtype=self.base_lr.dtype, device=self.base_lr.device)
+        self.optimizer.set_lr(self.base_lr * optimizer_factor * living)
+        if self.sal is not None:
+            self.sal.rule.lr = self.base_sal_lr * sal_factor * living
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.model.b_out.dtype) if t.is_floating_point() else t

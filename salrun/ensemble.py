@@ -234,6 +234,13 @@ class BatchedOptimizer:
             denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(ADAM_EPS)
             p.sub_((lr / (1 - beta1 ** t)) * m / denom)
 
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """Each member's learning rate for the next steps (a schedule's)."""
+        self.rates.lr.copy_(lr)
+        if self.shared is not None:  # shared only while every member's rate is the same
+            for group in self.shared.param_groups:
+                group["lr"] = float(lr[0])
+
     def reset_member(self, s: int) -> None:
         """After its rates were set to 0: a frozen member's state is zeroed."""
         self._unshare()

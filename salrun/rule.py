@@ -65,9 +65,9 @@ class Rule:
     _masks: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, settings) -> "Rule":
-        """The rule of one run's SALSettings."""
-        return cls(settings.lr, settings.target, settings.beta, settings.band, settings.gate, settings.average,
+    def of(cls, settings, scale: float = 1.0) -> "Rule":
+        """The rule of one run's SALSettings, its rate times `scale` (a sal_schedule's factor)."""
+        return cls(settings.lr * scale, settings.target, settings.beta, settings.band, settings.gate, settings.average,
                    settings.objective)
 
     @classmethod

@@ -50,6 +50,7 @@ SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2�
 
 class SAL:
     fused = True  # False: the reference path (the formula as written), for tests and benchmarks
+    rate_scale = 1.0  # multiplies η at each step (a sal_schedule sets it; salrun.schedules)
 
     def __init__(self, model: nn.Module, settings: SALSettings | None = None, probe: Probe | None = None,
                  layers: list | None = None, **overrides):
@@ -89,7 +90,7 @@ class SAL:
     def step(self) -> None:
         """Update every layer from the activity of the forward passes since the last step."""
         layers = self.layers()
-        self.rule = Rule.of(self.settings)  # read each step: a user may change the settings between steps
+        self.rule = Rule.of(self.settings, self.rate_scale)  # read each step: a user may change the settings
         self.targets = self._layer_targets(layers) if self.settings.layer_target else None
         if not self.fused:
             for i, layer in enumerate(layers):

@@ -39,7 +39,7 @@ def _non_negative(name: str, value: float) -> None:
 
 # -- the registry: one per extension point --------------------------------------------------------
 
-KINDS = ("model", "task", "method", "init")
+KINDS = ("model", "task", "method", "init", "schedule", "sal_schedule")
 
 
 @dataclass(frozen=True)
@@ -515,6 +515,64 @@ class FlossingSettings:
         _require(self.k <= model.hidden, f"method.k must be <= model.hidden ({model.hidden}), got {self.k}")
 
 
+# -- rate schedules: `schedule` for the optimizer's learning rate, `sal_schedule` for SAL's own ----
+
+def _schedules(name: str, target: str) -> Callable[[type], type]:
+    """Register a schedule (salrun/schedules.py) in both groups."""
+    def decorate(cls: type) -> type:
+        for kind in ("schedule", "sal_schedule"):
+            register(kind, name, cls, target)
+        return cls
+    return decorate
+
+
+@_schedules("constant", "salrun.schedules:constant")
+@dataclass
+class ConstantScheduleSettings:
+    """The rate as set, at every step."""
+
+
+@_schedules("cosine", "salrun.schedules:cosine")
+@dataclass
+class CosineScheduleSettings:
+    """Cosine decay over the run, from the rate to min_factor × the rate (CosineAnnealingLR)."""
+
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.min_factor) and 0 <= self.min_factor <= 1,
+                 f"min_factor must be in [0, 1], got {self.min_factor}")
+
+
+@_schedules("step", "salrun.schedules:step")
+@dataclass
+class StepScheduleSettings:
+    """The rate times gamma every `every` steps (StepLR)."""
+
+    every: int = 1000
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, f"every must be >= 1, got {self.every}")
+        _require(math.isfinite(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+
+
+@_schedules("warmup_cosine", "salrun.schedules:warmup_cosine")
+@dataclass
+class WarmupCosineScheduleSettings(CosineScheduleSettings):
+    """A linear warm-up from start_factor × the rate over `warmup` steps, then cosine decay (LinearLR, then
+    CosineAnnealingLR)."""
+
+    warmup: int = 100
+    start_factor: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.warmup >= 1, f"warmup must be >= 1, got {self.warmup}")
+        _require(math.isfinite(self.start_factor) and 0 < self.start_factor <= 1,
+                 f"start_factor must be in (0, 1], got {self.start_factor}")
+
+
 # -- the root config's own keys -----------------------------------------------------------------
 
 @dataclass
@@ -616,6 +674,8 @@ class JobSettings:
     task: Choice
     method: Choice
     init: Choice
+    schedule: Choice      # the optimizer's learning rate over the run
+    sal_schedule: Choice  # SAL's rate over the run
 
 
 def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
@@ -632,10 +692,13 @@ def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
     return settings
 
 
+OLD_DEFAULTS = {"init": "random", "schedule": "constant", "sal_schedule": "constant"}
+
+
 def choose(kind: str, data: Any) -> Choice:
     """Group `kind`'s choice from its config node (`name` and the settings' keys)."""
-    if data is None and kind == "init":  # a run folder written before the init group existed
-        data = {"name": "random"}
+    if data is None and kind in OLD_DEFAULTS:  # a run folder written before the group existed
+        data = {"name": OLD_DEFAULTS[kind]}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{kind} must be a group of settings, got {data!r}")
     name = data.get("name")
@@ -658,6 +721,9 @@ def _check_combination(s: JobSettings) -> None:
     model = s.model.name
     if s.command == "lyapunov":
         s.root.lyapunov.check_hidden(s.model.settings.hidden)
+        for kind in ("schedule", "sal_schedule"):
+            _require(getattr(s, kind).name == "constant",
+                     f"{kind}={getattr(s, kind).name} sets a rate over training steps: salrun train takes it, not lyapunov")
     if s.method.name in REGISTRY["init"] and s.init.name != "random":
         plain = ", ".join(n for n in REGISTRY["method"] if n not in REGISTRY["init"])
         raise ConfigError(f"method={s.method.name} is itself an initialisation and cannot follow "
@@ -695,7 +761,8 @@ def batch_key(s: JobSettings) -> tuple | None:
     model = {k: v for k, v in s.config["model"].items() if k not in s.model.settings.per_member}
     optim = {k: v for k, v in s.config.get("optim", {}).items() if k not in OptimSettings.per_member}
     return (s.model.name, repr(model), repr(s.config["task"]), repr(s.config["train"]), repr(optim),
-            s.root.device, shared_values)
+            s.root.device, shared_values, s.schedule.name, repr(s.schedule.settings), s.sal_schedule.name,
+            repr(s.sal_schedule.settings))
 
 
 def _default(name: str) -> Any:

@@ -101,6 +101,16 @@ class Run:
     def __init__(self, members: list[Member], engine: SingleEngine | StackedEngine):
         self.members, self.engine = members, engine
         self.at_boundary = True  # between two steps, so a checkpoint now is consistent
+        s = members[0].settings  # the members share their schedules (salrun.settings.batch_key)
+        self.schedules = [(choice.entry.load(), choice.settings) for choice in (s.schedule, s.sal_schedule)]
+        self.scheduled = (s.schedule.name, s.sal_schedule.name) != ("constant", "constant")
+
+    def factors(self, step: int) -> tuple[float, float]:
+        """The schedules' factors of the learning rate and of SAL's rate for training step `step`
+        (1-based; the first step runs at the schedule's start, as torch's schedulers do)."""
+        total = self.members[0].settings.root.train.steps
+        optimizer, sal = (function(settings, step - 1, total) for function, settings in self.schedules)
+        return optimizer, sal
 
     @classmethod
     def setup(cls, members: list[Member], dtype: torch.dtype | None = None) -> "Run":
@@ -126,6 +136,8 @@ class Run:
 
     def step(self, step: int, log_now: bool) -> list[torch.Tensor | None]:
         """One training step of every living member (with its per-layer metrics when `log_now`)."""
+        if self.scheduled:
+            self.engine.scale_rates(*self.factors(step))
         losses = self.engine.step(step, log_now, self.writers())
         self._record(self.engine.diverged)
         for s in self.living:
@@ -133,7 +145,13 @@ class Run:
         return losses
 
     def evaluate(self, step: int, losses: list[torch.Tensor | None]) -> None:
-        """Each living member's test metric and loss, logged with its training loss."""
+        """Each living member's test metric and loss, logged with its training loss (and, under a
+        schedule, the learning rate and SAL's rate factor of this step)."""
+        if self.scheduled:
+            optimizer, sal = self.factors(step)
+            for s in self.living:
+                self.members[s].writer.log_many(step, {"lr": self.members[s].settings.root.optim.lr * optimizer,
+                                                       "sal_rate_factor": sal})
         self.engine.evaluate(step, losses, self.writers())
         self._record(self.engine.diverged)
 

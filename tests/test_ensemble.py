@@ -77,15 +77,19 @@ def _ensemble_run(settings, folders, dtype=torch.float64) -> Run:
 ONE_LR = [m for m in MEMBERS if not any(o.startswith("optim.lr") for o in m)]  # torch's fused Adam runs them
 
 
+SCHEDULED = ["schedule=warmup_cosine", "schedule.warmup=10", "sal_schedule=step", "sal_schedule.every=20"]
+
+
 @pytest.mark.parametrize("base, members", [(MLP_BASE, MEMBERS + [["method=lsuv", "seed=6"]]), (RNN_BASE, MEMBERS),
-                                           (MLP_BASE, ONE_LR), (RNN_BASE, ONE_LR)],
-                         ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr"])
+                                           (MLP_BASE, ONE_LR), (RNN_BASE, ONE_LR), (MLP_BASE + SCHEDULED, MEMBERS[:3]),
+                                           (MLP_BASE + SCHEDULED, ONE_LR[:3])],
+                         ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr", "mlp-scheduled", "mlp-scheduled-one-lr"])
 def test_members_equal_their_single_runs_in_float64(tmp_path, base, members):
     settings = [_settings(base, member) for member in members]
     folders = [tmp_path / f"member{i}" for i in range(len(members))]
     trainer = _ensemble_run(settings, folders).engine
     assert isinstance(trainer, StackedEngine)
-    assert (trainer.optimizer.shared is not None) == (members is ONE_LR)
+    assert (trainer.optimizer.shared is not None) == all(not any(o.startswith("optim.lr") for o in m) for m in members)
     for i, s in enumerate(settings):
         single, batched = _single_run(s, tmp_path / f"single{i}"), _rows(folders[i])
         assert single.keys() == batched.keys(), members[i]
