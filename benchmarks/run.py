@@ -566,13 +566,15 @@ def logging_cost(args) -> list[dict]:
     to metrics.csv) and checkpoints, and apart from it the test-set evaluation at each log:
     `salrun train experiment=paper_long_lag` for 20,000 steps (2,000 with --quick), in-process,
     with the job layer's functions timed."""
-    from salrun import jobs
+    from salrun import engines, jobs, training
     from salrun.launch import compose
     from salrun.results import RunWriter
 
     steps = 2000 if args.quick else 20000
-    spent = {"_layer_metrics": 0.0, "_evaluate": 0.0, "_save_checkpoint": 0.0, "append": 0.0}
-    originals = {name: getattr(jobs, name) for name in ("_layer_metrics", "_evaluate", "_save_checkpoint")}
+    spent = {"layer_metrics": 0.0, "evaluate": 0.0, "checkpoint": 0.0, "append": 0.0}
+    # what the one loop calls: the engine's per-layer metrics and evaluation, the run's checkpoints
+    where = {"layer_metrics": engines, "evaluate": engines.SingleEngine, "checkpoint": training.Run}
+    originals = {name: getattr(owner, name) for name, owner in where.items()}
     flush = RunWriter.flush_metrics
 
     def timed(name, function):
@@ -584,14 +586,14 @@ def logging_cost(args) -> list[dict]:
                 spent[name] += CLOCK() - start
         return call
 
-    def timed_flush(self, sync=False):  # sync: inside _save_checkpoint, timed there; else the rows of _evaluate
+    def timed_flush(self, sync=False):  # sync: inside checkpoint, timed there; else the rows of evaluate
         return timed("append", flush)(self, sync) if not sync else flush(self, sync)
 
     cfg = compose("train", ["experiment=paper_long_lag", f"train.steps={steps}", f"threads={args.threads}"])
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for name, function in originals.items():
-                setattr(jobs, name, timed(name, function))
+                setattr(where[name], name, timed(name, function))
             RunWriter.flush_metrics = timed_flush
             start = CLOCK()
             jobs.run_job("train", cfg, Path(tmp) / "run")
@@ -599,15 +601,15 @@ def logging_cost(args) -> list[dict]:
             rows_logged = sum(1 for _ in open(Path(tmp) / "run" / "metrics.csv")) - 1
         finally:
             for name, function in originals.items():
-                setattr(jobs, name, function)
+                setattr(where[name], name, function)
             RunWriter.flush_metrics = flush
-    logging = spent["_layer_metrics"] + spent["_save_checkpoint"] + spent["append"]
-    evaluation = spent["_evaluate"] - spent["append"]  # _evaluate appends its rows: that part is logging
+    logging = spent["layer_metrics"] + spent["checkpoint"] + spent["append"]
+    evaluation = spent["evaluate"] - spent["append"]  # evaluate appends its rows: that part is logging
     case = f"paper_long_lag, {steps} steps (log every 50, checkpoint every 100), {rows_logged} rows"
     rows = [{"benchmark": "logging_share", "case": case, "baseline_s": wall, "measured_s": logging,
              "ratio": logging / wall, "target": "<=0.03", "met": _met(logging / wall, "<=0.03"),
-             "note": f"per-layer metrics {spent['_layer_metrics']:.2f} s, appending rows {spent['append']:.2f} s, "
-                     f"checkpoints {spent['_save_checkpoint']:.2f} s; baseline_s: the whole run (set-up included)"},
+             "note": f"per-layer metrics {spent['layer_metrics']:.2f} s, appending rows {spent['append']:.2f} s, "
+                     f"checkpoints {spent['checkpoint']:.2f} s; baseline_s: the whole run (set-up included)"},
             {"benchmark": "test_evaluation_share", "case": case, "baseline_s": wall, "measured_s": evaluation,
              "ratio": evaluation / wall, "target": "", "met": "",
              "note": "the test set (1000 sequences of 301 steps) at every log: measurement, not logging"},
