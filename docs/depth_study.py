@@ -24,7 +24,7 @@ flips per step, s̄'s distance from target, and the first layer's gradient over 
 and prints those series.
 
 The first form trains one run exactly as `salrun train experiment=PRESET OVERRIDES` would (the job
-layer's own network, optimizer and step; PRESET paper_deep_ffn unless given), and every K steps
+layer's own network, optimizer and step; PRESET deep_ffn_orthogonal unless given), and every K steps
 also records, per hidden layer:
 
 - `rms`: ln RMS(s) over neurons and batch (what SAL's average tracks);
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--every", type=int, default=10)
-    parser.add_argument("--experiment", default="paper_deep_ffn", help="the preset the run starts from")
+    parser.add_argument("--experiment", default="deep_ffn_orthogonal", help="the preset the run starts from")
     parser.add_argument("--table", action="store_true", help="tabulate the sweep folders given instead")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--mechanism", action="store_true", help="summarise the study folders given")

@@ -28,9 +28,9 @@ QUIET_LAG=task.noise=0
 # Issue 30 gave paper_long_lag 1,200 steps (the budget claim 3 needs, part lag1200); the sweeps made
 # before then pin the 600 they ran with.
 LAG600=train.steps=600
-# Issue 19 made paper_deep_ffn start from an orthogonal init at target 1.0 (docs/DEPTH.md); the
-# deep-FFN tables measured before then used small random weights at target 1.06, which the preset
-# paper_deep_ffn_small_init keeps. Its sweeps name that preset; ffn_claim2 is the rerun with the new default.
+# paper_deep_ffn is the paper's start, small random weights (at target 1.06, ours): every deep-FFN
+# sweep from small weights names it. Issue 19 found SAL on an orthogonal init at target 1.0 the better
+# setting (docs/DEPTH.md), the preset deep_ffn_orthogonal since issue 30; ffn_claim2 runs it.
 
 sweep() {  # NAME, then the arguments of salrun sweep
   local name=$1 start=$SECONDS resume="" ensemble="--ensemble"
@@ -81,16 +81,16 @@ chaos() {  # claim 1: four architectures, SAL alone
 
 ffn() {  # claims 2 and 4 on a 300-layer MLP
   # How the preset's rates and gate were chosen (the preset before that choice: one-sided at 1.0).
-  sweep ffn_tune experiment=paper_deep_ffn_small_init optim.lr=0.001,0.0001 method.lr=0.01,0.002 \
+  sweep ffn_tune experiment=paper_deep_ffn optim.lr=0.001,0.0001 method.lr=0.01,0.002 \
     method.gate=one_sided method.target=1.0 $LAST $GRID_SEEDS
-  sweep ffn_tune2 experiment=paper_deep_ffn_small_init method.target=1.03,1.06 $LAST $GRID_SEEDS
-  sweep ffn_rho experiment=paper_deep_ffn_small_init method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $LAST $GRID_SEEDS
-  sweep ffn_clusters experiment=paper_deep_ffn_small_init method=sal,none,spectral ++method.rho="$(best_rho ffn_rho)" $LAST $SEEDS
-  sweep ffn_digits experiment=paper_deep_ffn_small_init task=digits task.test_size=500 method=sal,none $LAST $SEEDS
+  sweep ffn_tune2 experiment=paper_deep_ffn method.target=1.03,1.06 $LAST $GRID_SEEDS
+  sweep ffn_rho experiment=paper_deep_ffn method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $LAST $GRID_SEEDS
+  sweep ffn_clusters experiment=paper_deep_ffn method=sal,none,spectral ++method.rho="$(best_rho ffn_rho)" $LAST $SEEDS
+  sweep ffn_digits experiment=paper_deep_ffn task=digits task.test_size=500 method=sal,none $LAST $SEEDS
   # Claim 2 with issue 19's default (SAL on an orthogonal init at target 1.0), 10 seeds, success on the
   # last 5 evaluations (the current default): SAL and no SAL, each from an orthogonal and from small
   # random weights (SAL from small weights at the new target 1.0, not the old 1.06).
-  sweep ffn_claim2 experiment=paper_deep_ffn method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9 threads=1
+  sweep ffn_claim2 experiment=deep_ffn_orthogonal method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9 threads=1
 }
 
 lag() {  # claims 3 and 4 on an RNN at lag 300
@@ -142,7 +142,7 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
 cmp_depth() {
   local DOCS=docs/comparison
   mkdir -p "$DOCS"
-  sweep cmp_depth experiment=paper_deep_ffn_small_init method=none,sal,spectral,orthogonal,critical,lsuv \
+  sweep cmp_depth experiment=paper_deep_ffn method=none,sal,spectral,orthogonal,critical,lsuv \
     ++method.rho=1.0 model.depth=300,100,50 $LAST $SEEDS
 }
 
@@ -168,10 +168,10 @@ cmp_init() {
   NO_REPORT=1 sweep cmp_init_lag_adding experiment=paper_long_lag task.lag=300 task=adding \
     method=sal,flossing init=orthogonal $LAST $LAG600 $SEEDS
   report cmp_init_lag cmp_init_lag_sign cmp_init_lag_adding
-  sweep cmp_init_depth experiment=paper_deep_ffn_small_init model.depth=300 method=sal init=orthogonal,lsuv $LAST $SEEDS
+  sweep cmp_init_depth experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal,lsuv $LAST $SEEDS
   # The preset's target 1.06 is for random weights (their log gain lies below ln s); orthogonal
   # weights have no such spread, so at 1.06 every layer gains 6%: the same at target 1.
-  sweep cmp_init_depth_target1 experiment=paper_deep_ffn_small_init model.depth=300 method=sal init=orthogonal \
+  sweep cmp_init_depth_target1 experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal \
     method.target=1.0 $LAST $SEEDS
 }
 

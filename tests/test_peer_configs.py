@@ -153,7 +153,7 @@ def test_long_lag_tasks_sweep_with_flossing(run_cli, tmp_path):
 @pytest.mark.slow
 def test_init_methods_sweep_in_depth(run_cli, tmp_path):
     out = tmp_path / "sweep"
-    result = run_cli("sweep", "experiment=paper_deep_ffn_small_init", "method=orthogonal,critical,lsuv", "model.depth=4",
+    result = run_cli("sweep", "experiment=paper_deep_ffn", "method=orthogonal,critical,lsuv", "model.depth=4",
                      "model.width=8", "train.steps=4", "train.log_every=2", "threads=1", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out / "sweep.csv")

@@ -187,10 +187,10 @@ def test_layer_target_refuses_a_recurrent_layer():
         sal.step()
 
 
-def test_paper_deep_ffn_starts_orthogonal_at_target_1_and_small_init_is_the_papers_start():
-    """Issue 19: paper_deep_ffn is SAL on an orthogonal init at target 1.0; paper_deep_ffn_small_init
-    differs from it in the init (small random weights) and the target (1.06) only."""
-    base, small = compose("train", ["experiment=paper_deep_ffn"]), compose("train", ["experiment=paper_deep_ffn_small_init"])
+def test_paper_deep_ffn_is_the_papers_start_and_deep_ffn_orthogonal_differs_in_init_and_target_only():
+    """Issue 30: presets named paper_* start where the paper starts (small random weights, here at
+    target 1.06); deep_ffn_orthogonal (issue 19's setting) differs from it in the init and the target only."""
+    small, base = compose("train", ["experiment=paper_deep_ffn"]), compose("train", ["experiment=deep_ffn_orthogonal"])
     assert base["init"]["name"] == "orthogonal" and base["method"]["target"] == 1.0
     assert small["init"]["name"] == "random" and small["method"]["target"] == 1.06
     differ = {key for key in base if key != "experiment" and small[key] != base[key]}
