@@ -4,11 +4,12 @@ The model and loop follow pytorch/examples' word_language_model (RNN_TANH): an e
 dropout, a 2-layer tanh nn.RNN (hidden 64), dropout, a linear decoder; truncated BPTT
 (bptt 20, batch 16) with the hidden state carried over and detached, gradient clipping and
 plain SGD. nn.RNN's own dropout is 0 (SAL refuses dropout between an nn.RNN's layers).
-One thread. The loop without SAL and the loop with SAL run interleaved, in blocks, on two
-copies of one model, so that load from other work hits both alike; the ratio is of the
-medians of the blocks' times.
+One thread. The loop without SAL and the loop with SAL run interleaved, in short blocks, on
+two copies of one model, so that load from other work hits both alike; each pair of blocks
+gives a ratio of CPU times, and the ratio printed is their median (on a shared machine one
+run's ratio still moves by a few %: run it a few times).
 
-    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 15] [--steps 40]
+    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10]
 """
 import argparse
 import copy
@@ -61,8 +62,8 @@ class RNNModel(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=15, help="blocks of steps per loop, interleaved")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per block")
+    parser.add_argument("--blocks", type=int, default=60, help="pairs of blocks, one of each loop, interleaved")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per block")
     parser.add_argument("--ntoken", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--bptt", type=int, default=20)
@@ -102,17 +103,19 @@ def main() -> None:
     for name in models:  # warm-up, and the traced first pass
         train(name, 5)
     times = {name: [] for name in models}
-    for _ in range(args.blocks):
-        for name in models:
+    ratios = []
+    for block in range(args.blocks):
+        order = list(models) if block % 2 == 0 else list(models)[::-1]  # neither always runs first
+        for name in order:
             times[name].append(train(name, args.steps))
+        ratios.append(times["sal"][-1] / times["none"][-1])
     none, with_sal = statistics.median(times["none"]), statistics.median(times["sal"])
     print(f"word_language_model-style RNN (RNN_TANH, 2 layers, hidden {args.hidden}, bptt {args.bptt}, "
-          f"batch {args.batch}, vocabulary {args.ntoken}), {torch.get_num_threads()} thread, "
-          f"median of {args.blocks} blocks of {args.steps} steps")
-    print(f"step without SAL {none * 1e3:.3f} ms, with SAL {with_sal * 1e3:.3f} ms "
-          f"(+{(with_sal - none) * 1e3:.3f} ms)")
-    print(f"ratio SAL/none {with_sal / none:.3f}")
-
+          f"batch {args.batch}, vocabulary {args.ntoken}, dropout {args.dropout}), {torch.get_num_threads()} "
+          f"thread, {args.blocks} pairs of blocks of {args.steps} steps, CPU time of this process")
+    print(f"step without SAL {none * 1e3:.3f} ms, with SAL {with_sal * 1e3:.3f} ms (medians)")
+    print(f"ratio SAL/none {statistics.median(ratios):.3f} (median of the pairs' ratios; "
+          f"quartiles {statistics.quantiles(ratios, n=4)[0]:.3f}-{statistics.quantiles(ratios, n=4)[2]:.3f})")
 
 if __name__ == "__main__":
     main()

@@ -53,6 +53,28 @@ class LayerActivity:
         yield self.inputs, self.output
 
 
+class Steps:
+    """[h_{-1}, h_0, …, h_{T-1}] as the forward made them, without a tensor per step: the first
+    state (batch, hidden) and the others in one (T, batch, hidden) tensor (nn.RNN's output)."""
+
+    __slots__ = ("first", "rest")
+
+    def __init__(self, first: torch.Tensor, rest: torch.Tensor):
+        self.first, self.rest = first, rest
+
+    def __len__(self) -> int:
+        return self.rest.shape[0] + 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.first if index == 0 else self.rest[index - 1]
+
+    def previous(self, start: int, stop: int) -> torch.Tensor:
+        """The states before steps start … stop-1: (stop - start, batch, hidden)."""
+        if start > 0:
+            return self.rest[start - 1:stop - 1]
+        return torch.cat([self.first[None], self.rest[:stop - 1]])
+
+
 class SequenceActivity(LayerActivity):
     """A recurrent layer whose steps are kept as the forward pass made them.
 
@@ -77,9 +99,13 @@ class SequenceActivity(LayerActivity):
     @staticmethod
     def _block(states, drive_inputs, start: int, stop: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         hidden = states[0].shape[-1]
-        window = states[start:stop + 1]
-        both = window[0] if len(window) == 1 else torch.stack(window)  # steps start-1 … stop-1
-        previous, output = both[:-1].reshape(-1, hidden), both[1:].reshape(-1, hidden)
+        if isinstance(states, Steps):
+            previous = states.previous(start, stop).reshape(-1, hidden)
+            output = states.rest[start:stop].reshape(-1, hidden)
+        else:
+            window = states[start:stop + 1]
+            both = window[0] if len(window) == 1 else torch.stack(window)  # steps start-1 … stop-1
+            previous, output = both[:-1].reshape(-1, hidden), both[1:].reshape(-1, hidden)
         if drive_inputs is None:
             return [previous], output
         return [drive_inputs[start:stop].flatten(0, 1), previous], output
@@ -620,9 +646,10 @@ class _RNNRecorder:
     def __call__(self, k: int, sequence: torch.Tensor, h0: torch.Tensor, states: torch.Tensor) -> None:
         """Layer k's pass, time first: sequence (T, batch, inputs), h0 (batch, hidden), states (T, batch, hidden)."""
         unit = self.units[k]
-        dtype = unit.rnn._flat_weights[k * (4 if unit.rnn.bias else 2)].dtype  # autocast: another dtype
-        sequence, h0, states = (t.detach().to(dtype) for t in (sequence, h0, states))
-        unit.segments.append(([h0, *states.unbind(0)], sequence))
+        dtype = unit.rnn._flat_weights[k * (4 if unit.rnn.bias else 2)].dtype
+        if states.dtype != dtype or sequence.dtype != dtype or h0.dtype != dtype:  # autocast
+            sequence, h0, states = sequence.to(dtype), h0.to(dtype), states.to(dtype)
+        unit.segments.append((Steps(h0.detach(), states.detach()), sequence.detach()))
 
 
 class _LayerwiseRNN(nn.RNN):

@@ -519,7 +519,7 @@ def test_the_overhead_benchmark_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "rnn_lm_overhead.py"
-    result = subprocess.run([sys.executable, str(script), "--blocks", "1", "--steps", "2", "--ntoken", "20"],
+    result = subprocess.run([sys.executable, str(script), "--blocks", "2", "--steps", "2", "--ntoken", "20"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ratio SAL/none" in result.stdout
