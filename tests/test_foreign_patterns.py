@@ -355,6 +355,27 @@ def test_a_residual_add_before_tanh_is_named():
     refusal(sal.step, "fc → add", "layers=[")
 
 
+def test_f_linear_with_a_module_weight_outside_its_forward_is_not_its_call():
+    """The hooks of later passes see only fc(x): the traced pass must not see more."""
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.g, self.out = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.g(torch.tanh(F.linear(x, self.fc.weight, self.fc.bias)))))
+
+    model = small_(Functional().double())
+    sal = SAL(model, lr=LR)
+    x = batch()
+    assert "fc: its weight is used only by F.linear outside its own forward" in sal.describe(x[:2])
+    before = snapshot(model)
+    model(x)
+    sal.step()
+    assert_linear(model, before, "g", torch.tanh(x @ before["fc.weight"].T + before["fc.bias"]))
+    assert changed(before, model) == {"g.weight", "g.bias"}
+
+
 def test_nn_rnn_with_dropout_between_layers_gets_the_rule_on_the_dropped_input():
     """word_language_model's default: nn.RNN(…, num_layers=2, dropout=0.5). Layer 1's input is the
     dropped states of layer 0, as nn.RNN computed them; the model's outputs are nn.RNN's."""
