@@ -136,14 +136,13 @@ def _preset_settings(preset: str, method: str, seed: int = 0):
 
 
 def _preset_step(preset: str, method: str, seed: int = 0):
-    """salrun's own training step (jobs._train_step, no logging) of `preset` with `method`, and its settings."""
-    from salrun import jobs
+    """salrun's own training step (the single engine of the run API, no logging) of `preset` with
+    `method`, and its settings."""
+    from salrun.engines import SingleEngine
 
     s = _preset_settings(preset, method, seed)
-    task = s.task.entry.load()(s.task.settings)
-    net = jobs._network(s, task.input_size, task.output_size, task)
-    optimizer = jobs._optimizer(s, net.model)
-    return (lambda: jobs._train_step(s, net, task, optimizer, None, 0, False)), s, task
+    engine = SingleEngine.build(s)
+    return (lambda: engine.step(0, False, [None])), s, engine.task
 
 
 def _reference_steps(s, task) -> dict:
@@ -151,12 +150,12 @@ def _reference_steps(s, task) -> dict:
     import torch
     from torch import nn
 
-    from salrun import jobs
+    from salrun.engines import make_optimizer
 
     x, y = task.train_batch(s.root.train.batch_size, torch.Generator().manual_seed(0))
 
     def stepper(module, forward):
-        optimizer = jobs._optimizer(s, module)
+        optimizer = make_optimizer(s, module)
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -217,8 +216,8 @@ def reference_loops(args) -> list[dict]:
 
 def ensemble_train(args) -> list[dict]:
     """16 train runs (seeds 0-15, method=sal) as one batched model (salrun.ensemble) against the same
-    16 runs one after another on the single-run path (jobs._train_step): time per step of all 16."""
-    from salrun.ensemble_jobs import EnsembleTrainer
+    16 runs one after another on the single engine: time per step of all 16."""
+    from salrun.engines import StackedEngine
 
     members = 16
     rows = []
@@ -226,14 +225,13 @@ def ensemble_train(args) -> list[dict]:
         if args.case and args.case not in preset:
             continue
         singles = [_preset_step(preset, "sal", seed)[0] for seed in range(members)]
-        trainer = EnsembleTrainer([_preset_settings(preset, "sal", seed) for seed in range(members)],
-                                  [None] * members)
+        trainer = StackedEngine([_preset_settings(preset, "sal", seed) for seed in range(members)])
 
         def sequential():
             for step in singles:
                 step()
 
-        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False)},
+        times = alternate({"single": sequential, "ensemble": lambda: trainer.step(1, False, [None] * members)},
                           repeats=max(3, args.repeats // 2), warmup=1)
         speedup = [s / e for s, e in zip(times["single"], times["ensemble"])]
         row = {"benchmark": "ensemble_train", "case": f"{preset} method=sal, {members} members",
@@ -251,14 +249,13 @@ def ensemble_train(args) -> list[dict]:
 def ensemble_rss_child(members: int, threads: int) -> None:
     import torch
 
-    from salrun.ensemble_jobs import EnsembleTrainer
+    from salrun.engines import StackedEngine
 
     torch.set_num_threads(threads)
-    trainer = EnsembleTrainer([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)],
-                              [None] * members)
+    trainer = StackedEngine([_preset_settings("paper_long_lag", "sal", seed) for seed in range(members)])
     before = _vm_hwm_kib()
     for step in range(1, 3):
-        trainer.step(step, False)
+        trainer.step(step, False, [None] * members)
     print(json.dumps({"before_kib": before, "peak_kib": _vm_hwm_kib()}))
 
 
@@ -569,13 +566,15 @@ def logging_cost(args) -> list[dict]:
     to metrics.csv) and checkpoints, and apart from it the test-set evaluation at each log:
     `salrun train experiment=paper_long_lag` for 20,000 steps (2,000 with --quick), in-process,
     with the job layer's functions timed."""
-    from salrun import jobs
+    from salrun import engines, jobs, training
     from salrun.launch import compose
     from salrun.results import RunWriter
 
     steps = 2000 if args.quick else 20000
-    spent = {"_layer_metrics": 0.0, "_evaluate": 0.0, "_save_checkpoint": 0.0, "append": 0.0}
-    originals = {name: getattr(jobs, name) for name in ("_layer_metrics", "_evaluate", "_save_checkpoint")}
+    spent = {"layer_metrics": 0.0, "evaluate": 0.0, "checkpoint": 0.0, "append": 0.0}
+    # what the one loop calls: the engine's per-layer metrics and evaluation, the run's checkpoints
+    where = {"layer_metrics": engines, "evaluate": engines.SingleEngine, "checkpoint": training.Run}
+    originals = {name: getattr(owner, name) for name, owner in where.items()}
     flush = RunWriter.flush_metrics
 
     def timed(name, function):
@@ -587,14 +586,14 @@ def logging_cost(args) -> list[dict]:
                 spent[name] += CLOCK() - start
         return call
 
-    def timed_flush(self, sync=False):  # sync: inside _save_checkpoint, timed there; else the rows of _evaluate
+    def timed_flush(self, sync=False):  # sync: inside checkpoint, timed there; else the rows of evaluate
         return timed("append", flush)(self, sync) if not sync else flush(self, sync)
 
     cfg = compose("train", ["experiment=paper_long_lag", f"train.steps={steps}", f"threads={args.threads}"])
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for name, function in originals.items():
-                setattr(jobs, name, timed(name, function))
+                setattr(where[name], name, timed(name, function))
             RunWriter.flush_metrics = timed_flush
             start = CLOCK()
             jobs.run_job("train", cfg, Path(tmp) / "run")
@@ -602,15 +601,15 @@ def logging_cost(args) -> list[dict]:
             rows_logged = sum(1 for _ in open(Path(tmp) / "run" / "metrics.csv")) - 1
         finally:
             for name, function in originals.items():
-                setattr(jobs, name, function)
+                setattr(where[name], name, function)
             RunWriter.flush_metrics = flush
-    logging = spent["_layer_metrics"] + spent["_save_checkpoint"] + spent["append"]
-    evaluation = spent["_evaluate"] - spent["append"]  # _evaluate appends its rows: that part is logging
+    logging = spent["layer_metrics"] + spent["checkpoint"] + spent["append"]
+    evaluation = spent["evaluate"] - spent["append"]  # evaluate appends its rows: that part is logging
     case = f"paper_long_lag, {steps} steps (log every 50, checkpoint every 100), {rows_logged} rows"
     rows = [{"benchmark": "logging_share", "case": case, "baseline_s": wall, "measured_s": logging,
              "ratio": logging / wall, "target": "<=0.03", "met": _met(logging / wall, "<=0.03"),
-             "note": f"per-layer metrics {spent['_layer_metrics']:.2f} s, appending rows {spent['append']:.2f} s, "
-                     f"checkpoints {spent['_save_checkpoint']:.2f} s; baseline_s: the whole run (set-up included)"},
+             "note": f"per-layer metrics {spent['layer_metrics']:.2f} s, appending rows {spent['append']:.2f} s, "
+                     f"checkpoints {spent['checkpoint']:.2f} s; baseline_s: the whole run (set-up included)"},
             {"benchmark": "test_evaluation_share", "case": case, "baseline_s": wall, "measured_s": evaluation,
              "ratio": evaluation / wall, "target": "", "met": "",
              "note": "the test set (1000 sequences of 301 steps) at every log: measurement, not logging"},

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import torch
 
-from salrun import jobs
-from salrun.ensemble_jobs import EnsembleTrainer
+from salrun.engines import SingleEngine, StackedEngine
 from salrun.launch import compose
 from salrun.results import RunWriter
-from salrun.settings import config_dir, job_settings
+from salrun.settings import REGISTRY, config_dir, job_settings
 
-BATCHED = ("none", "sal", "spectral", "orthogonal", "critical")
+BATCHED = [name for name, e in REGISTRY["method"].items() if e.batches and "rnn" in e.models]  # the bench presets are RNNs
 
 
 OVERRIDES: list[str] = []  # --set: applied to every preset (model.hidden=32)
@@ -40,14 +39,15 @@ def _settings(preset: str, *extra: str):
 
 def ensemble_ms(preset: str, members: int, steps: int, folder: Path) -> float:
     settings = [_settings(preset, f"method={BATCHED[i % len(BATCHED)]}", f"seed={i}") for i in range(members)]
-    trainer = EnsembleTrainer(settings, [RunWriter(folder / f"m{i}") for i in range(members)])
-    losses = trainer.step(1, False)
+    trainer = StackedEngine(settings)
+    writers = [RunWriter(folder / f"m{i}") for i in range(members)]
+    losses = trainer.step(1, False, writers)
     start = time.process_time()
     for step in range(2, steps + 2):
-        losses = trainer.step(step, False)
+        losses = trainer.step(step, False, writers)
     train = (time.process_time() - start) / steps
     start = time.process_time()
-    trainer.evaluate(steps + 1, losses)
+    trainer.evaluate(steps + 1, losses, writers)
     evaluation = time.process_time() - start
     return 1000 * (train + evaluation / settings[0].root.train.log_every) / members
 
@@ -55,15 +55,14 @@ def ensemble_ms(preset: str, members: int, steps: int, folder: Path) -> float:
 def flossing_ms(preset: str, steps: int, folder: Path) -> float:
     pre_steps = _settings(preset, "method=flossing").method.settings.pre_steps
     s = _settings(preset, "method=flossing", "method.pre_steps=1")  # timed below, not at build
-    task = s.task.entry.load()(s.task.settings)
-    net = jobs._network(s, task.input_size, task.output_size, task)  # one flossing step happens here
-    optimizer, writer, method = jobs._optimizer(s, net.model), RunWriter(folder / "floss"), net.method
+    engine = SingleEngine.build(s)  # one flossing step happens here
+    writers, method = [RunWriter(folder / "floss")], engine.net.method
     every = method.settings.every
     method.settings.every = 10 ** 9  # time the BPTT steps alone, then the flossing steps
-    jobs._train_step(s, net, task, optimizer, writer, 1, False)
+    engine.step(1, False, writers)
     start = time.process_time()
     for step in range(2, steps + 2):
-        jobs._train_step(s, net, task, optimizer, writer, step, False)
+        engine.step(step, False, writers)
     train = (time.process_time() - start) / steps
     start = time.process_time()
     method.floss(5)

@@ -61,7 +61,8 @@ from pathlib import Path
 
 import torch
 
-from salrun import jobs, stats
+from salrun import stats
+from salrun.engines import SingleEngine
 from salrun.launch import compose
 from salrun.neurons import sensitivity
 from salrun.settings import job_settings
@@ -183,9 +184,8 @@ def main() -> None:
         return
     cfg = compose("train", [f"experiment={args.experiment}", "threads=1", *args.overrides])
     s = job_settings("train", cfg)
-    task = s.task.entry.load()(s.task.settings)
-    net = jobs._network(s, task.input_size, task.output_size, task)
-    optimizer = jobs._optimizer(s, net.model)
+    engine = SingleEngine.build(s)
+    task, net, optimizer = engine.task, engine.net, engine.optimizer
     x_test, y_test = task.test_set()
     model, sal = net.model, getattr(net.method, "sal", None)
     target = s.method.settings.target if sal is not None else 1.0

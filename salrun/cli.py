@@ -254,7 +254,7 @@ def config(overrides: Optional[List[str]] = OverridesArg,
 
 
 @app.command("list")
-def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models]",
+def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models|schedules|sal_schedules]",
                                                 help="What to list (default: all)")) -> None:
     """Print each preset, method, init, task or model with a one-line description."""
     if group is not None and group not in LISTS:
@@ -312,8 +312,7 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
                 for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs])]
         budget = sweep_memory_budget(launcher, overrides, len(jobs)) if not no_memory_check else None
         if ensemble and budget is not None:  # a batched group's memory grows with its members
-            from salrun.ensemble_jobs import ensemble_tasks
-            from salrun.launch import ensemble_workers
+            from salrun.launch import ensemble_tasks, ensemble_workers
 
             tasks = ensemble_tasks(grid, ensemble_workers(launcher, overrides, len(jobs)))
             grid = [[grid[i] for i in task] for task in tasks]
@@ -358,7 +357,7 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
     interrupted = False
     try:
         if ensemble:
-            from salrun.ensemble_jobs import sweep_ensembles
+            from salrun.launch import sweep_ensembles
 
             results = sweep_ensembles(jobs, out, launcher, overrides, say=lambda line: typer.echo(line, err=True),
                                       quiet=quiet)

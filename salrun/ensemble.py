@@ -4,10 +4,10 @@ leading member dimension, with the optimizer and SAL batched over it.
 `stack_models` stacks S salrun MLPs or ElmanRNNs (built and initialised as their single runs
 build them); a step is then one batched forward and backward (baddbmm), one `BatchedOptimizer`
 step (Adam or SGD, as torch's) and one `BatchedSAL` update (sal.py's rule), with every
-per-member setting (the optimizer's lr and momentum, SAL's rate, target, gate and β) a tensor
-of S values (`MemberRates`). Members share no arithmetic: every op is batched over the member
+per-member setting (the optimizer's lr and momentum in `MemberRates`, SAL's in a `salrun.rule.Rule`) a
+tensor of S values. Members share no arithmetic: every op is batched over the member
 dimension, never reduced across it, so a member zeroed out (frozen) costs the others nothing.
-The job layer (ensemble_jobs.py) reads the configs and writes the run folders.
+salrun.engines.StackedEngine drives them for the one training loop (salrun.training.Run).
 """
 from __future__ import annotations
 
@@ -17,18 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from salrun.methods import Method, SALMethod
 from salrun.models import MLP, ElmanRNN
 from salrun.neurons import log_sensitivity
+from salrun.rule import Rule
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the single run uses
-
-
-def batchable(method: Method | type[Method]) -> bool:
-    """SAL, or a method that acts only before training (an init): nothing per step but SAL batches."""
-    kind = method if isinstance(method, type) else type(method)
-    return issubclass(kind, SALMethod) or (kind.after_step is Method.after_step
-                                           and kind.loss_term is Method.loss_term)
 
 
 def per_member(values, like: torch.Tensor) -> torch.Tensor:
@@ -168,18 +161,13 @@ def stack_models(models: list[nn.Module]) -> StackedMLP | StackedRNN:
 
 @dataclass
 class MemberRates:
-    """Per-member settings of the batched optimizer and SAL, (S,) each; SAL's rate is 0 for a
-    member without SAL."""
+    """The batched optimizer's per-member settings, (S,) each."""
 
     lr: torch.Tensor
     momentum: torch.Tensor
-    sal_lr: torch.Tensor
-    target: torch.Tensor
-    beta: torch.Tensor
-    two_sided: torch.Tensor  # bool
 
     def freeze(self, s: int) -> None:
-        self.lr[s] = self.sal_lr[s] = 0
+        self.lr[s] = 0
 
 
 class BatchedOptimizer:
@@ -246,6 +234,13 @@ class BatchedOptimizer:
             denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(ADAM_EPS)
             p.sub_((lr / (1 - beta1 ** t)) * m / denom)
 
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """Each member's learning rate for the next steps (a schedule's)."""
+        self.rates.lr.copy_(lr)
+        if self.shared is not None:  # shared only while every member's rate is the same
+            for group in self.shared.param_groups:
+                group["lr"] = float(lr[0])
+
     def reset_member(self, s: int) -> None:
         """After its rates were set to 0: a frozen member's state is zeroed."""
         self._unshare()
@@ -255,11 +250,11 @@ class BatchedOptimizer:
 
 
 class BatchedSAL:
-    """SAL (sal.py, objective log, tanh, hidden layers only) over members: the moving average,
-    gate and update of sal.py with SAL's rate, target, gate and β per member."""
+    """SAL (objective log, tanh, hidden layers only) over members: the rule of salrun.rule, with
+    SAL's rate, target, gate, band and β one value per member."""
 
-    def __init__(self, model: StackedMLP | StackedRNN, rates: MemberRates, rnn_inputs: str = "all"):
-        self.model, self.rates, self.rnn_inputs = model, rates, rnn_inputs
+    def __init__(self, model: StackedMLP | StackedRNN, rule: Rule, rnn_inputs: str = "all"):
+        self.model, self.rule, self.rnn_inputs = model, rule, rnn_inputs
         self.averages: list[torch.Tensor | None] = []
 
     def _rate(self, index: int, mean_s: torch.Tensor) -> torch.Tensor:
@@ -267,12 +262,8 @@ class BatchedSAL:
         if index == len(self.averages):
             self.averages.append(mean_s.clone())
         else:
-            beta = _expand(self.rates.beta, mean_s)
-            self.averages[index].mul_(beta).add_((1 - beta) * mean_s)
-        average = self.averages[index]
-        gate = (average < _expand(self.rates.target, average)).to(average.dtype)
-        gate = torch.where(_expand(self.rates.two_sided, gate), 2 * gate - 1, gate)
-        return _expand(self.rates.sal_lr, gate) * gate
+            self.rule.blend_(self.averages[index], mean_s)
+        return self.rule.rate(self.averages[index])
 
     @staticmethod
     def _apply(weights: list[torch.Tensor], data: list[torch.Tensor], bias: torch.Tensor, sum_o: torch.Tensor,

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from salrun import stats
 from salrun.collect import finals, started
+from salrun.settings import REGISTRY, Entry
+
+_NO_ENTRY = Entry(object, "")  # a model no longer registered: drawn per layer
 
 METRIC_LABELS = {
     "accuracy": "test accuracy",
@@ -166,7 +169,8 @@ def gradient_profile(runs, metrics):
     bounds = rows.groupby("run")["step"].agg(["min", "max"])
     figure, axes = _figure(2, sharey=True)
     colors, widths = _colors(runs["group"].unique()), _widths(runs["group"].unique())
-    recurrent = set(runs.loc[runs["run"].isin(rows["run"]), "model"].dropna()) == {"rnn"}
+    models = set(runs.loc[runs["run"].isin(rows["run"]), "model"].dropna())
+    recurrent = bool(models) and all(REGISTRY["model"].get(m, _NO_ENTRY).through_time for m in models)
     dropped = False
     for ax, (edge, title) in zip(axes, [("min", "first logged step"), ("max", "last logged step")]):
         at = rows[rows["step"] == rows["run"].map(bounds[edge])]

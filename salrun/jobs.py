@@ -1,9 +1,10 @@
-"""Jobs: plain functions from a resolved config (a dict) to a run folder.
+"""Jobs: plain functions from resolved configs (dicts) to run folders.
 
-`run_job` is the one entry point. It checks the config (`salrun.settings.job_settings`),
-writes config.yaml, then runs the job, and whatever happens (success, divergence, an
-exception, Ctrl-C) it leaves metrics.csv and summary.json with the status. The job
-bodies read the typed settings only, never the raw config.
+`run_jobs` is the one entry point, for one run or for several trained as one batched model
+(`salrun.training.Run`, whose members are a batch dimension). It checks each config
+(`salrun.settings.job_settings`), writes config.yaml, then runs the job, and whatever happens
+(success, divergence, an exception, Ctrl-C) it leaves each run's metrics.csv and summary.json
+with its status. The job bodies read the typed settings only, never the raw config.
 
 Training writes DIR/checkpoint.pt every `train.checkpoint_every` steps, on interrupt and
 at the end: model, optimizer, method state (SAL's averages), every RNG state, the step
@@ -12,88 +13,30 @@ ends with the same metrics as a run that was never stopped.
 """
 from __future__ import annotations
 
-import contextlib
 import platform
 import socket
 import sys
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
 
 import torch
 import yaml
 
-from salrun.activity import probe_for
 from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
-from salrun.methods import Method, TaskSampler, spectral_radius
-from salrun.models import ElmanRNN
+from salrun.methods import spectral_radius
 from salrun.results import RunFolderError, RunWriter, read_config, read_summary
-from salrun.runtime import (interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state,
-                            stop_guard)
-from salrun.neurons import log_sensitivity, sensitivity
+from salrun.runtime import resolve_device, stop_guard
 from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
+from salrun.engines import check_batchable
+from salrun.training import CHECKPOINT, CHECKPOINT_KEYS, Member, Progress, Run, RunState, build_network, model_payload
 
-Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_KEYS = {"step", "config", "model", "optimizer", "method", "rng", "metric_rows", "wall_seconds"}
 
 
 class Diverged(RuntimeError):
     def __init__(self, step: int, what: str):
         super().__init__(f"{what} is not finite at step {step}")
         self.step = step
-
-
-_process_start_claimed = False
-
-
-def _startup_origin() -> float:
-    """When a job's start-up began: for the first job of a process, the process's start
-    (it pays the imports); for the others, now."""
-    global _process_start_claimed
-    import salrun
-
-    first, _process_start_claimed = not _process_start_claimed, True
-    return salrun.STARTED_AT if first else time.perf_counter()
-
-
-@dataclass
-class RunState:
-    """How far a job has come: what its summary and its checkpoints record. Its time is two
-    clocks: start-up (imports, data, model build) until `begin`, then the work itself
-    (wall_seconds), so that a sweep's first job and its others cost the same per step."""
-
-    step: int = 0
-    wall_before: float = 0.0            # wall seconds spent before a resume
-    startup_before: float = 0.0         # start-up seconds of the sessions before a resume
-    origin: float = field(default_factory=_startup_origin)
-    started: float | None = field(default_factory=time.perf_counter)  # None: the work has not begun
-    at_boundary: bool = True            # between two steps, so a checkpoint now is consistent
-    checkpoint: dict | None = None      # the checkpoint a resumed run continues from
-
-    def begin(self) -> None:
-        """The set-up is done; the work (training, the study) starts now."""
-        self.started = time.perf_counter()
-
-    def wall_seconds(self) -> float:
-        return self.wall_before + (time.perf_counter() - self.started if self.started is not None else 0.0)
-
-    def startup_seconds(self) -> float:
-        return self.startup_before + (self.started if self.started is not None else time.perf_counter()) - self.origin
-
-
-@dataclass
-class Network:
-    """What train and lyapunov both set up: the seeded model on its device, its init and method applied."""
-
-    model: torch.nn.Module
-    probe: Any
-    method: Method
-    generator: torch.Generator   # the job's data stream
-    device: torch.device
 
 
 def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = None,
@@ -103,39 +46,73 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
 
     With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
     has none); `cfg` must be the config the run started with."""
-    settings = job_settings(command, cfg)
-    checkpoint = load_checkpoint(Path(out_dir)) if resume and command == "train" else None
-    if checkpoint is not None and checkpoint["config"] != cfg:
-        raise ConfigError(f"{Path(out_dir) / 'config.yaml'} differs from the config its checkpoint was made with")
-    writer = RunWriter(out_dir, keep_rows=checkpoint["metric_rows"] if checkpoint else 0)
-    writer.write_config(cfg)
-    if overrides is None:  # a resumed run keeps the overrides it started with
-        overrides = read_overrides(Path(out_dir))
-    else:
-        writer.write_overrides(overrides)
-    summary = new_summary(command, settings, Path(out_dir), overrides)
-    state = RunState(started=None)
-    if checkpoint is not None:
-        state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], started=None,
-                         startup_before=checkpoint.get("startup_seconds", 0.0), origin=state.origin,
-                         checkpoint=checkpoint)
-        summary["resumed_from_step"] = checkpoint["step"]
-    # A stop by a second signal records the job as interrupted where it is (even in set-up).
-    with stop_guard(lambda: writer.write_summary(ended(dict(summary), state, writer, status="interrupted"))) as guard:
+    return run_jobs(command, [cfg], [out_dir], progress, resume, None if overrides is None else [overrides])[0]
+
+
+def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Progress | None = None,
+             resume: bool = False, overrides: list[list[str]] | None = None) -> list[dict]:
+    """`run_job` for several train runs of one shape at once: one batched model whose members
+    each write their folder as their single run would (MembersDiffer, before anything is
+    written, if they cannot). Returns the summaries."""
+    settings = [job_settings(command, cfg) for cfg in cfgs]
+    members = []
+    for i, (s, cfg, out) in enumerate(zip(settings, cfgs, out_dirs)):
+        checkpoint = load_checkpoint(Path(out)) if resume and command == "train" else None
+        if checkpoint is not None and checkpoint["config"] != cfg:
+            raise ConfigError(f"{Path(out) / 'config.yaml'} differs from the config its checkpoint was made with")
+        state = RunState(started=None)
+        if checkpoint is not None:
+            state = RunState(step=checkpoint["step"], wall_before=checkpoint["wall_seconds"], started=None,
+                             startup_before=checkpoint.get("startup_seconds", 0.0), origin=state.origin,
+                             checkpoint=checkpoint)
+        members.append(Member(s, RunWriter(out, keep_rows=checkpoint["metric_rows"] if checkpoint else 0), state))
+    if len(members) > 1:
+        check_batchable(settings)  # MembersDiffer here, before a file is written
+    for i, (member, cfg, out) in enumerate(zip(members, cfgs, out_dirs)):
+        member.writer.write_config(cfg)
+        given = overrides[i] if overrides is not None else None
+        if given is None:  # a resumed run keeps the overrides it started with
+            given = read_overrides(Path(out))
+        else:
+            member.writer.write_overrides(given)
+        member.summary = new_summary(command, member.settings, Path(out), given)
+        if member.state.checkpoint is not None:
+            member.summary["resumed_from_step"] = member.state.step
+
+    def stop_now() -> None:  # a second signal: every member's summary says interrupted, where it is
+        for m in members:
+            m.writer.write_summary(ended(dict(m.summary), m.state, m.writer, status="interrupted"))
+
+    running = members
+    with stop_guard(stop_now) as guard:
         try:
-            summary.update((train if command == "train" else lyapunov)(settings, writer, state, progress))
-            summary["status"] = "ok"
+            if command == "train":
+                run = Run.setup(members)
+                run.train(progress)
+                run.finish()
+                running = []
+            else:
+                members[0].summary.update(lyapunov(members[0].settings, members[0].writer, members[0].state, progress),
+                                          status="ok")
         except Diverged as err:
-            summary.update(status="diverged", error=str(err), diverged_step=err.step)
+            members[0].summary.update(status="diverged", error=str(err), diverged_step=err.step)
         except KeyboardInterrupt:
-            summary.update(status="interrupted")
+            for m in _still_running(running):
+                m.summary["status"] = "interrupted"
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
-            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+            for m in _still_running(running):
+                m.summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         with guard.finishing():
-            close(writer, summary, state)
-    return summary
+            for m in members:
+                close(m.writer, m.summary, m.state)
+    return [m.summary for m in members]
+
+
+def _still_running(members: list[Member]) -> list[Member]:
+    """The members whose summary has no verdict yet (a diverged member keeps its own)."""
+    return [m for m in members if m.summary.get("status", "running") == "running"]
 
 
 def new_summary(command: str, settings: JobSettings, folder: Path, overrides: list[str]) -> dict:
@@ -184,28 +161,6 @@ def close(writer: RunWriter, summary: dict, state: RunState) -> None:
     writer.write_summary(summary)
 
 
-def _network(s: JobSettings, input_size: int, output_size: int, task=None) -> Network:
-    """Seed every RNG, set the threads, build the model on its device, then the init and the
-    method act on it (a task gives them its data: LSUV, flossing)."""
-    generator = prepare(s.root.seed, s.root.threads)
-    device = resolve_device(s.root.device)
-    model = s.model.entry.load()(input_size, output_size, s.model.settings, generator=generator).to(device)
-    if task is not None and task.read_steps > 1:
-        model.read_steps = task.read_steps
-    probe = probe_for(model)
-    sample = TaskSampler(task, s.root.seed, device) if task is not None else None
-    s.init.entry.load()(model, s.init.settings, sample)
-    method = s.method.entry.load()(s.method.settings)
-    method.on_init(model, probe, sample)
-    return Network(model, probe, method, generator, device)
-
-
-def _model_payload(s: JobSettings, net: Network, task_sizes: tuple[int, int]) -> dict:
-    return {"state_dict": net.model.state_dict(), "model": s.model.name,
-            "settings": asdict(net.model.settings), "input_size": task_sizes[0], "output_size": task_sizes[1],
-            "read_steps": getattr(net.model, "read_steps", 1), "method_state": net.method.state_dict()}
-
-
 def load_model(path: Path):
     """Rebuild the model of a run: `path` is its run folder or its model.pt. RunFolderError
     (one line) if there is no model there."""
@@ -246,21 +201,6 @@ def load_checkpoint(out_dir: Path) -> dict | None:
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
         raise RunFolderError(f"{path} is not a salrun checkpoint")
     return checkpoint
-
-
-def _save_checkpoint(writer: RunWriter, cfg: dict, net: Network, optimizer, state: RunState) -> None:
-    writer.flush_metrics(sync=True)  # metrics.csv holds every row the checkpoint counts
-    writer.save_checkpoint({
-        "step": state.step, "config": cfg, "model": net.model.state_dict(), "optimizer": optimizer.state_dict(),
-        "method": net.method.state_dict(), "rng": rng_state(net.generator), "metric_rows": writer.row_count,
-        "wall_seconds": state.wall_seconds(), "startup_seconds": state.startup_seconds()})
-
-
-def _restore(checkpoint: dict, net: Network, optimizer) -> None:
-    net.model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    net.method.load_state_dict(checkpoint["method"])
-    set_rng_state(net.generator, checkpoint["rng"])
 
 
 def resumable_config(out_dir: Path) -> dict:
@@ -310,141 +250,13 @@ def run_or_resume(command: str, cfg: dict, out_dir: Path, overrides: list[str] |
     return run_job(command, cfg, folder, resume=True)
 
 
-@torch.no_grad()
-def _layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
-    """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity.
-    Each metric is computed for all layers at once and read back with one tolist: a float()
-    per layer is a Python round trip per layer, which 300 layers (or steps) notice."""
-    model, layers = net.model, net.probe.layers()
-    if isinstance(model, ElmanRNN):
-        states = model.recorded_states()
-        grads = [(t, h.grad) for t, h in enumerate(states) if h.grad is not None]
-        if grads:
-            norms = torch.stack([g.norm(dim=1).mean() for _, g in grads]).tolist()
-            for (t, _), norm in zip(grads, norms):
-                writer.log(step, "grad_norm", norm, t)
-        # Through time only the recurrent weights carry the signal: gain from h_{t-1} to h_t.
-        s = sensitivity(layers[0].output, [model.recurrent_weight()]).reshape(len(states), -1)
-        for t, rms in enumerate(s.pow(2).mean(1).sqrt().tolist()):
-            writer.log(step, "sensitivity_rms", rms, t)
-        writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
-        return
-    grads = [(index, linear.weight.grad) for index, linear in enumerate(model.linears())
-             if linear.weight.grad is not None]
-    if grads:
-        for (index, _), norm in zip(grads, torch.stack(torch._foreach_norm([g for _, g in grads])).tolist()):
-            writer.log(step, "grad_norm", norm, index)
-    every_s = [sensitivity(layer.output, layer.weights, layer.activation).reshape(-1) for layer in layers]
-    for index, rms in enumerate(torch.stack([s.pow(2).mean().sqrt() for s in every_s]).tolist()):
-        writer.log(step, "sensitivity_rms", rms, index)
-    writer.log(step, "log_sensitivity", float(log_sensitivity(torch.cat(every_s))))
-
-
-def _optimizer(s: JobSettings, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam and SGD with their multi-tensor kernels: the MLP has 602 parameters, and the default
-    per-parameter loop on the CPU is most of a step (measured: benchmarks/run.py --only loops)."""
-    optim, params = s.root.optim, list(model.parameters())
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    if optim.name == "adam":
-        return torch.optim.Adam(params, lr=optim.lr, fused=fused, foreach=None if fused else True)
-    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, fused=fused, foreach=None if fused else True)
-
-
-def _train_step(s: JobSettings, net: Network, task, optimizer, writer: RunWriter, step: int, log_now: bool):
-    """One BP (BPTT) step with the method's loss term and update; the per-layer metrics are
-    read between backward and the update, on the gradients of this step."""
-    model = net.model
-    if not model.training:  # train() walks every module: 3 ms a step for the 300-layer MLP
-        model.train()
-    net.probe.clear()
-    x, y = (t.to(net.device) for t in task.train_batch(s.root.train.batch_size, net.generator))
-    quiet = not (log_now or net.method.reads_activity) and hasattr(net.probe, "paused")
-    with net.probe.paused() if quiet else contextlib.nullcontext():
-        prediction = model(x, keep_state_grads=log_now) if task.sequential else model(x)
-    loss = task.loss(prediction, y)
-    extra = net.method.loss_term(model)
-    if extra is not None:
-        loss = loss + extra
-    if not torch.isfinite(loss):
-        raise Diverged(step, "the loss")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if log_now:
-        _layer_metrics(net, writer, step)
-    if s.root.optim.clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.root.optim.clip)
-    optimizer.step()
-    net.method.after_step()
-    if hasattr(model, "apply_mask_"):
-        model.apply_mask_()
-    return loss
-
-
-@torch.no_grad()
-def _evaluate(net: Network, task, test: tuple[torch.Tensor, torch.Tensor], loss, writer: RunWriter,
-              step: int) -> None:
-    """The test metric and loss, logged with the training loss and appended to metrics.csv."""
-    net.model.eval()
-    prediction = net.model(test[0])
-    test_loss = float(task.loss(prediction, test[1]))
-    metric = task.evaluate(prediction, test[1])
-    if not all(torch.isfinite(p).all() for p in net.model.parameters()):
-        raise Diverged(step, "a weight")
-    writer.log_many(step, {"loss": loss.item(), "test_loss": test_loss, task.metric: metric})
-    writer.flush_metrics()
-
-
-def train(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:
-    """BP (or BPTT) with the chosen method; logs every `train.log_every` steps."""
-    task = s.task.entry.load()(s.task.settings)  # its data come from fixed seeds of their own
-    net = _network(s, task.input_size, task.output_size, task)
-    optimizer = _optimizer(s, net.model)
-    test = tuple(t.to(net.device) for t in task.test_set())
-    if state.checkpoint is not None:
-        _restore(state.checkpoint, net, optimizer)
-    run = s.root.train
-    state.begin()
-    with interrupts_at_step_boundaries() as check_interrupt:
-        try:
-            for step in range(state.step + 1, run.steps + 1):
-                state.at_boundary = False
-                log_now = step == 1 or step % run.log_every == 0 or step == run.steps
-                loss = _train_step(s, net, task, optimizer, writer, step, log_now)
-                state.step = step
-                if log_now:
-                    _evaluate(net, task, test, loss, writer, step)
-                if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
-                    _save_checkpoint(writer, s.config, net, optimizer, state)
-                state.at_boundary = True
-                if progress is not None:
-                    progress(step, writer.latest())
-                check_interrupt()
-        except KeyboardInterrupt:
-            if state.at_boundary:  # else the periodic checkpoint stays the latest consistent state
-                _save_checkpoint(writer, s.config, net, optimizer, state)
-            raise
-    writer.save_model(_model_payload(s, net, (task.input_size, task.output_size)))
-    _save_checkpoint(writer, s.config, net, optimizer, state)
-    return train_outcome(task, writer, run.success_window)
-
-
-def train_outcome(task, writer: RunWriter, window: int) -> dict:
-    """The summary's verdict, for the single run and each ensemble member alike: success is judged
-    on `judged`, the mean test metric of the last `window` evaluations (fewer if fewer were made)."""
-    recent = writer.history(task.metric)[-window:]
-    judged = sum(recent) / len(recent)
-    return {"final": writer.latest(), "judged": judged, "success": task.succeeded(judged), "metric": task.metric,
-            "chance": task.chance, "threshold": task.threshold,
-            "criterion": f"{task.criterion}, mean of the last {window} evaluations"}
-
-
 def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:
     """The chaos study: the method (SAL by default) adapts an RNN that runs on its own
     (or driven by random input), its state kicked by N(0, lyapunov.noise²) before every
     chunk so that it never dies on the fixed point h = 0; every `log_every` updates the
     MLE and the log-sensitivity are measured on the attractor (`salrun.lyapunov.on_attractor`)."""
     study = s.root.lyapunov
-    net = _network(s, study.input_size, 1)  # init orthogonal or critical: no data needed
+    net = build_network(s, study.input_size, 1)  # init orthogonal or critical: no data needed
     model, generator, device = net.model, net.generator, net.device
     measuring = torch.Generator().manual_seed(s.root.seed)  # its own stream: measuring never changes the adaptation
     h = random_states(study.trajectories, model.settings.hidden, generator).to(device)
@@ -490,5 +302,5 @@ def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progr
             measure(step)
         if progress is not None:
             progress(step, writer.latest())
-    writer.save_model(_model_payload(s, net, (study.input_size, 1)))
+    writer.save_model(model_payload(s, net, (study.input_size, 1)))
     return {"final": writer.latest(), "warnings": warnings}

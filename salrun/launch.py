@@ -8,6 +8,7 @@ live at module level because launchers pickle them.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -25,8 +26,9 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from salrun.results import RunFolderError
-from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults, did_you_mean, dotted_keys
+from salrun.results import RunFolderError, write_atomic
+from salrun.settings import (KINDS, REGISTRY, ConfigError, RootSettings, batch_key, config_dir, defaults, did_you_mean,
+                             dotted_keys, job_settings)
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm",
@@ -280,10 +282,6 @@ def sweep_lyapunov(cfg) -> dict:
 
 def sweep_ensemble(cfg) -> dict:
     """One process of `sweep --ensemble`: task `ensemble_task` of the plan in the sweep folder."""
-    import json
-
-    from salrun.ensemble_jobs import PLAN, run_task
-
     runtime = HydraConfig.get()
     out = Path(runtime.sweep.dir)
     members = json.loads((out / PLAN).read_text())["tasks"][int(cfg.ensemble_task)]
@@ -292,11 +290,104 @@ def sweep_ensemble(cfg) -> dict:
         if not member["config"].get("threads"):
             member["config"]["threads"] = threads
     try:
-        return run_task(members, out)
+        return run_ensemble_task(members, out)
     except KeyboardInterrupt:
         if os.getpid() == _DRIVER_PID:
             raise  # Ctrl-C stops the whole sweep
         return {m["index"]: "" for m in members}  # each member's summary says interrupted
+
+
+def run_ensemble_task(members: list[dict], out: Path) -> dict[int, str]:
+    """One process of `sweep --ensemble`: `members` ({index, config, overrides}) write OUT/index.
+    Those without a folder yet train as one batched model (two or more); the others (a run
+    alone, a resumed or requeued job) continue alone from their checkpoints. Returns each
+    member's error message ("" if none) by index; KeyboardInterrupt if one was interrupted."""
+    from salrun.jobs import run_jobs, run_or_resume  # torch: in the job
+
+    def folder(member):
+        return out / str(member["index"])
+
+    fresh = [m for m in members if not (folder(m) / "config.yaml").is_file()]
+    batched = fresh if len(fresh) > 1 else []
+    errors = {m["index"]: "" for m in members}
+    if batched:
+        summaries = run_jobs("train", [m["config"] for m in batched], [folder(m) for m in batched],
+                             overrides=[m["overrides"] for m in batched])
+        if any(summary["status"] == "interrupted" for summary in summaries):
+            raise KeyboardInterrupt  # every member has its checkpoint
+    for member in [m for m in members if m not in batched]:
+        try:
+            summary = run_or_resume("train", member["config"], folder(member), member["overrides"])
+        except (ConfigError, RunFolderError) as err:
+            errors[member["index"]] = str(err)
+            continue
+        if summary["status"] == "interrupted":
+            raise KeyboardInterrupt
+    return errors
+
+
+def ensemble_groups(settings: list) -> tuple[list[list[int]], list[int]]:
+    """The jobs (their JobSettings) that train as one batched model (groups of indices, each of
+    one `batch_key` and of two members or more) and those that run alone (a method or option
+    that does not batch, or a key no other job shares)."""
+    groups: dict[tuple, list[int]] = {}
+    alone = []
+    for i, s in enumerate(settings):
+        key = batch_key(s)
+        if key is None:
+            alone.append(i)
+        else:
+            groups.setdefault(key, []).append(i)
+    together = [group for group in groups.values() if len(group) > 1]
+    alone += [group[0] for group in groups.values() if len(group) == 1]
+    return together, sorted(alone)
+
+
+def ensemble_tasks(settings: list, workers: int = 1) -> list[list[int]]:
+    """The sweep's processes (one launcher job each): each batched group, then each job that
+    runs alone. With fewer groups than `workers` (joblib's parallel processes), the largest
+    group is halved until every worker has one, as long as a half keeps two members: two
+    processes of a half each use both cores, where one process cannot (a 32-wide layer
+    gains little from a second thread)."""
+    together, alone = ensemble_groups(settings)
+    together.sort(key=len, reverse=True)
+    while 0 < len(together) < workers and len(together[0]) >= 4:
+        largest = together.pop(0)
+        half = (len(largest) + 1) // 2
+        together = sorted([*together, largest[:half], largest[half:]], key=len, reverse=True)
+    return together + [[i] for i in alone]
+
+
+PLAN = "ensembles.json"  # in the sweep folder: what each process of `sweep --ensemble` trains
+
+
+def sweep_ensembles(jobs_overrides: list[list[str]], out: Path, launcher: str = "basic",
+                    overrides: list[str] = (), say=print, quiet: bool = False) -> list[tuple[list[str], Path, str]]:
+    """`salrun sweep --ensemble`: the grid's train jobs, grouped by `ensemble_tasks`, each task one
+    job of the launcher (basic: one after the other in this process; joblib: side by side; SLURM:
+    one cluster job each); job i writes OUT/i as a sweep's launcher would. A job whose folder
+    exists (sweep --resume) continues alone from its checkpoint. Returns (overrides, folder,
+    error) per job, as `run_sweep`."""
+    jobs_overrides = [[o for o in with_default_experiment("train", job) if not o.startswith("hydra.")]
+                      for job in jobs_overrides]
+    cfgs = compose_grid("train", jobs_overrides)
+    folders = [out / str(i) for i in range(len(cfgs))]
+    fresh = [i for i, folder in enumerate(folders) if not (folder / "config.yaml").is_file()]
+    tasks = ensemble_tasks([job_settings("train", cfgs[i]) for i in fresh],
+                           ensemble_workers(launcher, overrides, len(fresh)))
+    tasks = [[fresh[i] for i in task] for task in tasks] + [[i] for i in range(len(cfgs)) if i not in fresh]
+    batched = [task for task in tasks if len(task) > 1]
+    alone = sorted(task[0] for task in tasks if len(task) == 1)
+    say(f"ensemble: {sum(map(len, batched))} jobs in {len(batched)} batched model(s); "
+        f"{len(alone)} alone" + (f" (jobs {', '.join(map(str, alone))})" if alone else ""))
+    plan = [[{"index": i, "config": cfgs[i], "overrides": jobs_overrides[i]} for i in task] for task in tasks]
+    write_atomic(out / PLAN, json.dumps({"tasks": plan}))
+    task_errors = run_ensemble_tasks(overrides, launcher, out, len(tasks), quiet)
+    errors = [""] * len(cfgs)
+    for task, error in zip(plan, task_errors):
+        for member in task:
+            errors[member["index"]] = error if isinstance(error, str) else error.get(member["index"], "")
+    return [(o, folder, error) for o, folder, error in zip(jobs_overrides, folders, errors)]
 
 
 def ensemble_workers(launcher: str, overrides: list[str], jobs: int) -> int:

@@ -9,6 +9,7 @@ may be present: the CLI refuses a job in well under a second.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 from dataclasses import dataclass, replace
@@ -20,18 +21,14 @@ from salrun.settings import ConfigError, JobSettings
 FLOAT = 4                 # bytes of a float32
 BASE_BYTES = 350e6        # Python, torch and salrun before the first tensor (a 3-layer run peaks at 0.34 GB)
 CUDA_CONTEXT_BYTES = 600e6  # device memory of a CUDA context: ours, not measured here (no GPU)
-DIGITS_BYTES = 2e8         # task=digits (seq_digits) imports scikit-learn to load its images
 SHARE = 0.8               # refuse a job whose estimate exceeds this share of the available memory
 # Copies kept at once, per element of depth × width × batch (MLP) or steps × hidden × batch
 # (RNN): the activations autograd keeps, SAL's stacked inputs and outputs, the per-layer
 # metrics'. Measured: 5.5 at depth 30, width 32, batch 100,000; 7.3 at lag 50, hidden 32, batch 50,000.
-KEPT_ACTIVATIONS = {"mlp": 6, "rnn": 7}
+KEPT_MLP, KEPT_RNN = 6, 7
 # Copies of the parameters: weights, gradients, Adam's two moments, the copy made while building.
 PARAMETER_COPIES = 5
-# Bytes per time step and sequence while a batch of a sequence task is drawn (copy_memory
-# builds int64 codes and an int64 one-hot before its float one-hot).
-SEQUENCE_BYTES = {"adding": 16, "copy_memory": 128}
-SEQUENCE_INPUTS = {"adding": 2, "copy_memory": 10}
+STEP_BYTES = 2 * FLOAT    # a sequence task's bytes per step and sequence, unless it declares `bytes_per_step`
 
 
 @dataclass(frozen=True)
@@ -44,50 +41,63 @@ class Term:
 
 
 def estimate(s: JobSettings) -> list[Term]:
-    """The terms of the job's peak memory beyond BASE_BYTES, largest first."""
-    terms = _lyapunov(s) if s.command == "lyapunov" else _train(s)
+    """The terms of the job's peak memory beyond BASE_BYTES, largest first: the model's and the
+    method's, as their registry entries declare them (`Entry.memory`)."""
+    if s.command == "lyapunov":
+        terms = _lyapunov(s)
+    else:
+        terms = [term for choice in (s.model, s.method) if choice.entry.memory
+                 for term in _load(choice.entry.memory)(s)]
     return sorted((t for t in terms if t.bytes > 0), key=lambda t: -t.bytes)
+
+
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def total(terms: Iterable[Term]) -> float:
     return BASE_BYTES + sum(t.bytes for t in terms)
 
 
-def _train(s: JobSettings) -> list[Term]:
+def mlp_terms(s: JobSettings) -> list[Term]:
     batch, task, model = s.root.train.batch_size, s.task.settings, s.model.settings
-    if s.model.name == "mlp":
-        depth, width = model.depth, model.width
-        inputs = 64 if s.task.name == "digits" else 2
-        test = getattr(task, "test_size", 1)
-        # batches gathered by int64 index from the training set (index, points, labels), the sets themselves
-        data = 24 * (batch + getattr(task, "train_size", 0) + test) + (DIGITS_BYTES if s.task.name == "digits" else 0)
-        return [
-            Term("parameters", PARAMETER_COPIES * FLOAT * (depth * width * (width + 1) + inputs * width),
-                 "model.depth × model.width²", "model.width"),
-            Term("activations", KEPT_ACTIVATIONS["mlp"] * FLOAT * depth * width * batch,
-                 "model.depth × model.width × train.batch_size", "train.batch_size"),
-            Term("evaluation", 2 * FLOAT * width * test, "model.width × task.test_size", "task.test_size"),
-            Term("data", data, "train.batch_size", "train.batch_size", data=True),
-        ]
+    depth, width = model.depth, model.width
+    test = getattr(task, "test_size", 1)
+    # batches gathered by int64 index from the training set (index, points, labels), the sets themselves
+    data = 24 * (batch + getattr(task, "train_size", 0) + test) + getattr(task, "data_bytes", 0)
+    return [
+        Term("parameters", PARAMETER_COPIES * FLOAT * (depth * width * (width + 1) + task.inputs * width),
+             "model.depth × model.width²", "model.width"),
+        Term("activations", KEPT_MLP * FLOAT * depth * width * batch,
+             "model.depth × model.width × train.batch_size", "train.batch_size"),
+        Term("evaluation", 2 * FLOAT * width * test, "model.width × task.test_size", "task.test_size"),
+        Term("data", data, "train.batch_size", "train.batch_size", data=True),
+    ]
+
+
+def rnn_terms(s: JobSettings) -> list[Term]:
+    batch, task, model = s.root.train.batch_size, s.task.settings, s.model.settings
     hidden, steps = model.hidden, task.length
-    per_step = SEQUENCE_BYTES.get(s.task.name, 2 * FLOAT)  # the others: one input (and its noise)
-    terms = [
-        Term("parameters", PARAMETER_COPIES * FLOAT * hidden * (hidden + SEQUENCE_INPUTS.get(s.task.name, 1)),
-             "model.hidden²", "model.hidden"),
-        Term("activations", KEPT_ACTIVATIONS["rnn"] * FLOAT * steps * hidden * batch,
+    per_step = getattr(task, "bytes_per_step", STEP_BYTES)
+    return [
+        Term("parameters", PARAMETER_COPIES * FLOAT * hidden * (hidden + task.inputs), "model.hidden²", "model.hidden"),
+        Term("activations", KEPT_RNN * FLOAT * steps * hidden * batch,
              "task.lag × model.hidden × train.batch_size", "train.batch_size"),
         # the test set runs in one no-grad pass that still returns every state, beside its drive
         Term("evaluation", 2 * FLOAT * steps * hidden * task.test_size,
              "task.lag × model.hidden × task.test_size", "task.test_size"),
         Term("test set", per_step * steps * task.test_size, "task.lag × task.test_size", "task.test_size", data=True),
-        Term("data", per_step * steps * batch + (DIGITS_BYTES if s.task.name == "seq_digits" else 0),
+        Term("data", per_step * steps * batch + getattr(task, "data_bytes", 0),
              "task.lag × train.batch_size", "train.batch_size", data=True),
     ]
-    if s.method.name == "flossing":  # autograd through k tangent vectors and a QR per step
-        method = s.method.settings
-        terms.append(Term("flossing", 3 * FLOAT * steps * hidden * (method.k + 1) * method.trajectories,
-                          "task.lag × model.hidden × method.k × method.trajectories", "method.trajectories"))
-    return terms
+
+
+def flossing_terms(s: JobSettings) -> list[Term]:
+    """Autograd through k tangent vectors and a QR per step."""
+    method, steps, hidden = s.method.settings, s.task.settings.length, s.model.settings.hidden
+    return [Term("flossing", 3 * FLOAT * steps * hidden * (method.k + 1) * method.trajectories,
+                 "task.lag × model.hidden × method.k × method.trajectories", "method.trajectories")]
 
 
 def _lyapunov(s: JobSettings) -> list[Term]:
@@ -175,7 +185,7 @@ def gb(value: float) -> str:
 
 
 def batched(members: list[JobSettings]) -> list[Term]:
-    """The terms of an ensemble's process (salrun.ensemble_jobs): each term of its members'
+    """The terms of an ensemble's process (salrun.engines.StackedEngine): each term of its members'
     single runs, summed over the members (one Python and torch under them: BASE_BYTES once).
     Measured: the stacked model's peak RSS grows linearly with the members."""
     summed: dict[str, Term] = {}

@@ -53,6 +53,9 @@ class Method:
         """Added to the task loss before back-propagation."""
         return None
 
+    def scale_rate(self, factor: float) -> None:
+        """This step's factor of the method's own rate (a sal_schedule); a method without one ignores it."""
+
     def state_dict(self) -> dict:
         return {}
 
@@ -69,6 +72,9 @@ class SALMethod(Method):
 
     def after_step(self):
         self.sal.step()
+
+    def scale_rate(self, factor):
+        self.sal.rate_scale = factor
 
     def state_dict(self):
         return self.sal.state_dict()

@@ -40,6 +40,7 @@ from torch import nn
 from salrun.activity import LayerActivity, Probe, probe_for
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
+from salrun.rule import Rule
 from salrun.settings import SALSettings
 
 GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
@@ -50,6 +51,7 @@ SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2�
 
 class SAL:
     fused = True  # False: the reference path (the formula as written), for tests and benchmarks
+    rate_scale = 1.0  # multiplies η at each step (a sal_schedule sets it; salrun.schedules)
 
     def __init__(self, model: nn.Module, settings: SALSettings | None = None, probe: Probe | None = None,
                  layers: list | None = None, **overrides):
@@ -102,6 +104,7 @@ class SAL:
         if self._loaded is not None and layers:
             self._check_state(self._loaded, layers)
             self._loaded = None
+        self.rule = Rule.of(self.settings, self.rate_scale)  # read each step: a user may change the settings
         self.targets = self._layer_targets(layers) if self.settings.layer_target else None
         if not self.fused:
             for i, layer in enumerate(layers):
@@ -167,26 +170,8 @@ class SAL:
         if i == len(self.averages):
             self.averages.append(batch_mean.clone())
         else:
-            self._blend(self.averages[i], batch_mean)
-        return self._rate(self.averages[i], None if self.targets is None else self.targets[i])
-
-    def _blend(self, average: torch.Tensor, batch_mean: torch.Tensor) -> None:
-        """s̄ ← β·s̄ + (1-β)·batch mean, in place; the geometric average blends ln s̄ instead."""
-        beta = self.settings.beta
-        if self.settings.average == "geometric":
-            average.log_().mul_(beta).add_(batch_mean.log(), alpha=1 - beta).exp_()
-        else:
-            average.mul_(beta).add_(batch_mean, alpha=1 - beta)
-
-    def _rate(self, average: torch.Tensor, target: torch.Tensor | float | None = None) -> torch.Tensor:
-        cfg = self.settings
-        target = cfg.target if target is None else target
-        if cfg.gate == "proportional":
-            return cfg.lr * (torch.log(target / average) / cfg.band).clamp(-1, 1)
-        gate = (average < target).to(average.dtype)
-        if cfg.gate == "two_sided":
-            gate = 2 * gate - 1
-        return cfg.lr * gate
+            self.rule.blend_(self.averages[i], batch_mean)
+        return self.rule.rate(self.averages[i], None if self.targets is None else self.targets[i])
 
     # -- the formula as written (reference) ----------------------------------------
 
@@ -244,9 +229,7 @@ class SAL:
             ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum + ratio.sum(0)
         mean_s = from_statistic(slope_sum / rows, average) * norm
         step = self._gate_step(i, mean_s)
-        radial = step / norm_sq.clamp_min(1e-30)
-        if linear:
-            radial = radial * mean_s
+        radial = self.rule.radial(step, norm_sq, mean_s)
         data = step * (-2.0 if squashing else 1.0) / rows  # squashing: raw and ratio_sum hold oᵀx and Σo
         for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
             if mask is None:
@@ -280,7 +263,7 @@ class SAL:
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
             mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
             step = self._group_rate(index, mean_s)
-            radial = step / norm_sq.clamp_min(1e-30)
+            radial = self.rule.radial(step, norm_sq, mean_s)
             a = o * (step * (-2.0 / rows))[:, None, :]
             ratio_mean = None
         else:
@@ -290,9 +273,7 @@ class SAL:
                 ratio = ratio * (slope * norm[:, None, :])
             mean_s = mean_sensitivity(slope, norm, cfg.average)
             step = self._group_rate(index, mean_s)
-            radial = step / norm_sq.clamp_min(1e-30)
-            if cfg.objective == "linear":
-                radial = radial * mean_s
+            radial = self.rule.radial(step, norm_sq, mean_s)
             a = ratio * (step / rows)[:, None, :]
             ratio_mean = ratio.mean(1)
         w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
@@ -318,15 +299,15 @@ class SAL:
             rows = stack.unbind(0)
             self._stacks[key] = stack, rows
             self.averages.extend(rows)
-            return self._rate(stack, self._group_targets(index))
+            return self.rule.rate(stack, self._group_targets(index))
         current = self.averages[index[0]:index[-1] + 1]  # a group is a run of consecutive layers
         if stack is None or not all(map(operator.is_, current, rows)):  # loaded or replaced
             stack = torch.stack(current)
             rows = stack.unbind(0)
             self._stacks[key] = stack, rows
             self.averages[index[0]:index[-1] + 1] = rows
-        self._blend(stack, mean_s)
-        return self._rate(stack, self._group_targets(index))
+        self.rule.blend_(stack, mean_s)
+        return self.rule.rate(stack, self._group_targets(index))
 
     def _group_targets(self, index: list[int]) -> torch.Tensor | None:
         return None if self.targets is None else self.targets[index[0]:index[-1] + 1, None]

@@ -39,7 +39,7 @@ def _non_negative(name: str, value: float) -> None:
 
 # -- the registry: one per extension point --------------------------------------------------------
 
-KINDS = ("model", "task", "method", "init")
+KINDS = ("model", "task", "method", "init", "schedule", "sal_schedule")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ class Entry:
     models: tuple[str, ...] = ("mlp", "rnn")  # the models it applies to
     why: str = ""                             # why it is limited to those models
     needs_data: bool = False                  # needs a task's data, so `train` only
+    # a method that runs in a batched ensemble (`batch_key`): it acts before training only, or its
+    # per-step work has a batched form (SAL: salrun.ensemble.BatchedSAL)
+    batches: bool = False
+    memory: str = ""                          # "module:function" of its memory terms (salrun.memory)
+    through_time: bool = False                # a model whose per-layer metrics are per time step
 
     def load(self) -> Any:
         if not isinstance(self.target, str):
@@ -166,10 +171,12 @@ class InitSettings:
         _non_negative("init.bias_scale", self.bias_scale)
 
 
-@registered("model", "mlp", "salrun.models:MLP")
+@registered("model", "mlp", "salrun.models:MLP", memory="salrun.memory:mlp_terms")
 @dataclass
 class MLPSettings:
     """Deep tanh MLP: `depth` hidden layers of `width` neurons, linear readout."""
+
+    per_member: ClassVar[tuple[str, ...]] = ("init",)  # an ensemble's members may differ in these
 
     depth: int = 30
     width: int = 32
@@ -180,10 +187,12 @@ class MLPSettings:
         _require(self.width >= 1, f"model.width must be >= 1, got {self.width}")
 
 
-@registered("model", "rnn", "salrun.models:ElmanRNN")
+@registered("model", "rnn", "salrun.models:ElmanRNN", memory="salrun.memory:rnn_terms", through_time=True)
 @dataclass
 class RNNSettings:
     """Tanh Elman RNN: h_t = tanh(W_ih x_t + W_hh h_{t-1} + θ), readout from the last state."""
+
+    per_member: ClassVar[tuple[str, ...]] = ("init", "input_scale")
 
     hidden: int = 32
     density: float = 1.0      # fraction of nonzero recurrent weights (fixed mask)
@@ -217,6 +226,7 @@ class SpiralsSettings:
     train_size: int = 2000
     test_size: int = 1000
     noise: float = 0.0        # std of Gaussian noise on the points
+    inputs: ClassVar[int] = 2  # the task's input size (the memory preflight reads it before any data exist)
 
     def __post_init__(self) -> None:
         _sizes(self)
@@ -230,6 +240,7 @@ class ClustersSettings:
 
     train_size: int = 2000
     test_size: int = 1000
+    inputs: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         _sizes(self)
@@ -247,6 +258,8 @@ class DigitsSettings:
     # Held out, the same images for every run; the other 797 train. At least 1,000 test images
     # resolve an accuracy to ±0.03 (95%); fewer training images is the price (SCIENCE.md §5).
     test_size: int = 1000
+    inputs: ClassVar[int] = 64
+    data_bytes: ClassVar[float] = 2e8  # loading the images imports scikit-learn (measured peak RSS)
 
     def __post_init__(self) -> None:
         _sizes(self)
@@ -262,6 +275,10 @@ class SeqDigitsSettings(DigitsSettings):
 
     read: Literal["pixel", "row"] = "pixel"
     lag: int = 0              # blank (zero) steps between the last pixel and the readout
+
+    @property
+    def inputs(self) -> int:  # type: ignore[override]
+        return 1 if self.read == "pixel" else 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -279,6 +296,8 @@ class SequenceSettings:
     lag: int = 50
     test_size: int = 1000
     least_lag: ClassVar[int] = 1
+    inputs: ClassVar[int] = 1
+    bytes_per_step: ClassVar[int] = 8   # per time step and sequence while a batch is drawn (input and noise)
     why_least: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
@@ -299,6 +318,8 @@ class AddingSettings(SequenceSettings):
 
     least_lag: ClassVar[int] = 2
     why_least: ClassVar[str] = " for task adding (a marker in each half of lag + 1 steps)"
+    inputs: ClassVar[int] = 2
+    bytes_per_step: ClassVar[int] = 16
 
 
 @registered("task", "copy_memory", "salrun.tasks:CopyMemoryTask", **SEQUENCE)
@@ -308,6 +329,8 @@ class CopyMemorySettings(SequenceSettings):
 
     least_lag: ClassVar[int] = COPY_SYMBOLS + 1
     why_least: ClassVar[str] = " for task copy_memory (the symbols and the delimiter come first)"
+    inputs: ClassVar[int] = COPY_SYMBOLS
+    bytes_per_step: ClassVar[int] = 128  # int64 codes and an int64 one-hot before the float one-hot
 
     @property
     def length(self) -> int:
@@ -360,14 +383,14 @@ MAX_SIGMA_B = 5.0  # σ_b beyond any practical use (σ_b = 5 puts σ_w at 3.33);
 FEED_FORWARD_ONLY = dict(models=("mlp",), why=" (feed-forward only, Mishkin & Matas 2016)", needs_data=True)
 
 
-@registered("method", "none", "salrun.methods:Method")
+@registered("method", "none", "salrun.methods:Method", batches=True)
 @registered("init", "random", "salrun.inits:random_")
 @dataclass
 class NoneSettings:
     """Nothing to set: plain back-propagation (method), the model's own small random weights (init)."""
 
 
-@registered("method", "sal", "salrun.methods:SALMethod")
+@registered("method", "sal", "salrun.methods:SALMethod", batches=True)
 @dataclass
 class SALSettings:
     """Sensitivity Adjustment Learning, the rule of SCIENCE.md §2 (the defaults are ours, not the paper's)."""
@@ -376,9 +399,10 @@ class SALSettings:
     target: float = 1.0       # sensitivity target
     beta: float = 0.5         # keep-rate of the moving average s̄ (0.9 overshoots more; see README)
     # two_sided also descends above target; proportional (ours, docs/DEPTH.md) steps by
-    # η·clamp(ln(target/s̄)/band, -1, 1): full rate far from target, ∝ the error within `band`
-    gate: Literal["one_sided", "two_sided", "proportional"] = "one_sided"
-    band: float = 0.05        # proportional gate: the distance in ln s at which the rate is full
+    # η·clamp(ln(target/s̄)/band, -1, 1): full rate far from target, ∝ the error within `band`;
+    # dead_band (ours) steps ±η only where |ln(target/s̄)| > band and rests inside it
+    gate: Literal["one_sided", "two_sided", "proportional", "dead_band"] = "one_sided"
+    band: float = 0.05        # proportional, dead_band: the distance in ln s that sets the gate
     objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
     # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
     # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
@@ -389,6 +413,13 @@ class SALSettings:
     include_output: bool = False                           # also adapt the (linear) output layer
     rnn_inputs: Literal["all", "recurrent"] = "all"        # which inputs count in ‖w_j‖
 
+    # What an ensemble batches (salrun.rule takes these per member; BatchedSAL computes these values
+    # of the others). A field in neither, or another value, makes the run train alone.
+    per_member: ClassVar[tuple[str, ...]] = ("lr", "target", "beta", "band", "gate")
+    batch_values: ClassVar[dict[str, tuple]] = {"objective": ("log",), "average": ("arithmetic",),
+                                                "layer_target": (False,), "include_output": (False,),
+                                                "rnn_inputs": ("all", "recurrent")}
+
     def __post_init__(self) -> None:
         _non_negative("method.lr", self.lr)
         _positive("method.target", self.target)
@@ -396,30 +427,32 @@ class SALSettings:
         _positive("method.band", self.band)
 
 
-@registered("method", "spectral", "salrun.methods:SpectralMethod")
+@registered("method", "spectral", "salrun.methods:SpectralMethod", batches=True)
 @dataclass
 class SpectralSettings:
     """Before learning: W_hh to spectral radius rho; each hidden feed-forward matrix to RMS gain rho."""
 
     rho: float = 1.0
+    per_member: ClassVar[tuple[str, ...]] = ("rho",)  # it acts before the members are stacked
 
     def __post_init__(self) -> None:
         _positive("method.rho", self.rho)
 
 
-@registered("method", "orthogonal", "salrun.methods:OrthogonalMethod")
+@registered("method", "orthogonal", "salrun.methods:OrthogonalMethod", batches=True)
 @registered("init", "orthogonal", "salrun.inits:orthogonal_")
 @dataclass
 class OrthogonalSettings:
     """Orthogonal weights times `gain` (Saxe et al. 2014): every singular value is `gain`."""
 
     gain: float = 1.0
+    per_member: ClassVar[tuple[str, ...]] = ("gain",)
 
     def __post_init__(self) -> None:
         _positive("gain", self.gain)
 
 
-@registered("method", "critical", "salrun.methods:CriticalMethod")
+@registered("method", "critical", "salrun.methods:CriticalMethod", batches=True)
 @registered("init", "critical", "salrun.inits:critical_")
 @dataclass
 class CriticalSettings:
@@ -427,13 +460,14 @@ class CriticalSettings:
     θ ~ N(0, σ_b²), σ_w solved on the χ₁ = 1 line for the given σ_b."""
 
     sigma_b: float = 0.05     # ours: a small bias; 0 gives σ_w = 1
+    per_member: ClassVar[tuple[str, ...]] = ("sigma_b",)
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.sigma_b) and 0 <= self.sigma_b <= MAX_SIGMA_B,
                  f"sigma_b must be in [0, {MAX_SIGMA_B}], got {self.sigma_b}")
 
 
-@registered("method", "lsuv", "salrun.methods:LSUVMethod", **FEED_FORWARD_ONLY)
+@registered("method", "lsuv", "salrun.methods:LSUVMethod", batches=True, **FEED_FORWARD_ONLY)
 @registered("init", "lsuv", "salrun.inits:lsuv_", **FEED_FORWARD_ONLY)
 @dataclass
 class LSUVSettings:
@@ -443,6 +477,7 @@ class LSUVSettings:
     tol: float = 0.1       # the paper's Tol_var
     max_iter: int = 10     # the paper's T_max
     samples: int = 256     # data rows the variance is measured on
+    per_member: ClassVar[tuple[str, ...]] = ("tol", "max_iter", "samples")
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.tol) and 0 < self.tol < 1, f"tol must be in (0, 1), got {self.tol}")
@@ -450,7 +485,8 @@ class LSUVSettings:
         _require(self.samples >= 2, f"samples must be >= 2, got {self.samples}")
 
 
-@registered("method", "flossing", "salrun.methods:FlossingMethod", models=("rnn",), needs_data=True)
+@registered("method", "flossing", "salrun.methods:FlossingMethod", models=("rnn",), needs_data=True,
+            memory="salrun.memory:flossing_terms")
 @dataclass
 class FlossingSettings:
     """Gradient flossing (Engelken 2023): Adam steps on Σ_{i≤k} λ_i², the top-k Lyapunov
@@ -479,6 +515,64 @@ class FlossingSettings:
         _require(self.k <= model.hidden, f"method.k must be <= model.hidden ({model.hidden}), got {self.k}")
 
 
+# -- rate schedules: `schedule` for the optimizer's learning rate, `sal_schedule` for SAL's own ----
+
+def _schedules(name: str, target: str) -> Callable[[type], type]:
+    """Register a schedule (salrun/schedules.py) in both groups."""
+    def decorate(cls: type) -> type:
+        for kind in ("schedule", "sal_schedule"):
+            register(kind, name, cls, target)
+        return cls
+    return decorate
+
+
+@_schedules("constant", "salrun.schedules:constant")
+@dataclass
+class ConstantScheduleSettings:
+    """The rate as set, at every step."""
+
+
+@_schedules("cosine", "salrun.schedules:cosine")
+@dataclass
+class CosineScheduleSettings:
+    """Cosine decay over the run, from the rate to min_factor × the rate (CosineAnnealingLR)."""
+
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.min_factor) and 0 <= self.min_factor <= 1,
+                 f"min_factor must be in [0, 1], got {self.min_factor}")
+
+
+@_schedules("step", "salrun.schedules:step")
+@dataclass
+class StepScheduleSettings:
+    """The rate times gamma every `every` steps (StepLR)."""
+
+    every: int = 1000
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, f"every must be >= 1, got {self.every}")
+        _require(math.isfinite(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+
+
+@_schedules("warmup_cosine", "salrun.schedules:warmup_cosine")
+@dataclass
+class WarmupCosineScheduleSettings(CosineScheduleSettings):
+    """A linear warm-up from start_factor × the rate over `warmup` steps, then cosine decay (LinearLR, then
+    CosineAnnealingLR)."""
+
+    warmup: int = 100
+    start_factor: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.warmup >= 1, f"warmup must be >= 1, got {self.warmup}")
+        _require(math.isfinite(self.start_factor) and 0 < self.start_factor <= 1,
+                 f"start_factor must be in (0, 1], got {self.start_factor}")
+
+
 # -- the root config's own keys -----------------------------------------------------------------
 
 @dataclass
@@ -487,6 +581,7 @@ class OptimSettings:
     lr: float = 1e-3
     momentum: float = 0.0   # sgd only
     clip: float = 0.0       # max global gradient norm; 0 disables clipping
+    per_member: ClassVar[tuple[str, ...]] = ("lr", "momentum")
 
     def __post_init__(self) -> None:
         _non_negative("optim.lr", self.lr)
@@ -579,6 +674,8 @@ class JobSettings:
     task: Choice
     method: Choice
     init: Choice
+    schedule: Choice      # the optimizer's learning rate over the run
+    sal_schedule: Choice  # SAL's rate over the run
 
 
 def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
@@ -595,10 +692,13 @@ def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
     return settings
 
 
+OLD_DEFAULTS = {"init": "random", "schedule": "constant", "sal_schedule": "constant"}
+
+
 def choose(kind: str, data: Any) -> Choice:
     """Group `kind`'s choice from its config node (`name` and the settings' keys)."""
-    if data is None and kind == "init":  # a run folder written before the init group existed
-        data = {"name": "random"}
+    if data is None and kind in OLD_DEFAULTS:  # a run folder written before the group existed
+        data = {"name": OLD_DEFAULTS[kind]}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{kind} must be a group of settings, got {data!r}")
     name = data.get("name")
@@ -621,6 +721,9 @@ def _check_combination(s: JobSettings) -> None:
     model = s.model.name
     if s.command == "lyapunov":
         s.root.lyapunov.check_hidden(s.model.settings.hidden)
+        for kind in ("schedule", "sal_schedule"):
+            _require(getattr(s, kind).name == "constant",
+                     f"{kind}={getattr(s, kind).name} sets a rate over training steps: salrun train takes it, not lyapunov")
     if s.method.name in REGISTRY["init"] and s.init.name != "random":
         plain = ", ".join(n for n in REGISTRY["method"] if n not in REGISTRY["init"])
         raise ConfigError(f"method={s.method.name} is itself an initialisation and cannot follow "
@@ -635,6 +738,39 @@ def _check_combination(s: JobSettings) -> None:
                               f"{choice.entry.why}, got model={model}")
         if hasattr(choice.settings, "check_model"):
             choice.settings.check_model(s.model.settings)
+
+
+def batch_key(s: JobSettings) -> tuple | None:
+    """What train runs must share to train as one batched model (salrun.engines.StackedEngine),
+    from what the entries declare: None if this run cannot batch (its method does not declare
+    `batches`, or a method setting is neither `per_member` nor one of its `batch_values`). The
+    seed, the init and every `per_member` setting may differ between members."""
+    method = s.method
+    if not method.entry.batches:
+        return None
+    allowed = getattr(method.settings, "batch_values", {})
+    for f in dataclasses.fields(method.settings):
+        if f.name in getattr(method.settings, "per_member", ()):
+            continue
+        if getattr(method.settings, f.name) not in allowed.get(f.name, ()):
+            return None
+    # the options members share: those a batching method has, at their default where a member's method lacks them
+    shared = sorted({name for e in REGISTRY["method"].values() if e.batches
+                     for name in getattr(e.settings, "batch_values", {})})
+    shared_values = tuple((name, getattr(method.settings, name, _default(name))) for name in shared)
+    model = {k: v for k, v in s.config["model"].items() if k not in s.model.settings.per_member}
+    optim = {k: v for k, v in s.config.get("optim", {}).items() if k not in OptimSettings.per_member}
+    return (s.model.name, repr(model), repr(s.config["task"]), repr(s.config["train"]), repr(optim),
+            s.root.device, shared_values, s.schedule.name, repr(s.schedule.settings), s.sal_schedule.name,
+            repr(s.sal_schedule.settings))
+
+
+def _default(name: str) -> Any:
+    """A batching method's option at its default (the first method that has it)."""
+    for e in REGISTRY["method"].values():
+        if e.batches and name in _field_names(e.settings):
+            return getattr(e.settings(), name)
+    raise KeyError(name)
 
 
 def defaults(cls: type) -> dict:

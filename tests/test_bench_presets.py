@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from salrun import jobs
-from salrun.ensemble_jobs import train_ensemble
 from salrun.launch import compose
 from salrun.settings import config_dir, job_settings, presets
 
@@ -42,6 +41,6 @@ def test_preset_trains_at_tiny_size(preset, method, tmp_path):
 def test_preset_trains_as_an_ensemble(preset, tmp_path):
     cfgs = [compose("train", [f"experiment={preset}", f"method={m}", f"seed={i}", *TINY])
             for i, m in enumerate(["sal", "none", "orthogonal"])]
-    summaries = train_ensemble(cfgs, [tmp_path / str(i) for i in range(3)])
+    summaries = jobs.run_jobs("train", cfgs, [tmp_path / str(i) for i in range(3)])
     assert [s["status"] for s in summaries] == ["ok"] * 3
     assert all(s["steps"] == 3 and "judged" in s for s in summaries)

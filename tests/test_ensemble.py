@@ -1,7 +1,7 @@
 """Runs trained as one batched model (salrun.ensemble) keep each run's numbers: in float64 a
-member's metrics equal those of its single run (jobs._train_step, jobs._evaluate) to 1e-9
-relative over 50 steps, for the MLP and the RNN and every batched method; a member that
-diverges is frozen while the others go on."""
+member's metrics equal those of its single run (the same loop, salrun.training.Run, with the
+single engine) to 1e-9 relative over 50 steps, for the MLP and the RNN and every batched method
+and gate; a member that diverges is frozen while the others go on."""
 import csv
 import dataclasses
 import math
@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from salrun import jobs
-from salrun.ensemble_jobs import EnsembleTrainer, MembersDiffer
+from salrun.engines import MembersDiffer, SingleEngine, StackedEngine, check_batchable, make_optimizer
 from salrun.launch import compose
 from salrun.results import RunWriter
 from salrun.settings import job_settings
+from salrun.training import Member, Run
 from test_slurm import cluster, sweeps  # noqa: F401 - the SLURM fixtures, for the test marked slurm
 
 STEPS, LOG_EVERY = 50, 10
@@ -24,7 +25,9 @@ MEMBERS = [["method=none", "seed=0"],
            ["method=sal", "seed=2", "method.gate=two_sided", "method.target=1.2", "method.beta=0.3", "optim.lr=0.003"],
            ["method=spectral", "method.rho=1.4", "seed=3"],
            ["method=orthogonal", "seed=4"],
-           ["method=critical", "seed=5", "optim.lr=0.002"]]
+           ["method=critical", "seed=5", "optim.lr=0.002"],
+           ["method=sal", "seed=6", "method.gate=proportional", "method.band=0.5", "method.lr=0.05"],
+           ["method=sal", "seed=7", "method.gate=dead_band", "method.band=0.05", "method.lr=0.05"]]
 
 
 def _settings(base: list[str], member: list[str], steps: int = STEPS):
@@ -47,48 +50,46 @@ def _double(task):
     return task
 
 
+def _double_engine(s) -> SingleEngine:
+    """A single run's engine in float64 (built in float32, as the ensemble builds its members)."""
+    built = SingleEngine.build(s)
+    built.net.model.double()
+    return SingleEngine(s, _double(built.task), built.net, make_optimizer(s, built.net.model))
+
+
 def _single_run(s, folder) -> dict:
-    """The single-run path, step for step as jobs.train runs it, in float64."""
-    task = s.task.entry.load()(s.task.settings)
-    net = jobs._network(s, task.input_size, task.output_size, task)  # in float32, as the ensemble builds it
-    net.model.double()
-    task = _double(task)
-    optimizer = jobs._optimizer(s, net.model)
-    writer, test = RunWriter(folder), task.test_set()
-    for step in range(1, s.root.train.steps + 1):
-        log_now = step == 1 or step % LOG_EVERY == 0 or step == s.root.train.steps
-        loss = jobs._train_step(s, net, task, optimizer, writer, step, log_now)
-        if log_now:
-            jobs._evaluate(net, task, test, loss, writer, step)
+    """The single-run path, the one loop with the single engine, in float64."""
+    writer = RunWriter(folder)
+    Run([Member(s, writer)], _double_engine(s)).train()
     writer.flush_metrics()
     return _rows(folder)
 
 
-def _ensemble_run(settings, folders, dtype=torch.float64) -> EnsembleTrainer:
-    writers = [RunWriter(folder) for folder in folders]
-    trainer = EnsembleTrainer(settings, writers, dtype=dtype)
-    steps = settings[0].root.train.steps
-    for step in range(1, steps + 1):
-        log_now = step == 1 or step % LOG_EVERY == 0 or step == steps
-        losses = trainer.step(step, log_now)
-        if log_now:
-            trainer.evaluate(step, losses)
-    for writer in writers:
-        writer.flush_metrics()
-    return trainer
+def _ensemble_run(settings, folders, dtype=torch.float64) -> Run:
+    members = [Member(s, RunWriter(folder)) for s, folder in zip(settings, folders)]
+    run = Run.setup(members, dtype=dtype)
+    run.train()
+    for member in members:
+        member.writer.flush_metrics()
+    return run
 
 
 ONE_LR = [m for m in MEMBERS if not any(o.startswith("optim.lr") for o in m)]  # torch's fused Adam runs them
 
 
+SCHEDULED = ["schedule=warmup_cosine", "schedule.warmup=10", "sal_schedule=step", "sal_schedule.every=20"]
+
+
 @pytest.mark.parametrize("base, members", [(MLP_BASE, MEMBERS + [["method=lsuv", "seed=6"]]), (RNN_BASE, MEMBERS),
-                                           (MLP_BASE, ONE_LR), (RNN_BASE, ONE_LR)],
-                         ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr"])
+                                           (MLP_BASE, ONE_LR), (RNN_BASE, ONE_LR), (MLP_BASE + SCHEDULED, MEMBERS[:3]),
+                                           (MLP_BASE + SCHEDULED, ONE_LR[:3])],
+                         ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr", "mlp-scheduled", "mlp-scheduled-one-lr"])
 def test_members_equal_their_single_runs_in_float64(tmp_path, base, members):
     settings = [_settings(base, member) for member in members]
     folders = [tmp_path / f"member{i}" for i in range(len(members))]
-    trainer = _ensemble_run(settings, folders)
-    assert (trainer.optimizer.shared is not None) == (members is ONE_LR)
+    trainer = _ensemble_run(settings, folders).engine
+    assert isinstance(trainer, StackedEngine)
+    assert (trainer.optimizer.shared is not None) == all(not any(o.startswith("optim.lr") for o in m) for m in members)
     for i, s in enumerate(settings):
         single, batched = _single_run(s, tmp_path / f"single{i}"), _rows(folders[i])
         assert single.keys() == batched.keys(), members[i]
@@ -102,11 +103,11 @@ def test_a_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
     members = (["seed=0"], ["seed=1", "optim.lr=1e38"], ["seed=2"])
     settings = [_settings([*MLP_BASE, "optim.name=sgd", "optim.lr=0.05"], member, steps=20) for member in members]
     folders = [tmp_path / f"member{i}" for i in range(3)]
-    trainer = _ensemble_run(settings, folders, dtype=None)
-    assert trainer.alive == [True, False, True]
-    assert trainer.outcome[1]["status"] == "diverged" and trainer.outcome[1]["diverged_step"] < 20
+    run = _ensemble_run(settings, folders, dtype=None)
+    assert run.engine.alive == [True, False, True]
+    assert run.members[1].summary["status"] == "diverged" and run.members[1].summary["diverged_step"] < 20
     alone = _ensemble_run([settings[0]], [tmp_path / "alone"], dtype=None)  # member 0 without the others
-    assert alone.alive == [True]
+    assert alone.engine.alive == [True]
     together, alone_rows = _rows(folders[0]), _rows(tmp_path / "alone")
     assert together.keys() == alone_rows.keys() and len(together) > 20
     assert all(math.isclose(together[k], alone_rows[k], rel_tol=1e-5, abs_tol=1e-7) for k in together)
@@ -115,17 +116,15 @@ def test_a_diverged_member_is_frozen_and_the_others_go_on(tmp_path):
 
 def test_runs_of_different_shapes_do_not_batch():
     with pytest.raises(MembersDiffer, match="more than per-member"):
-        EnsembleTrainer([_settings(MLP_BASE, []), _settings(MLP_BASE, ["model.width=5"])], [None, None])
-    with pytest.raises(MembersDiffer, match="does not batch"):
-        EnsembleTrainer([_settings(MLP_BASE, ["method=sal", "method.objective=linear"])], [None])
+        StackedEngine([_settings(MLP_BASE, []), _settings(MLP_BASE, ["model.width=5"])])
+    with pytest.raises(MembersDiffer, match="does not declare that it batches"):
+        check_batchable([_settings(MLP_BASE, ["method=sal", "method.objective=linear"])])
 
 
 def test_member_folders_are_single_run_folders(tmp_path):
-    from salrun.ensemble_jobs import train_ensemble
-
     overrides = [[*MLP_BASE, *m, "train.steps=6", "train.log_every=3", "threads=1", "device=cpu"] for m in MEMBERS[:3]]
     cfgs = [compose("train", o) for o in overrides]
-    summaries = train_ensemble(cfgs, [tmp_path / f"member{i}" for i in range(3)])
+    summaries = jobs.run_jobs("train", cfgs, [tmp_path / f"member{i}" for i in range(3)])
     for i, cfg in enumerate(cfgs):
         single = jobs.run_job("train", cfg, tmp_path / f"single{i}")
         member = summaries[i]
@@ -148,16 +147,15 @@ def test_an_exported_member_continues_as_its_single_run(tmp_path, base, members)
     """What a member's checkpoint holds (model, optimizer and SAL state) continues on the
     single-run path with the numbers the ensemble goes on with (float64)."""
     settings = [_settings(base, member, steps=20) for member in members]
-    trainer = _ensemble_run(settings, [tmp_path / "a", tmp_path / "b"])  # 20 steps
+    trainer = _ensemble_run(settings, [tmp_path / "a", tmp_path / "b"]).engine  # 20 steps
     trainer.nets[1].model.double()
-    optimizer = trainer.export(1)
-    s, net = settings[1], trainer.nets[1]
+    net, optimizer = trainer.export(1)
+    s = settings[1]
     net = dataclasses.replace(net, generator=torch.Generator().set_state(net.generator.get_state()))
-    task = _double(trainer.task)
-    writer = RunWriter(tmp_path / "continued")
+    alone = SingleEngine(s, _double(trainer.task), net, optimizer)
     for step in range(21, 26):
-        jobs._train_step(s, net, task, optimizer, writer, step, False)
-        trainer.step(step, False)
+        alone.step(step, False, [None])
+        trainer.step(step, False, [None, None])
     for name, view in trainer.model.member_views(1, dict(trainer.model.named_parameters())).items():
         # 1e-6: torch's fused Adam keeps its step count in float32 (its bias corrections round there)
         torch.testing.assert_close(dict(net.model.named_parameters())[name], view, rtol=1e-6, atol=1e-9)
@@ -167,20 +165,18 @@ def test_an_interrupt_checkpoints_every_member_and_each_resumes_as_a_single_run(
     import os
     import signal
 
-    from salrun import ensemble_jobs
+    step = StackedEngine.step
 
-    step = ensemble_jobs.EnsembleTrainer.step
-
-    def interrupted_step(self, number, log_now):
+    def interrupted_step(self, number, log_now, writers):
         if number == 4:
             os.kill(os.getpid(), signal.SIGINT)  # held until the step ends, as Ctrl-C is
-        return step(self, number, log_now)
+        return step(self, number, log_now, writers)
 
-    monkeypatch.setattr(ensemble_jobs.EnsembleTrainer, "step", interrupted_step)
+    monkeypatch.setattr(StackedEngine, "step", interrupted_step)
     overrides = [[*MLP_BASE, *m, "train.steps=8", "train.log_every=2", "threads=1", "device=cpu"] for m in MEMBERS[:2]]
     cfgs = [compose("train", o) for o in overrides]
     folders = [tmp_path / f"member{i}" for i in range(2)]
-    summaries = ensemble_jobs.train_ensemble(cfgs, folders)
+    summaries = jobs.run_jobs("train", cfgs, folders)
     assert [s["status"] for s in summaries] == ["interrupted"] * 2 and all(s["steps"] == 4 for s in summaries)
     monkeypatch.undo()
     for cfg, folder in zip(cfgs, folders):

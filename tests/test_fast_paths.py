@@ -3,7 +3,7 @@ with unbind, the optimizer uses its fused kernels, and a step whose activity not
 reads runs without the probe's hooks."""
 import torch
 
-from salrun import jobs
+from salrun.engines import make_optimizer
 from salrun.activity import probe_for
 from salrun.launch import compose
 from salrun.models import ElmanRNN, MLP
@@ -49,6 +49,6 @@ def test_paused_probe_records_nothing_and_resumes():
 def test_optimizer_uses_fused_kernels():
     s = job_settings("train", compose("train", ["model.depth=2", "model.width=4"]))
     model = MLP(2, 2, s.model.settings)
-    assert jobs._optimizer(s, model).defaults["fused"] is True
+    assert make_optimizer(s, model).defaults["fused"] is True
     s = job_settings("train", compose("train", ["model.depth=2", "model.width=4", "optim.name=sgd"]))
-    assert jobs._optimizer(s, model).defaults["fused"] is True
+    assert make_optimizer(s, model).defaults["fused"] is True

@@ -126,7 +126,7 @@ def test_a_cluster_job_is_checked_against_its_own_memory(tmp_path):
 # through, as a long torch call holds off Python's signal handlers.
 STUCK = textwrap.dedent("""
     import sys, time
-    import salrun.jobs as jobs
+    import salrun.engines as engines
     from salrun.cli import main
 
     def stuck(*args, **kwargs):
@@ -140,10 +140,10 @@ STUCK = textwrap.dedent("""
 
     where, *argv = sys.argv[1:]
     if where == "setup":
-        jobs._network = stuck
+        engines.build_network = stuck
     else:
-        real = jobs._train_step
-        jobs._train_step = lambda *a: stuck() if a[5] == 3 else real(*a)
+        real = engines.SingleEngine.step
+        engines.SingleEngine.step = lambda self, step, *a: stuck() if step == 3 else real(self, step, *a)
     sys.argv = ["salrun", "train", *argv]
     main()
 """)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from salrun.ensemble_jobs import ensemble_groups
+from salrun.launch import ensemble_groups
 from salrun.launch import compose
 from salrun.models import MLP
 from salrun.sal import SAL
@@ -134,13 +134,15 @@ def test_band_must_be_positive():
 
 
 def test_ensemble_runs_the_new_options_alone():
-    """BatchedSAL knows the arithmetic average and the two gates only: the others run as single runs."""
+    """BatchedSAL knows the arithmetic average and every gate (salrun.rule): the geometric average and
+    layer_target run as single runs."""
     base = ["experiment=paper_deep_ffn", "model.depth=3", "train.steps=2"]
     cfgs = [compose("train", [*base, f"seed={seed}", *extra])
             for seed, extra in [(0, []), (1, []), (2, ["method.average=geometric"]), (3, ["method.average=geometric"]),
-                                (4, ["method.gate=proportional"]), (5, ["method.layer_target=true"])]]
+                                (4, ["method.gate=proportional"]), (5, ["method.layer_target=true"]),
+                                (6, ["method.gate=dead_band"])]]
     together, alone = ensemble_groups([job_settings("train", cfg) for cfg in cfgs])
-    assert together == [[0, 1]] and alone == [2, 3, 4, 5]
+    assert together == [[0, 1, 4, 6]] and alone == [2, 3, 5]
 
 
 def tangent_gains_by_autograd(model: MLP, x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -202,3 +204,34 @@ def test_an_init_method_on_the_orthogonal_preset_says_to_add_init_random():
     with pytest.raises(ConfigError, match="add init=random to run method=lsuv"):
         job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv"]))
     assert job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv", "init=random"])).method.name == "lsuv"
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_dead_band_gate_rests_inside_the_band_and_steps_fully_outside(fused, depth, monkeypatch):
+    """gate=dead_band: g = sign(ln(target/s̄)) where |ln(target/s̄)| > band, else 0."""
+    model, x, pairs, linears, before = case(depth, seed=4)
+    means = [batch_mean(o, l.weight.detach(), "arithmetic") for (_, o), l in zip(pairs, linears)]
+    target = float(torch.cat(means).median())  # neurons on both sides of it
+    band = float(torch.cat([torch.log(target / m) for m in means]).abs().median())  # half inside, half outside
+    run_step(model, x, fused, monkeypatch, lr=0.05, gate="dead_band", band=band, target=target)
+    gates = []
+    for (w, b), (xi, o), m, linear in zip(before, pairs, means, linears):
+        error = torch.log(target / m)
+        g = torch.where(error.abs() > band, torch.sign(error), torch.zeros_like(error))
+        gates.append(g)
+        w_new, b_new = expected_update(w, b, xi, o, 0.05 * g)
+        torch.testing.assert_close(linear.weight.detach(), w_new, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(linear.bias.detach(), b_new, rtol=1e-5, atol=1e-6)
+    g = torch.cat(gates)
+    assert (g == 0).any() and (g == 1).any() and (g == -1).any()  # inside, below and above the band
+
+
+def test_every_gate_the_settings_offer_has_its_rule():
+    """A gate named in SALSettings.gate is one that salrun.rule computes, for every path."""
+    import typing
+
+    from salrun.rule import GATES
+
+    offered = typing.get_args(typing.get_type_hints(SALSettings)["gate"])
+    assert set(offered) == set(GATES)

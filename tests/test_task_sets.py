@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_task, summary_of
-from salrun import jobs
+from salrun.training import train_outcome
 from salrun.models import ElmanRNN
 from salrun.results import RunWriter
 from salrun.settings import REGISTRY, InitSettings, RNNSettings
@@ -100,12 +100,12 @@ def test_success_is_judged_on_the_mean_of_the_last_window(tmp_path):
     writer = RunWriter(tmp_path)
     for step, accuracy in enumerate([0.5, 1.0, 0.5, 1.0, 1.0, 1.0]):
         writer.log(step, "accuracy", accuracy)
-    last_one = jobs.train_outcome(t, writer, 1)
+    last_one = train_outcome(t, writer, 1)
     assert last_one["success"] and last_one["judged"] == 1.0
-    five = jobs.train_outcome(t, writer, 5)  # (1 + 0.5 + 1 + 1 + 1) / 5 = 0.9 < 0.95
+    five = train_outcome(t, writer, 5)  # (1 + 0.5 + 1 + 1 + 1) / 5 = 0.9 < 0.95
     assert not five["success"] and five["judged"] == pytest.approx(0.9)
-    assert jobs.train_outcome(t, writer, 3)["success"]
-    assert jobs.train_outcome(t, writer, 50)["judged"] == pytest.approx(5 / 6)  # all there are
+    assert train_outcome(t, writer, 3)["success"]
+    assert train_outcome(t, writer, 50)["judged"] == pytest.approx(5 / 6)  # all there are
     assert five["threshold"] == t.threshold  # what the summary's readers test the judged value against
 
 

@@ -12,7 +12,8 @@ import torch
 from conftest import TINY_FFN, summary_of
 from salrun.cli import _complete_override, sweep_exit_code
 from salrun.console import print_sweep
-from salrun.jobs import CHECKPOINT, RunState, run_job
+from salrun.jobs import run_job
+from salrun.training import CHECKPOINT, RunState
 from salrun.launch import command_line, compose, compose_grid, sweep_jobs
 from salrun.settings import ConfigError, job_settings
 from test_cli import assert_usage_error
