@@ -12,7 +12,11 @@ them from any PyTorch model:
 - nn.RNN and nn.RNNCell with nonlinearity="tanh" are layers by their type
   (each of an nn.RNN's stacked layers is one).
 
-Nothing is copied: the tensors are those the forward pass made anyway.
+Nothing is copied: the tensors are those the forward pass made anyway. SAL's
+hooks act on the module instances SAL was built on only: a copy of the model
+(deepcopy, AveragedModel, pickle) never feeds the original's SAL. An adapted
+nn.RNN runs its layers one at a time in a recorded pass, so every layer's
+states are read as computed (nn.RNN returns the top layer's only).
 """
 from __future__ import annotations
 
@@ -389,6 +393,9 @@ class HookProbe:
             _refuse_unsupported(module, {module: name})
             _refuse_reparametrized(module, name)
         if isinstance(module, nn.RNN):
+            if not isinstance(module, _LayerwiseRNN) and type(module).forward is not nn.RNN.forward:
+                raise TypeError(f"SAL cannot read the layers of {name!r}, an nn.RNN subclass with its own forward "
+                                f"({type(module).__name__}): name the other layers with SAL(model, layers=[...])")
             units = [RNNLayer(name, module, k) for k in range(module.num_layers)]
             self._rnns.append(_LayerwiseRNN.attach(module, _RNNRecorder(module, units, self._switch)))
         elif isinstance(module, nn.RNNCell):
@@ -661,13 +668,20 @@ class _LayerwiseRNN(nn.RNN):
     SAL sets this class on the instances it adapts (`attach`). A copy (copy.deepcopy, AveragedModel,
     pickling, torch.save) is a plain nn.RNN, and prints as one."""
 
+    plain: type = nn.RNN  # the class the instance had
+    classes: dict[type, type] = {}  # plain class -> its layerwise class
+
     @staticmethod
     def attach(rnn: nn.RNN, recorder: _RNNRecorder) -> _RNNRecorder:
+        if not isinstance(rnn, _LayerwiseRNN):
+            plain = type(rnn)
+            if plain not in _LayerwiseRNN.classes:
+                _LayerwiseRNN.classes[plain] = _LayerwiseRNN if plain is nn.RNN else type(
+                    f"Layerwise{plain.__name__}", (_LayerwiseRNN, plain), {"plain": plain})
+            rnn.__class__ = _LayerwiseRNN.classes[plain]
         recorders = rnn.__dict__.setdefault("_sal_recorders", [])
         if recorder not in recorders:
             recorders.append(recorder)
-        if type(rnn) is nn.RNN:
-            rnn.__class__ = _LayerwiseRNN
         return recorder
 
     @staticmethod
@@ -676,18 +690,18 @@ class _LayerwiseRNN(nn.RNN):
         recorders = rnn.__dict__.get("_sal_recorders", [])
         if recorder in recorders:
             recorders.remove(recorder)
-        if not recorders and type(rnn) is _LayerwiseRNN:
-            rnn.__class__ = nn.RNN
+        if not recorders and isinstance(rnn, _LayerwiseRNN):
+            rnn.__class__ = rnn.plain
             rnn.__dict__.pop("_sal_recorders", None)
 
     def _get_name(self) -> str:
-        return "RNN"
+        return self.plain.__name__
 
     def __reduce_ex__(self, protocol):
-        """Copies and pickles are plain nn.RNN, without SAL's recorders."""
+        """Copies and pickles are of the plain class, without SAL's recorders."""
         func, args, state, *rest = super().__reduce_ex__(protocol)
         state = {k: v for k, v in state.items() if k != "_sal_recorders"}
-        return (func, (nn.RNN, *args[1:]), state, *rest)
+        return (func, (self.plain, *args[1:]), state, *rest)
 
     def forward(self, input, hx=None):
         recorders = [r for r in self.__dict__.get("_sal_recorders", ()) if r.owner is self and r.recording(self)]

@@ -398,6 +398,29 @@ def test_nn_rnn_with_dropout_between_layers_gets_the_rule_on_the_dropped_input()
     torch.testing.assert_close(assert_rnn_layer(rnn, before, "", 1, dropped), output, rtol=0, atol=1e-14)
 
 
+def test_an_nn_rnn_subclass_is_adapted_unless_it_has_its_own_forward():
+    class Named(nn.RNN):
+        """A subclass for its constructor only (as people write them)."""
+
+        def __init__(self):
+            super().__init__(3, 5, num_layers=2)
+
+    class Own(nn.RNN):
+        def forward(self, x, hx=None):
+            return super().forward(x.flip(0), hx)
+
+    rnn = small_(Named().double(), scale=0.8)
+    before = snapshot(rnn)
+    sal = SAL(rnn, lr=LR)
+    x = torch.randn(7, 4, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    output, _ = rnn(x)
+    sal.step()
+    states = assert_rnn_layer(rnn, before, "", 0, x)
+    assert_rnn_layer(rnn, before, "", 1, states)
+    assert type(copy.deepcopy(rnn)) is Named and isinstance(rnn, Named) and repr(rnn).startswith("Named(")
+    refusal(lambda: SAL(nn.Sequential(Own(3, 4))), "'0'", "own forward", "layers=[")
+
+
 def test_training_passes_are_recorded_with_or_without_grad_and_eval_or_paused_passes_are_not():
     """The decision: SAL records every training-mode pass, under torch.no_grad() too (SAL alone needs no
     graph); a validation pass belongs in model.eval() (as for dropout and batch norm), or in sal.paused()."""
