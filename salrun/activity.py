@@ -12,11 +12,16 @@ them from any PyTorch model:
 - nn.RNN and nn.RNNCell with nonlinearity="tanh" are layers by their type
   (each of an nn.RNN's stacked layers is one).
 
-Nothing is copied: the tensors are those the forward pass made anyway.
+Nothing is copied: the tensors are those the forward pass made anyway. SAL's
+hooks act on the module instances SAL was built on only: a copy of the model
+(deepcopy, AveragedModel, pickle) never feeds the original's SAL. An adapted
+nn.RNN runs its layers one at a time in a recorded pass, so every layer's
+states are read as computed (nn.RNN returns the top layer's only).
 """
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -52,6 +57,28 @@ class LayerActivity:
         yield self.inputs, self.output
 
 
+class Steps:
+    """[h_{-1}, h_0, …, h_{T-1}] as the forward made them, without a tensor per step: the first
+    state (batch, hidden) and the others in one (T, batch, hidden) tensor (nn.RNN's output)."""
+
+    __slots__ = ("first", "rest")
+
+    def __init__(self, first: torch.Tensor, rest: torch.Tensor):
+        self.first, self.rest = first, rest
+
+    def __len__(self) -> int:
+        return self.rest.shape[0] + 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.first if index == 0 else self.rest[index - 1]
+
+    def previous(self, start: int, stop: int) -> torch.Tensor:
+        """The states before steps start … stop-1: (stop - start, batch, hidden)."""
+        if start > 0:
+            return self.rest[start - 1:stop - 1]
+        return torch.cat([self.first[None], self.rest[:stop - 1]])
+
+
 class SequenceActivity(LayerActivity):
     """A recurrent layer whose steps are kept as the forward pass made them.
 
@@ -76,9 +103,13 @@ class SequenceActivity(LayerActivity):
     @staticmethod
     def _block(states, drive_inputs, start: int, stop: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         hidden = states[0].shape[-1]
-        window = states[start:stop + 1]
-        both = window[0] if len(window) == 1 else torch.stack(window)  # steps start-1 … stop-1
-        previous, output = both[:-1].reshape(-1, hidden), both[1:].reshape(-1, hidden)
+        if isinstance(states, Steps):
+            previous = states.previous(start, stop).reshape(-1, hidden)
+            output = states.rest[start:stop].reshape(-1, hidden)
+        else:
+            window = states[start:stop + 1]
+            both = window[0] if len(window) == 1 else torch.stack(window)  # steps start-1 … stop-1
+            previous, output = both[:-1].reshape(-1, hidden), both[1:].reshape(-1, hidden)
         if drive_inputs is None:
             return [previous], output
         return [drive_inputs[start:stop].flatten(0, 1), previous], output
@@ -120,6 +151,11 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
 
 
+def _as(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Activity in the weights' dtype: a forward under autocast (bf16) records bf16 tensors."""
+    return t if t.dtype == weight.dtype else t.to(weight.dtype)
+
+
 # -- the layers a probe reads -------------------------------------------------------------
 
 class LinearLayer:
@@ -137,12 +173,13 @@ class LinearLayer:
         xs, os_ = self.inputs, self.outputs
         if not xs or not os_:
             return None
-        o = os_[0] if len(os_) == 1 else torch.cat(os_)
+        params = self.linear._parameters  # not .weight: nn.Module.__getattr__ is slow, and this runs per layer
+        weight = params["weight"]
+        o = _as(os_[0] if len(os_) == 1 else torch.cat(os_), weight)
         if self.recompute and self.activation != "linear":
             o = activate(o, self.activation)
-        params = self.linear._parameters  # not .weight: nn.Module.__getattr__ is slow, and this runs per layer
-        return LayerActivity([params["weight"]], [xs[0] if len(xs) == 1 else torch.cat(xs)], o, params["bias"],
-                             self.activation, [None], self.name)
+        x = _as(xs[0] if len(xs) == 1 else torch.cat(xs), weight)
+        return LayerActivity([weight], [x], o, params["bias"], self.activation, [None], self.name)
 
     def recorded(self) -> bool:
         return bool(self.outputs)
@@ -212,13 +249,14 @@ class CellLayer:
             return None
         p = self.cell._parameters
         bias = [p["bias_ih"], p["bias_hh"]] if self.cell.bias else None
-        previous = torch.cat(self.previous)
+        like = p["weight_hh"]
+        previous = _as(torch.cat(self.previous), like)
         if rnn_inputs == "all":
-            weights, inputs = [p["weight_ih"], p["weight_hh"]], [torch.cat(self.inputs), previous]
+            weights, inputs = [p["weight_ih"], like], [_as(torch.cat(self.inputs), like), previous]
         else:
-            weights, inputs = [p["weight_hh"]], [previous]
-        return LayerActivity(weights, inputs, torch.cat(self.outputs), bias, "tanh", [None] * len(weights),
-                             self.name)
+            weights, inputs = [like], [previous]
+        return LayerActivity(weights, inputs, _as(torch.cat(self.outputs), like), bias, "tanh",
+                             [None] * len(weights), self.name)
 
     def recorded(self) -> bool:
         return bool(self.outputs)
@@ -234,6 +272,71 @@ class CellLayer:
 
 # -- the probe ------------------------------------------------------------------------------
 
+class _Switch:
+    """Whether a pass is recorded, shared by a probe's hooks: a pass in training mode (with grad or under
+    torch.no_grad(): SAL alone, without backprop, needs no graph), while the probe lives. Hooks hold
+    this, not the probe: a SAL that is gone records nothing."""
+
+    __slots__ = ("probe", "__weakref__")
+
+    def __init__(self, probe):
+        self.probe = weakref.ref(probe)
+
+    def __call__(self, module: nn.Module) -> bool:
+        return module.training and self.probe() is not None
+
+
+class _Hook:
+    """A hook of SAL's, bound to the module instance it was registered on.
+
+    Copies of the model never feed the original's SAL: copy.deepcopy (and so
+    torch.optim.swa_utils.AveragedModel) and pickling turn it into an inert hook, and a
+    shallow copy, which shares the module's hook dict, is ignored (`module is owner`).
+    An nn.DataParallel replica (a shallow copy per device) is refused: its activity
+    belongs to SAL, and SAL cannot gather it."""
+
+    __slots__ = ("owner", "fn")
+
+    def __init__(self, owner: nn.Module, fn):
+        self.owner, self.fn = owner, fn
+
+    def __call__(self, module, *args):
+        if module is self.owner:
+            return self.fn(module, *args)
+        if getattr(module, "_is_replica", False) and module.training:
+            raise RuntimeError(REPLICA)
+        return None
+
+    def __deepcopy__(self, memo):
+        return _Inert()
+
+    def __reduce__(self):
+        return _Inert, ()
+
+    @property
+    def __name__(self):  # torch.jit.script reads a hook's name first: say what to do instead
+        raise RuntimeError(SCRIPT_HOOKS)
+
+
+class _Inert:
+    """SAL's hook on a copy of the model: does nothing."""
+
+    __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        return None
+
+    @property
+    def __name__(self):
+        raise RuntimeError(SCRIPT_HOOKS)
+
+
+REPLICA = ("SAL cannot record an nn.DataParallel replica (a copy of the model per device): run the model on one "
+           "device, or one process per device (DistributedDataParallel) with a SAL each")
+SCRIPT_HOOKS = ("torch.jit.script cannot compile SAL's forward hooks: script (or copy) the model with them "
+                "off, `with sal.paused(): scripted = torch.jit.script(model)`; the scripted model is not adapted")
+
+
 class HookProbe:
     """Forward hooks that record each layer's activity in training mode, until `clear`.
 
@@ -244,19 +347,27 @@ class HookProbe:
     output is the layer's o and, when a Linear follows, that Linear's input: one hook
     per layer instead of two (hooks are most of the cost of a thin layer).
     Elsewhere the Linear's hook records x and U, and o = f(U) is computed at the step.
+
+    One path: the traced pass records what the hooks of the later passes record (the
+    calls of each Linear module, in training mode), whatever ran first (`describe` in
+    eval mode, a training step).
     """
 
     def __init__(self, model: nn.Module, layers: list | None = None):
         self.model = model
-        self.names = {m: name or type(m).__name__ for name, m in model.named_modules()}  # by module: survives deepcopy
+        self.names = {m: name or type(m).__name__ for name, m in model.named_modules()}
         self._handles: list = []
         self._units: list = []
         self._hidden: list | None = None  # the units less the output layer
         self._found: list[str] = []   # what the tracer saw, for messages and describe()
         self._left_alone: list[str] = []
+        self._refusal: str | None = None  # a pattern SAL cannot adapt, found by the traced pass
         self._tracer: Tracer | None = None
         self._trace_handles: list = []
+        self._switch = _Switch(self)
+        self._rnns: list[_RNNRecorder] = []
         self.traced = layers is not None
+        _refuse_script(model, self.names)
         if layers is not None:
             self._explicit(layers)
             return
@@ -264,8 +375,11 @@ class HookProbe:
         for module in model.modules():
             self._hook_recurrent(module)
         if any(isinstance(m, nn.Linear) for m in model.modules()):
-            self._trace_handles = [model.register_forward_pre_hook(self._start_trace),
-                                   model.register_forward_hook(self._end_trace, always_call=True)]
+            probe = weakref.ref(self)
+            self._trace_handles = [
+                model.register_forward_pre_hook(_Hook(model, lambda m, args: probe() and probe()._start_trace())),
+                model.register_forward_hook(_Hook(model, lambda m, args, out: probe() and probe()._end_trace(m, out)),
+                                            always_call=True)]
         else:
             self.traced = True
             if not self._units:
@@ -277,44 +391,26 @@ class HookProbe:
         name = self.names[module]
         if isinstance(module, (nn.RNN, nn.RNNCell)):
             _refuse_unsupported(module, {module: name})
+            _refuse_reparametrized(module, name)
         if isinstance(module, nn.RNN):
+            if not isinstance(module, _LayerwiseRNN) and type(module).forward is not nn.RNN.forward:
+                raise TypeError(f"SAL cannot read the layers of {name!r}, an nn.RNN subclass with its own forward "
+                                f"({type(module).__name__}): name the other layers with SAL(model, layers=[...])")
             units = [RNNLayer(name, module, k) for k in range(module.num_layers)]
-            self._handles.append(module.register_forward_hook(self._rnn_hook(units), with_kwargs=True))
+            self._rnns.append(_LayerwiseRNN.attach(module, _RNNRecorder(module, units, self._switch)))
         elif isinstance(module, nn.RNNCell):
             units = [CellLayer(name, module)]
-            self._handles.append(module.register_forward_hook(self._cell_hook(units[0]), with_kwargs=True))
+            hook = self._cell_hook(units[0], self._switch)
+            self._handles.append(module.register_forward_hook(_Hook(module, hook), with_kwargs=True))
         else:
             return False
         self._units += units
         return True
 
-    def _rnn_hook(self, units: list[RNNLayer]):
-        def hook(rnn, args, kwargs, out):
-            if not rnn.training:
-                return
-            x = args[0] if args else kwargs["input"]
-            hx = args[1] if len(args) > 1 else kwargs.get("hx")
-            if isinstance(x, nn.utils.rnn.PackedSequence):
-                raise TypeError(f"SAL cannot read a PackedSequence passed to {units[0].name}: pad the batch")
-            x, output = x.detach(), out[0].detach()
-            if x.dim() == 2:  # unbatched (T, inputs)
-                x, output, hx = x[:, None], output[:, None], None if hx is None else hx[:, None]
-            elif rnn.batch_first:
-                x, output = x.transpose(0, 1), output.transpose(0, 1)
-            h0 = hx.detach() if hx is not None else x.new_zeros(rnn.num_layers, x.shape[1], rnn.hidden_size)
-            sequence = x
-            for unit in units:
-                # nn.RNN returns the top layer's states only: a lower layer's are recomputed (its
-                # weights are those of this forward pass: the optimizer has not stepped yet).
-                states = output if unit is units[-1] else _tanh_layer(unit, sequence, h0[unit.index])
-                unit.segments.append(([h0[unit.index], *states.unbind(0)], sequence))
-                sequence = states
-        return hook
-
     @staticmethod
-    def _cell_hook(unit: CellLayer):
+    def _cell_hook(unit: CellLayer, recording: _Switch):
         def hook(cell, args, kwargs, out):
-            if not cell.training:
+            if not recording(cell):
                 return
             x = args[0] if args else kwargs["input"]
             hx = args[1] if len(args) > 1 else kwargs.get("hx")
@@ -328,6 +424,7 @@ class HookProbe:
 
     def _explicit(self, layers: list) -> None:
         by_name = dict(self.model.named_modules())
+        weights: dict[int, str] = {}
         for item in layers:
             target, activation = item if isinstance(item, tuple) else (item, "tanh")
             module = by_name.get(target) if isinstance(target, str) else target
@@ -336,23 +433,29 @@ class HookProbe:
             if activation not in ("tanh", "sigmoid_shifted", "linear"):
                 raise ValueError(f"layers: activation must be 'tanh', 'sigmoid_shifted' or 'linear', "
                                  f"got {activation!r}")
+            name = self.names[module]
             if isinstance(module, nn.Linear):
-                unit = LinearLayer(self.names[module], module, activation, recompute=True)
+                _refuse_reparametrized(module, name)
+                other = weights.setdefault(id(module.weight), name)
+                if other != name:
+                    raise ValueError(_tied(other, name))
+                unit = LinearLayer(name, module, activation, recompute=True)
                 self._units.append(unit)
-                self._handles.append(module.register_forward_hook(self._linear_hook(unit, unit.inputs)))
+                hook = self._linear_hook(unit, unit.inputs, self._switch)
+                self._handles.append(module.register_forward_hook(_Hook(module, hook)))
             elif not self._hook_recurrent(module):
-                raise TypeError(f"layers: {self.names[module]!r} is an nn.{type(module).__name__}; "
+                raise TypeError(f"layers: {name!r} is an nn.{type(module).__name__}; "
                                 "give nn.Linear, nn.RNN or nn.RNNCell modules (or their names)")
         if not self._units:
             raise ValueError("layers is empty: name at least one nn.Linear, nn.RNN or nn.RNNCell")
 
     @staticmethod
-    def _linear_hook(unit: LinearLayer, inputs: list | None):
+    def _linear_hook(unit: LinearLayer, inputs: list | None, recording: _Switch):
         """Records x (unless `inputs` is None: x comes from the layer before) and U."""
         outputs = unit.outputs
 
         def hook(linear, args, out):
-            if linear.training:
+            if recording(linear):
                 if inputs is not None:
                     inputs.append(_rows(args[0]))
                 if unit.recompute:
@@ -360,21 +463,21 @@ class HookProbe:
         return hook
 
     @staticmethod
-    def _activation_hook(outputs: list):
+    def _activation_hook(outputs: list, recording: _Switch):
         def hook(module, _args, out):
-            if module.training:
+            if recording(module):
                 outputs.append(_rows(out))
         return hook
 
-    def _start_trace(self, _model, _args):
+    def _start_trace(self) -> None:
         if not self.traced:
-            weights = {id(m.weight): m for m in self.model.modules() if isinstance(m, nn.Linear)}
+            linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
             tanhs = [m for m in self.model.modules() if isinstance(m, nn.Tanh)]
             recurrent = [m for m in self.model.modules() if isinstance(m, (nn.RNN, nn.RNNCell))]
-            self._tracer = Tracer(weights, tanhs, recurrent)
+            self._tracer = Tracer(linears, tanhs, recurrent)
             self._tracer.__enter__()
 
-    def _end_trace(self, model, _args, out):
+    def _end_trace(self, model: nn.Module, out) -> None:
         tracer, self._tracer = self._tracer, None
         if tracer is None:
             return
@@ -382,7 +485,9 @@ class HookProbe:
         if out is None:  # the forward raised: trace the next one
             return
         self._settle()
-        self._build(tracer, record=model.training)
+        self._build(tracer, record=self._switch(model))
+        if self._refusal:
+            raise ValueError(self._refusal)
 
     def _settle(self) -> None:
         """The layers are fixed from here on (SAL's averages are indexed by them)."""
@@ -399,9 +504,17 @@ class HookProbe:
         chosen: dict[nn.Linear, LinearLayer] = {}
         by_tanh: dict[nn.Module, LinearLayer] = {}  # layers whose o is read from their nn.Tanh's hook
         last_plain = None
+        for linear in tracer.functional - set(tracer.linear_calls):
+            self._left_alone.append(f"{self.names[linear]}: its weight is used only by F.linear outside its own "
+                                    "forward, which SAL's hooks do not see: call the module instead")
         for linear, calls in tracer.linear_calls.items():
             name, used = self.names[linear], pairs.get(linear, [])
             activations = {activation for activation, _ in used}
+            if linear in tracer.dropped:
+                self._refusal = (f"SAL cannot adapt {name!r}: its output goes through dropout into tanh, so the tanh "
+                                 "neuron's input is not W·x + θ (in training) and the rule has no neuron to adapt. "
+                                 "Put the dropout on the Linear's input or after the tanh, or name the layers to "
+                                 "adapt with SAL(model, layers=[...])")
             if not used:
                 if last_plain is not None:
                     self._left_alone.append(f"{self.names[last_plain]}: its output goes into "
@@ -419,8 +532,14 @@ class HookProbe:
                 chosen[linear] = LinearLayer(name, linear, activations.pop(), recompute=not direct)
                 if direct:
                     by_tanh[tanh] = chosen[linear]
-        if last_plain is not None:
+        if last_plain is not None and _weight_maker(last_plain) is None:
             chosen[last_plain] = LinearLayer(self.names[last_plain], last_plain, "linear", recompute=True)
+        elif last_plain is not None:
+            self._left_alone.append(f"{self.names[last_plain]} (the output layer): its weight is computed by "
+                                    f"{_weight_maker(last_plain)}")
+        self._refusal = self._refusal or _shared_or_reparametrized(chosen, self.names)
+        if self._refusal:
+            return
         for linear, unit in chosen.items():
             calls = tracer.linear_calls[linear]
             before = neighbours[linear][0] if linear in neighbours else None
@@ -430,10 +549,11 @@ class HookProbe:
             else:
                 feeder = None
             if feeder is None or unit.recompute:
-                self._handles.append(linear.register_forward_hook(
-                    self._linear_hook(unit, unit.inputs if feeder is None else None)))
+                hook = self._linear_hook(unit, unit.inputs if feeder is None else None, self._switch)
+                self._handles.append(linear.register_forward_hook(_Hook(linear, hook)))
             if not unit.recompute:
-                self._handles.append(neighbours[linear][1].register_forward_hook(self._activation_hook(unit.outputs)))
+                tanh = neighbours[linear][1]
+                self._handles.append(tanh.register_forward_hook(_Hook(tanh, self._activation_hook(unit.outputs, self._switch))))
             for x, u, o in calls if record else ():
                 if feeder is None:
                     unit.inputs.append(_rows(x))
@@ -442,10 +562,15 @@ class HookProbe:
         self._hidden = None
         self._units = sorted([*self._units, *chosen.values()], key=lambda u: order.get(u.module, len(order)))
         self._found = tracer.summary(self.names)
+        for linear in tracer.functional & set(chosen):
+            self._left_alone.append(f"the calls of F.linear with {self.names[linear]}'s weight outside its forward "
+                                    "(SAL's hooks see only its own calls)")
 
     # -- what SAL reads -----------------------------------------------------------------------
 
     def _layer_units(self, include_output: bool) -> list:
+        if self._refusal:
+            raise ValueError(self._refusal)
         if not self.traced:
             if not any(unit.recorded() for unit in self._units):
                 return []
@@ -463,14 +588,23 @@ class HookProbe:
         return self._units if include_output else self._hidden
 
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
-        found = []
-        for unit in self._layer_units(include_output):
-            layer = unit.activity(rnn_inputs)
-            if layer is not None:
-                found.append(layer)
+        units = self._layer_units(include_output)
+        found = [layer for layer in (unit.activity(rnn_inputs) for unit in units) if layer is not None]
+        if found and len(found) < len(units):
+            self._refuse_partial(units)
         return found
 
+    def _refuse_partial(self, units: list) -> None:
+        """SAL keeps one average per layer, indexed by the layers' order: every step needs them all."""
+        missing = [unit.name for unit in units if not unit.recorded()]
+        raise ValueError(f"SAL layer(s) {', '.join(map(repr, missing))} recorded nothing since the last sal.step() "
+                         "while others did: SAL keeps one average per layer and updates them all at each step. "
+                         "Call sal.step() after passes that run every layer, or name the layers that always run "
+                         "with SAL(model, layers=[...])")
+
     def describe(self) -> list[str]:
+        if self._refusal:
+            return [f"refused: {self._refusal}"]
         if not self.traced:
             return ["not known yet: SAL reads the Linear → tanh layers from the model's first forward pass"]
         lines = [unit.line() for unit in self._layer_units(True)]
@@ -483,34 +617,179 @@ class HookProbe:
     def remove(self) -> None:
         for handle in self._handles + self._trace_handles:
             handle.remove()
+        for recorder in self._rnns:
+            _LayerwiseRNN.detach(recorder)
 
     @contextlib.contextmanager
     def paused(self):
         """Forward passes inside record nothing and dispatch no hook of this probe, for steps whose
         activity nothing reads: a module with a hook leaves torch's fast call path (measured: ≈ 1.4 ms
-        a step for a 300-layer MLP, a tenth of its step)."""
+        a step for a 300-layer MLP, a tenth of its step). A copy or a torch.jit.script of the model
+        made inside carries no hook of SAL's."""
         held = []
-        for handle in self._handles:
-            hooks = handle.hooks_dict_ref()
-            if hooks is not None and handle.id in hooks:
-                held.append((hooks, handle.id, hooks.pop(handle.id)))
+        for handle in self._handles + self._trace_handles:
+            for hooks in (handle.hooks_dict_ref(), *(ref() for ref in handle.extra_dict_ref)):
+                if hooks is not None and handle.id in hooks:
+                    held.append((hooks, handle.id, hooks.pop(handle.id)))
+        for recorder in self._rnns:
+            _LayerwiseRNN.detach(recorder)
         try:
             yield
         finally:
             for hooks, key, hook in held:
                 hooks[key] = hook
+            for recorder in self._rnns:
+                _LayerwiseRNN.attach(recorder.owner, recorder)
 
 
-def _tanh_layer(unit: RNNLayer, sequence: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The states of one tanh nn.RNN layer over `sequence` (T, batch, inputs)."""
-    (w_ih, w_hh), bias = unit._params()
-    with torch.no_grad():
-        drive = F.linear(sequence, w_ih, None if bias is None else bias[0] + bias[1])
-        states = []
-        for t in range(sequence.shape[0]):
-            h = torch.tanh(torch.addmm(drive[t], h, w_hh.T))
-            states.append(h)
-    return torch.stack(states)
+class _RNNRecorder:
+    """What SAL's layers of one nn.RNN record: per layer, its input sequence, first state and states."""
+
+    __slots__ = ("owner", "units", "recording")
+
+    def __init__(self, owner: nn.RNN, units: list[RNNLayer], recording: _Switch):
+        self.owner, self.units, self.recording = owner, units, recording
+
+    def __call__(self, k: int, sequence: torch.Tensor, h0: torch.Tensor, states: torch.Tensor) -> None:
+        """Layer k's pass, time first: sequence (T, batch, inputs), h0 (batch, hidden), states (T, batch, hidden)."""
+        unit = self.units[k]
+        dtype = unit.rnn._flat_weights[k * (4 if unit.rnn.bias else 2)].dtype
+        if states.dtype != dtype or sequence.dtype != dtype or h0.dtype != dtype:  # autocast
+            sequence, h0, states = sequence.to(dtype), h0.to(dtype), states.to(dtype)
+        unit.segments.append((Steps(h0.detach(), states.detach()), sequence.detach()))
+
+
+class _LayerwiseRNN(nn.RNN):
+    """An nn.RNN that SAL adapts: in a recorded pass (training mode, grad enabled) it runs its layers
+    one at a time, each with nn.RNN's own kernel (torch.rnn_tanh, one layer) and the dropout between
+    layers as nn.RNN applies it, so that SAL reads every layer's input and states as they were
+    computed; nn.RNN returns the top layer's states only. Any other pass is nn.RNN's.
+
+    SAL sets this class on the instances it adapts (`attach`). A copy (copy.deepcopy, AveragedModel,
+    pickling, torch.save) is a plain nn.RNN, and prints as one."""
+
+    plain: type = nn.RNN  # the class the instance had
+    classes: dict[type, type] = {}  # plain class -> its layerwise class
+
+    @staticmethod
+    def attach(rnn: nn.RNN, recorder: _RNNRecorder) -> _RNNRecorder:
+        if not isinstance(rnn, _LayerwiseRNN):
+            plain = type(rnn)
+            if plain not in _LayerwiseRNN.classes:
+                _LayerwiseRNN.classes[plain] = _LayerwiseRNN if plain is nn.RNN else type(
+                    f"Layerwise{plain.__name__}", (_LayerwiseRNN, plain), {"plain": plain})
+            rnn.__class__ = _LayerwiseRNN.classes[plain]
+        recorders = rnn.__dict__.setdefault("_sal_recorders", [])
+        if recorder not in recorders:
+            recorders.append(recorder)
+        return recorder
+
+    @staticmethod
+    def detach(recorder: _RNNRecorder) -> None:
+        rnn = recorder.owner
+        recorders = rnn.__dict__.get("_sal_recorders", [])
+        if recorder in recorders:
+            recorders.remove(recorder)
+        if not recorders and isinstance(rnn, _LayerwiseRNN):
+            rnn.__class__ = rnn.plain
+            rnn.__dict__.pop("_sal_recorders", None)
+
+    def _get_name(self) -> str:
+        return self.plain.__name__
+
+    def __reduce_ex__(self, protocol):
+        """Copies and pickles are of the plain class, without SAL's recorders."""
+        func, args, state, *rest = super().__reduce_ex__(protocol)
+        state = {k: v for k, v in state.items() if k != "_sal_recorders"}
+        return (func, (self.plain, *args[1:]), state, *rest)
+
+    def forward(self, input, hx=None):
+        recorders = [r for r in self.__dict__.get("_sal_recorders", ()) if r.owner is self and r.recording(self)]
+        if not recorders:
+            if getattr(self, "_is_replica", False) and self.training:
+                raise RuntimeError(REPLICA)
+            return super().forward(input, hx)
+        if isinstance(input, nn.utils.rnn.PackedSequence):
+            raise TypeError(f"SAL cannot read a PackedSequence passed to {recorders[0].units[0].name!r}: "
+                            "pad the batch")
+        self._update_flat_weights()
+        batched = input.dim() == 3
+        if not batched:
+            input = input.unsqueeze(0 if self.batch_first else 1)
+            hx = None if hx is None else hx.unsqueeze(1)
+        batch = input.shape[0 if self.batch_first else 1]
+        if hx is None:
+            hx = input.new_zeros(self.num_layers, batch, self.hidden_size)
+        self.check_forward_args(input, hx, None)
+        per = 4 if self.bias else 2
+        sequence, last = input, []
+        for k in range(self.num_layers):
+            states, h_n = torch.rnn_tanh(sequence, hx[k:k + 1], self._flat_weights[k * per:(k + 1) * per],
+                                         self.bias, 1, 0.0, True, False, self.batch_first)
+            for recorder in recorders:
+                if self.batch_first:
+                    recorder(k, sequence.transpose(0, 1), hx[k], states.transpose(0, 1))
+                else:
+                    recorder(k, sequence, hx[k], states)
+            last.append(h_n)
+            sequence = states
+            if self.dropout > 0 and k + 1 < self.num_layers:
+                sequence = F.dropout(sequence, self.dropout, True)
+        hidden = torch.cat(last) if len(last) > 1 else last[0]
+        if not batched:
+            states, hidden = states.squeeze(0 if self.batch_first else 1), hidden.squeeze(1)
+        return states, hidden
+
+
+def _refuse_script(model: nn.Module, names: dict[nn.Module, str]) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            where = "" if module is model else f" ({names.get(module, type(module).__name__)!r})"
+            raise TypeError(f"SAL cannot adapt a TorchScript module{where}: its forward runs outside Python, where "
+                            "SAL cannot see or record it. Build SAL on the eager model, and script it for "
+                            "inference inside `with sal.paused():`")
+
+
+def _weight_maker(module: nn.Module) -> str | None:
+    """What computes a module's weights when they are not plain parameters (weight_norm, spectral_norm):
+    a parametrization (torch.nn.utils.parametrize) or the pre-hook of the old torch.nn.utils.weight_norm."""
+    parametrizations = module.__dict__.get("_modules", {}).get("parametrizations")
+    if parametrizations is not None:
+        return " and ".join(sorted({type(p).__name__.strip("_") for plist in parametrizations.values()
+                                    for p in plist}))
+    old = [type(h).__name__ for h in module._forward_pre_hooks.values()
+           if type(h).__name__ in ("WeightNorm", "SpectralNorm")]
+    return old[0] if old else None
+
+
+def _refuse_reparametrized(module: nn.Module, name: str) -> None:
+    maker = _weight_maker(module)
+    if maker is not None:
+        raise ValueError(
+            f"SAL cannot adapt {name!r}: its weight is computed by {maker} from other parameters, and SAL's rule "
+            "moves the weight itself (for weight_norm, its norm is SAL's ‖w_j‖, which the rule raises "
+            "towards sensitivity 1). Remove the parametrization from that layer, or leave it out: "
+            "name the layers to adapt with SAL(model, layers=[...])")
+
+
+def _tied(first: str, second: str) -> str:
+    return (f"SAL cannot adapt {first!r} and {second!r}: they share one weight tensor (tied weights), and SAL's "
+            "rule moves a weight from the neurons of one layer. Untie them, or adapt one of them: "
+            f"SAL(model, layers=[{first!r}, ...])")
+
+
+def _shared_or_reparametrized(chosen: dict[nn.Linear, LinearLayer], names: dict[nn.Module, str]) -> str | None:
+    """The refusal for the layers SAL would adapt, if one has a computed weight or shares it."""
+    owner: dict[int, nn.Linear] = {}
+    for linear, unit in chosen.items():
+        try:
+            _refuse_reparametrized(linear, names[linear])
+        except ValueError as error:
+            return str(error)
+        other = owner.setdefault(id(linear.weight), linear)
+        if other is not linear:
+            return _tied(names[other], names[linear])
+    return None
 
 
 UNSUPPORTED = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
@@ -529,9 +808,6 @@ def _refuse_unsupported(model: nn.Module, names: dict[nn.Module, str]) -> None:
             if module.bidirectional:
                 raise TypeError(f"SAL does not support a bidirectional nn.RNN ({name!r}): "
                                 "use two nn.RNN modules, one on the reversed sequence")
-            if module.dropout > 0 and module.num_layers > 1:
-                raise TypeError(f"SAL does not support an nn.RNN with dropout between its layers ({name!r}): "
-                                "stack single-layer nn.RNN modules with nn.Dropout between them")
 
 
 def _sequential_neighbours(model: nn.Module) -> dict[nn.Module, tuple[nn.Module | None, nn.Module | None]]:

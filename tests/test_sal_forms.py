@@ -424,7 +424,7 @@ def test_a_model_with_no_tanh_layer_names_what_it_found():
 @pytest.mark.parametrize("kwargs, words", [
     ({"lr": -1}, "lr must be >= 0, got -1"),
     ({"beta": 1.0}, "beta must be in [0, 1), got 1.0"),
-    ({"gate": "both"}, "gate must be one of 'one_sided', 'two_sided', 'proportional', got 'both'"),
+    ({"gate": "both"}, "gate must be one of 'one_sided', 'two_sided', 'proportional'"),
     ({"rate": 0.1}, "unknown setting 'rate'"),
 ])
 def test_settings_errors_speak_the_library(kwargs, words):
