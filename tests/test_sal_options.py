@@ -202,8 +202,8 @@ def test_paper_deep_ffn_is_the_papers_start_and_deep_ffn_orthogonal_differs_in_i
 
 def test_an_init_method_on_the_orthogonal_preset_says_to_add_init_random():
     with pytest.raises(ConfigError, match="add init=random to run method=lsuv"):
-        job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv"]))
-    assert job_settings("train", compose("train", ["experiment=paper_deep_ffn", "method=lsuv", "init=random"])).method.name == "lsuv"
+        job_settings("train", compose("train", ["experiment=deep_ffn_orthogonal", "method=lsuv"]))
+    assert job_settings("train", compose("train", ["experiment=deep_ffn_orthogonal", "method=lsuv", "init=random"])).method.name == "lsuv"
 
 
 @pytest.mark.parametrize("fused", [True, False])
