@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Transformer
+from hydra.core.override_parser.types import Glob, Transformer
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -461,6 +461,9 @@ def search_space(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
             fixed.append(override.input_line)
             continue
         key, value = override.get_key_element(), override.value()
+        if isinstance(value, Glob):
+            raise ConfigError(f"{override.input_line}: salrun tune searches choice(...), range(...) and "
+                              "interval(...) (glob is not a search space)")
         if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
             space[key] = {"choice": list(override.sweep_iterator(transformer=Transformer.encode))}
         elif override.is_range_sweep():
