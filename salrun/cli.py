@@ -422,14 +422,14 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
         fail_usage(str(err))
 
 
-TUNE_EXAMPLE = """Example (about two minutes on 2 cores; rerun with --trials 12 to continue the same study):
-
-    salrun tune experiment=deep_ffn model.depth=10 train.steps=200 method=sal
-    'method.lr=tag(log, interval(0.001, 0.1))' 'method.target=choice(1.0, 1.05)' --trials 6
-
-Trials run on the tuning seeds (--seeds, default 100,101), never on the reported seeds 0-9; the
-folder (default outputs/tune/STUDY) holds the study (study.db), each trial's run folders,
-trials.csv and best.json."""
+TUNE_EXAMPLE = ("Example (about two minutes on 2 cores; the same command with --trials 12 continues the study):"
+                "\n\n"
+                "salrun tune model.depth=10 train.steps=200 'method.lr=tag(log, interval(0.001, 0.1))' "
+                "'method.target=choice(1.0, 1.05)' --trials 6"
+                "\n\n"
+                "Trials run on the tuning seeds (--seeds, default 100,101), never on the reported seeds 0-9. The "
+                "folder (default outputs/tune/STUDY) holds the study (study.db), each trial's run folders, "
+                "trials.csv and best.json.")
 
 
 @app.command(epilog=TUNE_EXAMPLE)

@@ -131,9 +131,10 @@ class MLflowLogger(Logger):
         super().__init__(settings, folder, skip)
         import logging
 
-        for name in ("mlflow", "alembic"):  # their INFO lines (creating the store's tables) would break -q
-            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # their INFO lines (creating the store's tables) would break -q;
+            logging.getLogger(name).setLevel(logging.WARNING)  # after the import, which sets mlflow's level
 
         uri = mlflow_tracking_uri()
         if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:

@@ -51,7 +51,7 @@ def test_a_four_trial_tune_resumes_to_six(run_cli, tmp_path):
 def test_a_killed_tune_resumes(tmp_path):
     out = tmp_path / "tune"
     args = [sys.executable, "-m", "salrun", "tune", "model.depth=3", "model.width=8", "threads=1",
-            "train.steps=4000", "train.log_every=100", "train.checkpoint_every=50", "method.lr=interval(0.005, 0.02)",
+            "train.steps=1500", "train.log_every=100", "train.checkpoint_every=50", "method.lr=interval(0.005, 0.02)",
             "--trials", "1", "--out", str(out), "--no-prune", "-q"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     checkpoint = out / "trials" / "0" / "seed_101" / "checkpoint.pt"
@@ -69,7 +69,7 @@ def test_a_killed_tune_resumes(tmp_path):
     assert [r["state"] for r in trial_rows(out)] == ["complete"]  # the same trial, not a new one
     for seed in (100, 101):
         summary = summary_of(out / "trials" / "0" / f"seed_{seed}")
-        assert summary["status"] == "ok" and summary["steps"] == 4000
+        assert summary["status"] == "ok" and summary["steps"] == 1500
         assert summary["resumed_from_step"] >= 50  # from its checkpoint, not from step 0
 
 
@@ -109,4 +109,29 @@ def test_tune_refuses_bad_input(run_cli, tmp_path):
 def test_tune_help_has_an_example(run_cli):
     result = run_cli("tune", "--help")
     assert result.returncode == 0
-    assert "Example" in result.stdout and "salrun tune experiment=" in result.stdout
+    assert "Example" in result.stdout and "salrun tune model.depth=10" in result.stdout
+
+
+def test_on_a_cluster_the_study_is_a_journal_file(tmp_path):
+    """SQLite's locks are not safe on a network file system: SLURM launchers get Optuna's JournalStorage."""
+    from salrun import tune
+
+    url = tune.storage_url(None, tmp_path, "slurm_cpu")
+    assert url == f"journal:{tmp_path / 'study.journal'}"
+    assert tune.storage_url(None, tmp_path, "joblib") == f"sqlite:///{tmp_path / 'study.db'}"
+    plan = tune.plan_of([*TINY_FFN], {"method.lr": {"interval": [0.005, 0.02], "log": True, "int": False}},
+                        [100], "accuracy", "maximize", "journal", url, 1, "slurm_cpu", False, 6)
+    session = tune.Tune.create(tmp_path, plan)
+    (number,) = session.ask(1)
+    assert tune.run_trial(tmp_path, number)["state"] == "complete"
+    assert (tmp_path / "study.journal").is_file()
+    assert tune.Tune(tmp_path).study().best_trial.number == number
+
+
+def test_without_optuna_one_line_names_the_extra(monkeypatch):
+    from salrun import tune
+    from salrun.settings import ConfigError
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(ConfigError, match=r"^salrun tune needs optuna: pip install 'salrun\[tune\]'$"):
+        tune.require_optuna()
