@@ -494,7 +494,7 @@ def tune(overrides: Optional[List[str]] = OverridesArg,
         settings = launcher_settings(launcher, hydra)
         batch = parallel or (4 if "slurm" in launcher else parallel_jobs(launcher, settings, trials))
         threads = max(1, tuning.cores() // batch) if launcher == "joblib" else 0
-        session = tuning.Tune.create(out, plan)
+        session = tuning.Tune.create(out, plan, storage_given=storage is not None)
     except ConfigError as err:
         fail_usage(str(err))
     say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))

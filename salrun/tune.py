@@ -159,15 +159,17 @@ class Tune:
         self.storage = open_storage(self.plan["storage"])
 
     @classmethod
-    def create(cls, out: Path, plan: dict) -> "Tune":
+    def create(cls, out: Path, plan: dict, storage_given: bool = False) -> "Tune":
         """The tune in `out`: made from `plan`, or the one there if it is the same tune (a rerun
-        with more trials); ConfigError if `out` holds another."""
+        with more trials; it keeps its storage unless --storage names another, which is refused);
+        ConfigError if `out` holds another."""
         path = Path(out) / PLAN
         if path.is_file():
             recorded = json.loads(path.read_text())
-            for key in ("overrides", "space", "seeds", "metric", "direction", "study"):
+            for key in ("overrides", "space", "seeds", "metric", "direction", "study") + \
+                    (("storage",) if storage_given else ()):
                 if recorded.get(key) != plan.get(key):
-                    raise ConfigError(f"--out {out} holds another tune ({key}: {recorded.get(key)} here, "
+                    raise ConfigError(f"--out {out} holds another tune ({key}: {recorded.get(key)} there, "
                                       f"{plan.get(key)} now); choose another folder")
             recorded.update(trials=plan["trials"], launcher=plan["launcher"], prune=plan["prune"])
             plan = recorded
@@ -388,6 +390,8 @@ def optimize(tune: Tune, launcher_overrides: list[str], batch: int, threads: int
         wanted = tune.plan["trials"] - finished
         if wanted <= 0 and not stale:
             return ran
+        for trial in stale:  # killed between Optuna's ask and its plan: write the plan now
+            tune.write_trial(trial.number, trial._trial_id, trial.params)
         numbers = [t.number for t in stale][:max(batch, 1)]
         if stale:
             say(f"tune: running again trial(s) {', '.join(map(str, numbers))}, left running by a stopped tune")

@@ -135,3 +135,19 @@ def test_without_optuna_one_line_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     with pytest.raises(ConfigError, match=r"^salrun tune needs optuna: pip install 'salrun\[tune\]'$"):
         tune.require_optuna()
+
+
+def test_a_folder_holds_one_tune(tmp_path):
+    from salrun import tune
+    from salrun.settings import ConfigError
+
+    def plan(lr_high):
+        return tune.plan_of([*TINY_FFN], {"method.lr": {"interval": [0.005, lr_high], "log": True, "int": False}},
+                            [100], "accuracy", "maximize", "one", f"sqlite:///{tmp_path / 'study.db'}", 1, "basic",
+                            True, 6)
+
+    tune.Tune.create(tmp_path, plan(0.02))
+    tune.Tune.create(tmp_path, dict(plan(0.02), trials=3))  # the same tune, more trials
+    assert json.loads((tmp_path / "tune.json").read_text())["trials"] == 3
+    with pytest.raises(ConfigError, match="holds another tune"):
+        tune.Tune.create(tmp_path, plan(0.05))
