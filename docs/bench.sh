@@ -13,7 +13,11 @@
 # `tune` gives every method the same budget, TRIALS trials of salrun tune (Optuna's TPE, median
 # pruning) over its space (`space` below: the Adam rate and the method's own knob, over the range the
 # old grid spanned), each trial judged on the mean metric of the tuning seeds; the tuning seeds are
-# never reported. `choose` reads each method's best trial; `report` runs at the choices in
+# never reported. `choose` reads each method's best trial. The committed DOCS/choices.txt and
+# DOCS/tune/*.md come from the grid this part ran before salrun tune (every point of optim.lr=0.0003,0.001,0.003
+# times the method's knob values, judged by success rate, then mean final metric); `choose` rewrites
+# choices.txt from the tunes and puts each tune's trials.csv in DOCS/tune/.
+# `report` runs at the choices in
 # DOCS/choices.txt (committed, so a later session needs no tuning runs), made by `choose` if absent. Runs go to
 # outputs/bench/ (OUT=...), tables to docs/bench/ (DOCS=...), each sweep's wall time and command
 # to DOCS/walltimes.txt. JOBS sweeps (default 2, one per core) run at once, each on one thread,
