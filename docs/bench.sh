@@ -2,15 +2,22 @@
 # The benchmarks of docs/BENCHMARKS.md: the bench_* presets, every method tuned the same way
 # on seeds that are never reported, then reported on seeds 0-9. Run from the project root:
 #
-#   bash docs/bench.sh tune      # the tuning sweeps: seeds 100, 101 (about 55 min on 2 cores)
-#   bash docs/bench.sh choose    # each method's tuned choice into DOCS/choices.txt, and the tuning tables
+#   bash docs/bench.sh tune      # salrun tune: TRIALS trials per method and preset on seeds 100, 101 (not yet timed)
+#   bash docs/bench.sh choose    # each method's best trial (best.json) into DOCS/choices.txt, and the trial tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
 #   bash docs/bench.sh tables    # the tables and docs/bench/summary.png again from the report sweeps in OUT
 #   bash docs/bench.sh sal_orthogonal   # a follow-up: SAL at its tuned choice from an orthogonal init, seeds 0-9
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #   bash docs/bench.sh depth     # issue 14 item 6: digits at depth 100-1,000, lag_analog at lag 1,000
 #
-# `choose` reads each method's choice from the `tune` sweeps; `report` runs at the choices in
+# `tune` gives every method the same budget, TRIALS trials of salrun tune (Optuna's TPE, median
+# pruning) over its space (`space` below: the Adam rate and the method's own knob, over the range the
+# old grid spanned), each trial judged on the mean metric of the tuning seeds; the tuning seeds are
+# never reported. `choose` reads each method's best trial. The committed DOCS/choices.txt and
+# DOCS/tune/*.md come from the grid this part ran before salrun tune (every point of optim.lr=0.0003,0.001,0.003
+# times the method's knob values, judged by success rate, then mean final metric); `choose` rewrites
+# choices.txt from the tunes and puts each tune's trials.csv in DOCS/tune/.
+# `report` runs at the choices in
 # DOCS/choices.txt (committed, so a later session needs no tuning runs), made by `choose` if absent. Runs go to
 # outputs/bench/ (OUT=...), tables to docs/bench/ (DOCS=...), each sweep's wall time and command
 # to DOCS/walltimes.txt. JOBS sweeps (default 2, one per core) run at once, each on one thread,
@@ -22,8 +29,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/bench}
 DOCS=${DOCS:-docs/bench}
 JOBS=${JOBS:-2}
-LRS=optim.lr=0.0003,0.001,0.003        # every method: the same Adam rates
-TUNE_SEEDS=seed=100,101                 # never reported
+TUNE_SEEDS=100,101                      # never reported (salrun tune refuses 0-9)
+TRIALS=${TRIALS:-12}                    # salrun tune's trials per method and preset: the same for every method
 REPORT_SEEDS=seed=0,1,2,3,4,5,6,7,8,9
 CUT_SEEDS=seed=0,1,2,3,4                # the budget's cut, largest T first (docs/BENCHMARKS.md, "Budget")
 CUT="bench_adding_400 bench_adding_200 bench_copy_200"
@@ -31,7 +38,7 @@ SHRINK=()
 if [ -n "${BENCH_TOY:-}" ]; then
   OUT=${OUT}_toy
   DOCS=$OUT/docs
-  TUNE_SEEDS=seed=100 REPORT_SEEDS=seed=0,1 CUT_SEEDS=seed=0
+  TUNE_SEEDS=100 TRIALS=2 REPORT_SEEDS=seed=0,1 CUT_SEEDS=seed=0
   SHRINK=(train.steps=20 train.log_every=5 model.hidden=8 task.test_size=20 method.pre_steps=1
           method.every=10 method.burst=1)
 fi
@@ -40,12 +47,14 @@ PRESETS="bench_adding_100 bench_adding_200 bench_adding_400 bench_copy_100 bench
 TUNED="bench_adding_100 bench_copy_100 bench_xor bench_seq_digits"
 mkdir -p "$OUT" "$DOCS"
 
-knob() {  # METHOD: the grid of its own main setting, beside the learning rates
+space() {  # METHOD: its search space for salrun tune: the Adam rate, and its own main setting over
+           # the range of the grid that made DOCS/choices.txt (optim.lr=0.0003,0.001,0.003 and these knobs)
+  echo "optim.lr=tag(log,interval(0.0003,0.003))"
   case $1 in
-    sal) echo "method.lr=0.003,0.01 method.target=1.0,1.05" ;;
-    spectral) echo "method.rho=0.9,1.0,1.1" ;;
-    orthogonal) echo "method.gain=0.9,1.0,1.1" ;;
-    flossing) echo "method.floss_lr=0.001,0.01" ;;
+    sal) echo "method.lr=tag(log,interval(0.003,0.01)) method.target=choice(1.0,1.05)" ;;
+    spectral) echo "method.rho=interval(0.9,1.1)" ;;
+    orthogonal) echo "method.gain=interval(0.9,1.1)" ;;
+    flossing) echo "method.floss_lr=tag(log,interval(0.001,0.01))" ;;
   esac
 }
 
@@ -73,24 +82,29 @@ in_parallel() {  # run "$@" in the background once fewer than JOBS are running
   "$@" &
 }
 
-choice() {  # PRESET METHOD: the tuned overrides (rate and knob) with the highest success rate,
-            # then the best mean final metric, over the tuning seeds
-  local keys
-  keys=$(echo "optim.lr $(knob "$2")" | tr ' ' '\n' | cut -d= -f1 | tr '\n' ' ')
-  salrun report "$OUT/tune/$(tuned_at "$1")/$2" --format json --no-figures | python -c '
+tune_one() {  # NAME, then the arguments of salrun tune: a rerun continues the study (same folder)
+  local name=$1 start=$SECONDS
+  shift
+  mkdir -p "$(dirname "$OUT/$name")"
+  # A tune exits non-zero when no trial completed; its trials.csv says why, so go on.
+  salrun tune "$@" threads=1 ${SHRINK[@]+"${SHRINK[@]}"} --trials "$TRIALS" --seeds "$TUNE_SEEDS" \
+    --out "$OUT/$name" > "$OUT/$name.log" 2>&1 || true
+  echo "$name: $((SECONDS - start)) s: salrun tune $* --trials $TRIALS --seeds $TUNE_SEEDS" >> "$DOCS/walltimes.txt"
+}
+
+choice() {  # PRESET METHOD: the searched overrides of the best trial (best.json: the highest mean
+            # judged metric over the tuning seeds; the lowest for a loss-like metric)
+  python -c '
 import json, sys
-rows, keys = json.load(sys.stdin), sys.argv[1].split()
-def key(r):
-    m = r["final_mean"] if r["final_mean"] is not None else float("-inf")
-    return (r["success_rate"] or 0.0, m if r["metric"] == "accuracy" else -m)
-best = max(rows, key=key)
-print(" ".join(f"{k}={best[k]}" for k in keys if k in best))' "$keys"
+best = json.load(open(sys.argv[1]))
+print(" ".join(f"{k}={v}" for k, v in best["params"].items()))' "$OUT/tune/$(tuned_at "$1")/$2/best.json"
 }
 
 tune() {
   for preset in $TUNED; do
     for method in $METHODS; do
-      in_parallel sweep "tune/$preset/$method" experiment=$preset method=$method $LRS $(knob $method) $TUNE_SEEDS
+      # shellcheck disable=SC2046 # the space is several overrides
+      in_parallel tune_one "tune/$preset/$method" experiment=$preset method=$method $(space $method)
     done
   done
   wait
@@ -102,8 +116,7 @@ choose() {
   for preset in $TUNED; do
     for method in $METHODS; do
       echo "$preset $method: $(choice "$preset" "$method")" >> "$DOCS/choices.txt"
-      salrun report "$OUT/tune/$preset/$method" --table "$DOCS/tune/${preset}_$method.md" --no-figures \
-        > /dev/null || true
+      cp "$OUT/tune/$preset/$method/trials.csv" "$DOCS/tune/${preset}_$method.csv" || true
     done
   done
 }

@@ -422,6 +422,101 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
         fail_usage(str(err))
 
 
+TUNE_EXAMPLE = ("Example (about two minutes on 2 cores; the same command with --trials 12 continues the study):"
+                "\n\n"
+                "salrun tune model.depth=10 train.steps=200 'method.lr=tag(log, interval(0.001, 0.1))' "
+                "'method.target=choice(1.0, 1.05)' --trials 6"
+                "\n\n"
+                "Trials run on the tuning seeds (--seeds, default 100,101), never on the reported seeds 0-9. The "
+                "folder (default outputs/tune/STUDY) holds the study (study.db), each trial's run folders, "
+                "trials.csv and best.json.")
+
+
+@app.command(epilog=TUNE_EXAMPLE)
+def tune(overrides: Optional[List[str]] = OverridesArg,
+         trials: int = typer.Option(..., "--trials", min=1,
+                                    help="Trials the study should hold when done; a rerun with more continues it"),
+         study: Optional[str] = typer.Option(None, "--study",
+                                             help="Study name (default: one derived from the overrides, seeds and "
+                                                  "metric, so the same command continues the same study)"),
+         storage: Optional[str] = typer.Option(None, "--storage",
+                                               help="Optuna storage: an SQLAlchemy URL or journal:FILE (default: "
+                                                    "OUT/study.db; OUT/study.journal with a SLURM launcher)"),
+         metric: Optional[str] = typer.Option(None, "--metric", help="Metric to optimise (default: the task's)"),
+         direction: Optional[str] = typer.Option(None, "--direction",
+                                                 help="maximize | minimize (default: the task's metric's)"),
+         seeds: str = typer.Option("100,101", "--seeds", help="Tuning seeds, comma-separated; the objective is "
+                                                              "the mean over them (0-9 are refused: reported)"),
+         launcher: str = typer.Option("basic", "--launcher", help="basic | joblib | submitit_local | "
+                                                                  "submitit_slurm | slurm_cpu | slurm_gpu"),
+         parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
+                                                help="Trials at once (default: joblib's n_jobs, 1 for basic, "
+                                                     "4 on SLURM)"),
+         prune: bool = typer.Option(True, "--prune/--no-prune",
+                                    help="Stop trials whose mean metric falls below the median (MedianPruner)"),
+         out: Optional[Path] = typer.Option(None, "--out", help="Tune folder (default: outputs/tune/STUDY)"),
+         quiet: bool = QuietOpt) -> None:
+    """Tune with Optuna: search spaces in Hydra's sweeper syntax (method.lr='tag(log, interval(0.001,
+    0.1))', method.target='choice(1.0, 1.05)'); each trial trains on every tuning seed through
+    Hydra's multirun and its launchers. Resumable: the study lives in the tune folder."""
+    from salrun.launch import LAUNCHERS, compose_grid, launcher_settings, parallel_jobs, search_space
+
+    overrides, folder = _given_folder("train", overrides or [], out, sweep=True)
+    try:
+        from salrun import tune as tuning
+
+        tuning.require_optuna()
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as err:
+        fail_usage(f"--seeds must be comma-separated integers, got {seeds!r}" if "int()" in str(err) else str(err))
+    if launcher not in LAUNCHERS:
+        fail_usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if direction not in (None, "maximize", "minimize"):
+        fail_usage(f"--direction must be maximize or minimize, got {direction!r}")
+    hydra = [o for o in overrides if o.startswith("hydra.")]
+    try:
+        tuning.check_seeds(seed_list)
+        fixed, space = search_space([o for o in overrides if not o.startswith("hydra.")])
+        if not space:
+            raise ConfigError("nothing to search: give a space, e.g. 'method.lr=tag(log, interval(0.001, 0.1))'")
+        if any(k.lstrip("+~").split("=")[0] == "seed" for k in [*fixed, *space]):
+            raise ConfigError("the seeds of a tune are --seeds (the objective is their mean), not a seed= override")
+        configs = compose_grid("train", [[*fixed, *end, f"seed={seed_list[0]}"] for end in tuning.ends(space)])
+        for cfg in configs:
+            job_settings("train", cfg)
+        metric, direction = tuning.direction_of(metric, configs[0], direction)
+        study = study or tuning.default_study(overrides, seed_list, metric)
+        out = (folder or Path("outputs") / "tune" / study).resolve()
+        check_out_dir(out, "tune")
+        plan = tuning.plan_of(fixed, space, seed_list, metric, direction, study,
+                              tuning.storage_url(storage, out, launcher), trials, launcher, prune,
+                              configs[0]["train"]["steps"])
+        settings = launcher_settings(launcher, hydra)
+        batch = parallel or (4 if "slurm" in launcher else parallel_jobs(launcher, settings, trials))
+        threads = max(1, tuning.cores() // batch) if launcher == "joblib" else 0
+        session = tuning.Tune.create(out, plan, storage_given=storage is not None)
+    except ConfigError as err:
+        fail_usage(str(err))
+    say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+    say(f"tune: study {study} in {out}: {trials} trials on seeds {seeds}, {metric} ({direction}), "
+        f"{batch} at once with the {launcher} launcher")
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        tuning.optimize(session, hydra, batch, threads, quiet, say)
+    except KeyboardInterrupt:
+        session.write_tables()
+        typer.echo(f"tune: interrupted; the same command continues it ({out})", err=True)
+        raise typer.Exit(130)
+    best = session.write_tables()
+    if best is None:
+        typer.echo(f"salrun: error: no trial completed (see {out / 'trials.csv'})", err=True)
+        raise typer.Exit(1)
+    if not quiet:
+        typer.echo(f"best: trial {best['number']}, {metric} {best['value']:.4g} (mean over seeds {seeds})")
+        typer.echo(f"  {' '.join(best['overrides'])}")
+        typer.echo(f"report it on other seeds: salrun sweep {' '.join(best['overrides'])} seed=0,1,2,3,4,5,6,7,8,9")
+
+
 def main() -> None:
     """Run the command line; Click's usage errors (an unknown option or command) become one
     line on stderr with the nearest valid name, and exit 2, as salrun's own errors do."""

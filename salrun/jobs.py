@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 import yaml
 
+from salrun.loggers import open_logger
 from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
 from salrun.methods import spectral_radius
 from salrun.results import RunFolderError, RunWriter, read_config, read_summary
 from salrun.runtime import resolve_device, stop_guard
 from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
 from salrun.engines import check_batchable
-from salrun.training import CHECKPOINT, CHECKPOINT_KEYS, Member, Progress, Run, RunState, build_network, model_payload
+from salrun.training import (CHECKPOINT, CHECKPOINT_KEYS, Member, Progress, Run, RunState, Stop, Watch, build_network,
+                             model_payload)
 
 EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 
@@ -50,10 +52,11 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
 
 
 def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Progress | None = None,
-             resume: bool = False, overrides: list[list[str]] | None = None) -> list[dict]:
+             resume: bool = False, overrides: list[list[str]] | None = None, watch: Watch | None = None) -> list[dict]:
     """`run_job` for several train runs of one shape at once: one batched model whose members
     each write their folder as their single run would (MembersDiffer, before anything is
-    written, if they cannot). Returns the summaries."""
+    written, if they cannot). `watch`: called after each evaluation (`salrun.training.Run`).
+    Returns the summaries."""
     settings = [job_settings(command, cfg) for cfg in cfgs]
     members = []
     for i, (s, cfg, out) in enumerate(zip(settings, cfgs, out_dirs)):
@@ -78,6 +81,7 @@ def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Pro
         member.summary = new_summary(command, member.settings, Path(out), given)
         if member.state.checkpoint is not None:
             member.summary["resumed_from_step"] = member.state.step
+        member.logger = open_logger(member.settings, Path(out), skip=member.writer.row_count)
 
     def stop_now() -> None:  # a second signal: every member's summary says interrupted, where it is
         for m in members:
@@ -87,18 +91,21 @@ def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Pro
     with stop_guard(stop_now) as guard:
         try:
             if command == "train":
-                run = Run.setup(members)
+                run = Run.setup(members, watch=watch)
                 run.train(progress)
                 run.finish()
                 running = []
             else:
-                members[0].summary.update(lyapunov(members[0].settings, members[0].writer, members[0].state, progress),
-                                          status="ok")
+                members[0].summary.update(lyapunov(members[0].settings, members[0].writer, members[0].state, progress,
+                                                   members[0].logger), status="ok")
         except Diverged as err:
             members[0].summary.update(status="diverged", error=str(err), diverged_step=err.step)
         except KeyboardInterrupt:
             for m in _still_running(running):
                 m.summary["status"] = "interrupted"
+        except Stop as err:
+            for m in _still_running(running):
+                m.summary.update(status="pruned", error=str(err))
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - a failed job is recorded, not lost
@@ -107,6 +114,7 @@ def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Pro
         with guard.finishing():
             for m in members:
                 close(m.writer, m.summary, m.state)
+                m.logger.close(m.summary)
     return [m.summary for m in members]
 
 
@@ -250,7 +258,7 @@ def run_or_resume(command: str, cfg: dict, out_dir: Path, overrides: list[str] |
     return run_job(command, cfg, folder, resume=True)
 
 
-def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None) -> dict:
+def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progress | None, logger=None) -> dict:
     """The chaos study: the method (SAL by default) adapts an RNN that runs on its own
     (or driven by random input), its state kicked by N(0, lyapunov.noise²) before every
     chunk so that it never dies on the fixed point h = 0; every `log_every` updates the
@@ -278,6 +286,8 @@ def lyapunov(s: JobSettings, writer: RunWriter, state: RunState, progress: Progr
                                "state_rms": alive, "attractor_rms": float(state_rms(m.state).mean()),
                                "spectral_radius": float(spectral_radius(w_hh.double()))})
         writer.flush_metrics()
+        if logger is not None:
+            logger.update(step)
         if alive < DEAD_RMS and not warnings:
             warnings.append(f"step {step}: an adapting trajectory collapsed onto h = 0 (state RMS {alive:.1e} < "
                             f"{DEAD_RMS:g}); the method sees tanh'(0) = 1 there (lyapunov.noise > 0 keeps it alive)")

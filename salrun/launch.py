@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Transformer
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -441,3 +442,48 @@ def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
         error = "" if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
         results.append((list(job.overrides), folder, error))
     return results
+
+
+# -- salrun tune: its search space in Hydra's sweeper syntax, and its trials as multirun jobs -----
+
+def search_space(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
+    """`salrun tune`'s overrides split into the fixed ones and the searched keys, each with its
+    space as Hydra's sweeper syntax writes it (as hydra-optuna-sweeper reads it): {"choice":
+    values} for choice(a, b) or a,b; {"range": [start, stop, step]} for range(...); {"interval":
+    [low, high], "log": bool, "int": bool} for interval(...) and tag(log, interval(...))."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except _HYDRA_ERRORS as err:
+        raise ConfigError(_one_line(err)) from None
+    fixed, space = [], {}
+    for override in parsed:
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+            continue
+        key, value = override.get_key_element(), override.value()
+        if isinstance(value, Glob):
+            raise ConfigError(f"{override.input_line}: salrun tune searches choice(...), range(...) and "
+                              "interval(...) (glob is not a search space)")
+        if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+            space[key] = {"choice": list(override.sweep_iterator(transformer=Transformer.encode))}
+        elif override.is_range_sweep():
+            space[key] = {"range": [value.start, value.stop, value.step]}
+        elif override.is_interval_sweep():
+            unknown = set(value.tags) - {"log", "int"}
+            if unknown:
+                raise ConfigError(f"{override.input_line}: salrun tune knows the tags log and int, not "
+                                  f"{', '.join(sorted(unknown))}")
+            space[key] = {"interval": [value.start, value.end], "log": "log" in value.tags, "int": "int" in value.tags}
+        else:
+            raise ConfigError(f"{override.input_line}: salrun tune searches choice(...), range(...) and "
+                              "interval(...) (glob is not a search space)")
+    return fixed, space
+
+
+def multirun_jobs(command: str, task, overrides: list[str], launcher: str, out_dir: Path, subdir: str,
+                  quiet: bool = False) -> list:
+    """Hydra's multirun of `task` (a module-level function of a salrun module) over the overrides'
+    grid with `launcher`; each job's return value, or its error as a string."""
+    register_schema()
+    return [job._return_value if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
+            for job in _multirun(command, task, overrides, launcher, out_dir, subdir, quiet)]

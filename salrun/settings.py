@@ -1,5 +1,5 @@
 """The schema: every setting's type, default and range, and the registry of what a
-config can choose (model, task, method, init).
+config can choose (model, task, method, init, logger).
 
 This module imports neither torch nor Hydra: the CLI validates a config
 (and fails fast with one line) before anything heavy is loaded. Each
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import math
 import re
 import typing
@@ -39,7 +40,7 @@ def _non_negative(name: str, value: float) -> None:
 
 # -- the registry: one per extension point --------------------------------------------------------
 
-KINDS = ("model", "task", "method", "init", "schedule", "sal_schedule")
+KINDS = ("model", "task", "method", "init", "schedule", "sal_schedule", "logger")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Entry:
     batches: bool = False
     memory: str = ""                          # "module:function" of its memory terms (salrun.memory)
     through_time: bool = False                # a model whose per-layer metrics are per time step
+    # optional packages it imports, and the extra that installs them (`pip install 'salrun[EXTRA]'`)
+    requires: tuple[str, ...] = ()
+    extra: str = ""
 
     def load(self) -> Any:
         if not isinstance(self.target, str):
@@ -573,6 +577,32 @@ class WarmupCosineScheduleSettings(CosineScheduleSettings):
                  f"start_factor must be in (0, 1], got {self.start_factor}")
 
 
+# -- loggers: where a run's metrics go besides metrics.csv (salrun/loggers.py) -----------------------
+
+@registered("logger", "csv", "salrun.loggers:Logger")
+@dataclass
+class CSVLoggerSettings:
+    """metrics.csv alone, the run folder's own record (the default)."""
+
+
+@registered("logger", "tensorboard", "salrun.loggers:TensorBoardLogger", requires=("tensorboard",),
+            extra="tensorboard")
+@dataclass
+class TensorBoardLoggerSettings:
+    """TensorBoard event files in RUN/tensorboard: every scalar, and per-layer histograms over training."""
+
+    histograms: bool = True   # per-layer sensitivity_rms and grad_norm as a histogram over the layers
+
+
+@registered("logger", "mlflow", "salrun.loggers:MLflowLogger", requires=("mlflow",), extra="mlflow")
+@dataclass
+class MLflowLoggerSettings:
+    """MLflow: params, metrics and the run folder as artifacts (MLFLOW_TRACKING_URI, else outputs/mlflow.db)."""
+
+    experiment: str = "salrun"  # the MLflow experiment the runs go to
+    artifacts: bool = True      # upload the run folder (config, metrics, summary, model) at the end
+
+
 # -- the root config's own keys -----------------------------------------------------------------
 
 @dataclass
@@ -676,6 +706,7 @@ class JobSettings:
     init: Choice
     schedule: Choice      # the optimizer's learning rate over the run
     sal_schedule: Choice  # SAL's rate over the run
+    logger: Choice        # where metrics go besides metrics.csv
 
 
 def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
@@ -692,7 +723,7 @@ def job_settings(command: str, cfg: Mapping[str, Any]) -> JobSettings:
     return settings
 
 
-OLD_DEFAULTS = {"init": "random", "schedule": "constant", "sal_schedule": "constant"}
+OLD_DEFAULTS = {"init": "random", "schedule": "constant", "sal_schedule": "constant", "logger": "csv"}
 
 
 def choose(kind: str, data: Any) -> Choice:
@@ -719,6 +750,9 @@ def choose(kind: str, data: Any) -> Choice:
 def _check_combination(s: JobSettings) -> None:
     """What single settings cannot see: a choice that does not fit the model, the command or the other choices."""
     model = s.model.name
+    missing = [m for m in s.logger.entry.requires if importlib.util.find_spec(m) is None]
+    _require(not missing, f"logger={s.logger.name} needs {', '.join(missing)}: pip install "
+                          f"'salrun[{s.logger.entry.extra}]'")
     if s.command == "lyapunov":
         s.root.lyapunov.check_hidden(s.model.settings.hidden)
         for kind in ("schedule", "sal_schedule"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -25,11 +25,14 @@ from salrun.runtime import interrupts_at_step_boundaries, rng_state
 from salrun.settings import JobSettings
 
 Progress = Callable[[int, dict], None]  # (steps done, latest metrics)
+# Called after each evaluation with the step and the members (salrun.tune reports a trial's metric
+# to Optuna here and raises `Stop` to prune it).
+Watch = Callable[[int, list["Member"]], None]
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = {"step", "config", "model", "optimizer", "method", "rng", "metric_rows", "wall_seconds"}
 
 __all__ = ["CHECKPOINT", "CHECKPOINT_KEYS", "Member", "MembersDiffer", "Network", "Progress", "Run", "RunState",
-           "build_network", "model_payload", "train_outcome"]
+           "Stop", "Watch", "build_network", "model_payload", "train_outcome"]
 
 _process_start_claimed = False
 
@@ -76,6 +79,12 @@ class Member:
     writer: RunWriter
     state: RunState = field(default_factory=RunState)
     summary: dict = field(default_factory=dict)
+    logger: Any = None  # its salrun.loggers.Logger (the `logger` group): told after each evaluation
+
+
+class Stop(Exception):
+    """Raised by a `Watch` to end the training early (a pruned tuning trial); `salrun.jobs`
+    records it in each living member's summary: status "pruned", and the message as its error."""
 
 
 def model_payload(s: JobSettings, net: Network, task_sizes: tuple[int, int]) -> dict:
@@ -98,8 +107,8 @@ def train_outcome(task, writer: RunWriter, window: int) -> dict:
 class Run:
     """Members trained together by one engine, through one loop."""
 
-    def __init__(self, members: list[Member], engine: SingleEngine | StackedEngine):
-        self.members, self.engine = members, engine
+    def __init__(self, members: list[Member], engine: SingleEngine | StackedEngine, watch: Watch | None = None):
+        self.members, self.engine, self.watch = members, engine, watch
         self.at_boundary = True  # between two steps, so a checkpoint now is consistent
         s = members[0].settings  # the members share their schedules (salrun.settings.batch_key)
         self.schedules = [(choice.entry.load(), choice.settings) for choice in (s.schedule, s.sal_schedule)]
@@ -113,7 +122,7 @@ class Run:
         return optimizer, sal
 
     @classmethod
-    def setup(cls, members: list[Member], dtype: torch.dtype | None = None) -> "Run":
+    def setup(cls, members: list[Member], dtype: torch.dtype | None = None, watch: Watch | None = None) -> "Run":
         """Build each member's network as its single run builds it (seed, init, method), then the
         engine: one member alone (resuming from its state's checkpoint, if any), several stacked.
         MembersDiffer (before any step) if several cannot train as one batched model."""
@@ -124,7 +133,7 @@ class Run:
             if any(m.state.checkpoint is not None for m in members):
                 raise MembersDiffer("a resumed run continues alone")
             engine = StackedEngine(settings, dtype)
-        return cls(members, engine)
+        return cls(members, engine, watch)
 
     @property
     def living(self) -> list[int]:
@@ -146,7 +155,8 @@ class Run:
 
     def evaluate(self, step: int, losses: list[torch.Tensor | None]) -> None:
         """Each living member's test metric and loss, logged with its training loss (and, under a
-        schedule, the learning rate and SAL's rate factor of this step)."""
+        schedule, the learning rate and SAL's rate factor of this step); then each member's
+        logger, and the watch (which may raise Stop)."""
         if self.scheduled:
             optimizer, sal = self.factors(step)
             for s in self.living:
@@ -154,6 +164,11 @@ class Run:
                                                        "sal_rate_factor": sal})
         self.engine.evaluate(step, losses, self.writers())
         self._record(self.engine.diverged)
+        for member in self.members:
+            if member.logger is not None:
+                member.logger.update(step)
+        if self.watch is not None:
+            self.watch(step, self.members)
 
     def checkpoint(self) -> None:
         """checkpoint.pt of every living member: what `resume` continues from."""
