@@ -29,7 +29,7 @@ from salrun.activity import probe_for
 from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
 from salrun.methods import Method, TaskSampler, spectral_radius
 from salrun.models import ElmanRNN
-from salrun.results import RunFolderError, RunWriter, read_config, read_summary
+from salrun.results import RunFolderError, RunWriter, claim_folder, read_config, read_summary
 from salrun.runtime import (interrupts_at_step_boundaries, prepare, resolve_device, rng_state, set_rng_state,
                             stop_guard)
 from salrun.neurons import log_sensitivity, sensitivity
@@ -102,7 +102,14 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     `overrides`: the command line's, recorded in overrides.yaml and the summary.
 
     With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
-    has none); `cfg` must be the config the run started with."""
+    has none); `cfg` must be the config the run started with. The folder is claimed first
+    (salrun.results.claim_folder): a second writer gets FolderBusy before anything is written."""
+    with claim_folder(out_dir, "run", f"salrun {command}"):
+        return _run_claimed(command, cfg, out_dir, progress, resume, overrides)
+
+
+def _run_claimed(command: str, cfg: dict, out_dir: Path, progress: Progress | None, resume: bool,
+                 overrides: list[str] | None) -> dict:
     settings = job_settings(command, cfg)
     checkpoint = load_checkpoint(Path(out_dir)) if resume and command == "train" else None
     if checkpoint is not None and checkpoint["config"] != cfg:

@@ -25,7 +25,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from salrun.results import RunFolderError
+from salrun.results import RunFolderError, os_error_line
 from salrun.settings import KINDS, REGISTRY, ConfigError, RootSettings, config_dir, defaults, did_you_mean, dotted_keys
 
 DEFAULT_EXPERIMENT = {"train": "deep_ffn", "lyapunov": "chaos"}
@@ -265,9 +265,11 @@ def _sweep_task(command: str, cfg) -> dict:
         summary = run_or_resume(command, plain, out, list(runtime.overrides.task))
     except (ConfigError, RunFolderError) as err:
         summary = {"status": "failed", "error": str(err)}
+    except OSError as err:  # a full disk, a read-only folder: this job fails, the sweep goes on
+        summary = {"status": "failed", "error": f"OSError: {os_error_line(err)}"}
     if summary["status"] == "interrupted" and os.getpid() == _DRIVER_PID:
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not just the job that was running
-    return {"status": summary["status"], "output": str(out)}
+    return {"status": summary["status"], "output": str(out), "error": summary.get("error", "")}
 
 
 def sweep_train(cfg) -> dict:
@@ -347,6 +349,9 @@ def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
     for job in _multirun(command, task, with_default_experiment(command, overrides), launcher, out_dir,
                          "${hydra.job.num}", quiet):
         folder = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg else out_dir
-        error = "" if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
+        if job.status == JobStatus.COMPLETED:  # the task's own record of a failure it caught (an OSError)
+            error = job._return_value.get("error", "") if isinstance(job._return_value, dict) else ""
+        else:
+            error = f"{job._return_value!r}"
         results.append((list(job.overrides), folder, error))
     return results
