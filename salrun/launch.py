@@ -255,7 +255,9 @@ def sweep_job_threads(runtime) -> int:
 
 def _sweep_task(command: str, cfg) -> dict:
     from salrun.jobs import run_or_resume  # torch: in the job, not when the CLI validates
+    from salrun.runtime import stop_with_parent
 
+    stop_with_parent()  # in a joblib worker: no orphan if the sweep's process dies
     runtime = HydraConfig.get()
     out = Path(runtime.runtime.output_dir)
     plain = resolved(cfg, runtime.runtime.choices)
@@ -285,7 +287,9 @@ def sweep_ensemble(cfg) -> dict:
     import json
 
     from salrun.ensemble_jobs import PLAN, run_task
+    from salrun.runtime import stop_with_parent
 
+    stop_with_parent()  # in a joblib worker: no orphan if the sweep's process dies
     runtime = HydraConfig.get()
     out = Path(runtime.sweep.dir)
     members = json.loads((out / PLAN).read_text())["tasks"][int(cfg.ensemble_task)]
@@ -313,6 +317,7 @@ def _multirun(command: str, task, overrides: list[str], launcher: str, out_dir: 
     own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout is for the table."""
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
+    os.environ["SALRUN_SWEEP_PID"] = str(_DRIVER_PID)  # workers stop when this process dies (runtime.stop_with_parent)
     if "slurm" in launcher:
         from salrun.cluster import quiet_sacct
 

@@ -158,6 +158,35 @@ def stop_guard(on_stop: Callable[[], None]) -> Iterator[StopGuard]:
         os.close(write_fd)
 
 
+PARENT_ENV = "SALRUN_SWEEP_PID"  # the sweep's process, for its workers (set by salrun.launch)
+_watching = False
+
+
+def stop_with_parent(poll_seconds: float = 1.0) -> None:
+    """In a sweep's worker process (joblib's loky workers, submitit_local's jobs): stop when the
+    sweep's process dies (kill -9), instead of training on for minutes as an orphan. A thread
+    polls the parent; once it is gone, a running job is stopped as SIGTERM stops it (checkpoint
+    and summary `interrupted`, so `sweep --resume` continues it), then the worker exits. Only
+    a direct child of the sweep's process watches (a SLURM job's parent is never it)."""
+    global _watching
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    if _watching or parent in (0, os.getpid()) or os.getppid() != parent:
+        return
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        if _active is not None:  # a job is running: let it stop at a step boundary and write its record
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS + 5
+            while _active is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="salrun-parent", daemon=True).start()
+
+
 @contextlib.contextmanager
 def interrupts_at_step_boundaries() -> Iterator[Callable[[], None]]:
     """Hold the first SIGINT/SIGTERM until the current step ends, so that a checkpoint
