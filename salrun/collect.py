@@ -118,8 +118,8 @@ def _check_whole(path: Path) -> None:
     width = len(next(csv.reader(lines[:1]), []))
     short = next((i for i, row in enumerate(csv.reader(lines[1:]), 2) if len(row) != width), None)
     if short is not None:
-        raise DamagedRun(f"{path} is cut: row {short} has {len(next(csv.reader(lines[short - 1:short])))} of "
-                         f"{width} fields")
+        fields = len(next(csv.reader(lines[short - 1:short])))
+        raise DamagedRun(f"{path} is cut: row {short} has {fields} of {width} fields")
 
 
 def _check_steps(folder: Path, summary: dict, metrics) -> None:

@@ -245,7 +245,7 @@ class DigitsSettings:
     """scikit-learn's 8×8 digits, ten classes (accuracy ≥ 0.9)."""
 
     # Held out, the same images for every run; the other 797 train. At least 1,000 test images
-    # resolve an accuracy to ±0.03 (95%); fewer training images is the price (SCIENCE.md §5).
+    # resolve an accuracy to ±0.03 (95%); fewer training images is the price (docs/SCIENCE.md §5).
     test_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -370,7 +370,7 @@ class NoneSettings:
 @registered("method", "sal", "salrun.methods:SALMethod")
 @dataclass
 class SALSettings:
-    """Sensitivity Adjustment Learning, the rule of SCIENCE.md §2 (the defaults are ours, not the paper's)."""
+    """Sensitivity Adjustment Learning, the rule of docs/SCIENCE.md §2 (the defaults are ours, not the paper's)."""
 
     lr: float = 0.01          # η_SAL
     target: float = 1.0       # sensitivity target
@@ -381,7 +381,7 @@ class SALSettings:
     band: float = 0.05        # proportional gate: the distance in ln s at which the rate is full
     objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
     # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
-    # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
+    # (the mean-log form of docs/SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
     average: Literal["arithmetic", "geometric"] = "arithmetic"
     # feed-forward stacks (ours, docs/DEPTH.md): layer l's target is target·exp(gap_l), gap_l a
     # moving average of ln RMS(s_l) minus the layer's measured log gain along the signal's tangent
