@@ -23,10 +23,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Torch threads for `threads=0`, the default. The presets' nets (width 32, hidden 32-200) are too
+# small for a second thread to pay, and one busy core makes torch's own default (every core) 4-40x
+# slower than one thread (benchmarks/threads.py; README, "Threads").
+DEFAULT_THREADS = 1
+
+
 def prepare(seed: int, threads: int) -> torch.Generator:
-    """Seed every RNG and set the thread count; returns the job's data generator."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    """Seed every RNG and set the thread count (0: DEFAULT_THREADS); returns the job's data generator."""
+    torch.set_num_threads(threads if threads > 0 else DEFAULT_THREADS)
     torch.set_flush_denormal(True)  # decaying states underflow; denormals are 100x slower on CPU
     random.seed(seed)
     torch.manual_seed(seed)

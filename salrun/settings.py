@@ -548,7 +548,7 @@ class RootSettings:
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0          # torch threads for this job; 0 keeps torch's default (a sweep: a share of the cores)
+    threads: int = 0          # torch threads; 0: one (runtime.DEFAULT_THREADS; a joblib sweep: a share of the cores)
     optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     lyapunov: LyapunovSettings = dataclasses.field(default_factory=LyapunovSettings)
