@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -106,20 +107,24 @@ def _is_number(value) -> bool:
 
 
 def _check_whole(path: Path) -> None:
-    """DamagedRun if metrics.csv was cut: salrun ends every row with a newline, and every row has
-    the header's fields (a cut inside a number would otherwise read as a smaller number)."""
+    """DamagedRun if metrics.csv was cut: salrun appends whole rows that end in a newline and
+    have the header's fields, so a cut shows at the file's end (a cut inside a number would
+    otherwise read as a smaller number). Only the head and the tail are read."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as handle:
+            header = handle.readline().decode(errors="replace")
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
         return  # the reader below names the problem
-    lines = text.splitlines()
-    if text and not text.endswith("\n"):
-        raise DamagedRun(f"{path} is cut mid-line (its last row, {lines[-1][:40]!r}, has no end)")
-    width = len(next(csv.reader(lines[:1]), []))
-    short = next((i for i, row in enumerate(csv.reader(lines[1:]), 2) if len(row) != width), None)
-    if short is not None:
-        fields = len(next(csv.reader(lines[short - 1:short])))
-        raise DamagedRun(f"{path} is cut: row {short} has {fields} of {width} fields")
+    if not tail:
+        return
+    last = tail.rstrip("\n").rsplit("\n", 1)[-1]
+    if not tail.endswith("\n"):
+        raise DamagedRun(f"{path} is cut mid-line (its last row, {last[:40]!r}, has no end)")
+    width, fields = (len(next(csv.reader([line]), [])) for line in (header, last))
+    if fields != width:
+        raise DamagedRun(f"{path} is cut: its last row has {fields} of {width} fields")
 
 
 def _check_steps(folder: Path, summary: dict, metrics) -> None:

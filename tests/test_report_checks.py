@@ -28,12 +28,18 @@ def cut_mid_line(metrics):
     metrics.write_text(text[:-8])  # inside the last row's number
 
 
+def cut_fields(metrics):
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:-1]) + ",".join(lines[-1].split(",")[:2]) + "\n")
+
+
 def cut_at_line(metrics):
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text("".join(line for line in lines if not line.startswith("12,")))
 
 
 @pytest.mark.parametrize("cut, expected", [(cut_mid_line, "is cut mid-line"),
+                                           (cut_fields, "is cut: its last row has 2 of 4 fields"),
                                            (cut_at_line, "ends at step 9, short of the 12 steps")])
 def test_a_single_damaged_run_exits_2_with_one_line(sweep, tmp_path, cut, expected):
     run = copy(sweep / "0", tmp_path / "run")
