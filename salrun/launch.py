@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import socket
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -317,7 +318,7 @@ def _multirun(command: str, task, overrides: list[str], launcher: str, out_dir: 
     own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout is for the table."""
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
-    os.environ["SALRUN_SWEEP_PID"] = str(_DRIVER_PID)  # workers stop when this process dies (runtime.stop_with_parent)
+    os.environ["SALRUN_SWEEP_PID"] = f"{socket.gethostname()}:{_DRIVER_PID}"  # workers stop when it dies (runtime)
     if "slurm" in launcher:
         from salrun.cluster import quiet_sacct
 

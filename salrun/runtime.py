@@ -6,6 +6,7 @@ import os
 import random
 import select
 import signal
+import socket
 import threading
 import time
 from typing import Callable, Iterator
@@ -163,7 +164,7 @@ def stop_guard(on_stop: Callable[[], None]) -> Iterator[StopGuard]:
         os.close(write_fd)
 
 
-PARENT_ENV = "SALRUN_SWEEP_PID"  # the sweep's process, for its workers (set by salrun.launch)
+PARENT_ENV = "SALRUN_SWEEP_PID"  # HOST:PID of the sweep's process, for its workers (set by salrun.launch)
 _watching = False
 
 
@@ -174,8 +175,9 @@ def stop_with_parent(poll_seconds: float = 1.0) -> None:
     and summary `interrupted`, so `sweep --resume` continues it), then the worker exits. Only
     a direct child of the sweep's process watches (a SLURM job's parent is never it)."""
     global _watching
-    parent = int(os.environ.get(PARENT_ENV) or 0)
-    if _watching or parent in (0, os.getpid()) or os.getppid() != parent:
+    host, _, pid = os.environ.get(PARENT_ENV, "").rpartition(":")
+    parent = int(pid) if pid.isdigit() else 0
+    if _watching or host != socket.gethostname() or parent in (0, os.getpid()) or os.getppid() != parent:
         return
     _watching = True
 
