@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import signal
 import sys
@@ -14,7 +15,8 @@ from typing import List, Optional
 
 import typer
 
-from salrun.results import RunFolderError, read_sweep_plan, sweep_rows, to_json, write_sweep_plan, write_table
+from salrun.results import (FolderBusy, RunFolderError, check_folder_kind, claim_folder, os_error_line,
+                            read_sweep_plan, sweep_rows, to_json, write_sweep_plan, write_table)
 from salrun import __version__
 from salrun.settings import KINDS, ConfigError, describe, did_you_mean, job_settings, presets, schema_keys
 
@@ -69,6 +71,12 @@ def fail_usage(message: str) -> None:
     raise typer.Exit(2)
 
 
+def fail_run(message: str) -> None:
+    """The job failed (exit 1): one line on stderr."""
+    typer.echo(f"salrun: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def _default_out(command: str) -> Path:
     return Path("outputs") / command / time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -87,6 +95,10 @@ def _check_out_dir(out: Path, what: str) -> None:
     if any((out / marker).exists() for marker in markers):
         hint = "continue it with --resume, or choose another folder" if what == "sweep" else "choose another folder"
         fail_usage(f"--out {out} already holds a {what}; {hint} or delete it")
+    try:
+        check_folder_kind(out, what)
+    except RunFolderError as err:
+        fail_usage(str(err))
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not probe.is_dir():
         fail_usage(f"--out {out} cannot be created: {probe} is a file")
@@ -149,7 +161,7 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
             cfg = compose(command, overrides)
             settings = job_settings(command, cfg)  # a bad value exits here, before torch is imported
         except ConfigError as err:
-            fail_usage(str(err))
+            fail_usage(explain(err, command, overrides))
         memory_preflight([settings], {} if memory_check else None)
         before = set(out.iterdir()) if not claim and out.is_dir() else None
         out = make_out_dir(out, claim)
@@ -166,14 +178,20 @@ def _run(command: str, overrides: list[str], out: Optional[Path], as_json: bool,
                 summary = run_job(command, cfg, out, update, resume=resume is not None, overrides=given)
         else:
             summary = run_job(command, cfg, out, resume=resume is not None, overrides=given)
+    except FolderBusy as err:  # another process writes the folder: touch nothing of its
+        fail_usage(str(err))
     except (ConfigError, RunFolderError) as err:  # found only once data exists (device=cuda, a task's shape)
         if resume is None:
             _discard(out, before)
         fail_usage(str(err))
+    except OSError as err:  # a full disk, a read-only folder: what was written stays, summary.json if it could
+        fail_run(f"{os_error_line(err)}; the run stopped (what it wrote before stays in {out})")
     if as_json:
         typer.echo((out / "summary.json").read_text(), nl=False)
     elif not quiet:
         print_summary(summary, out)
+    if summary["status"] == "failed":
+        typer.echo(f"salrun: error: the run failed: {summary.get('error', '')} (its files are in {out})", err=True)
     raise typer.Exit(EXIT_CODES[summary["status"]])
 
 
@@ -191,6 +209,7 @@ def _given_folder(command: str, overrides: list[str], out: Optional[Path],
     from salrun.launch import command_line  # Hydra: not for --help
 
     try:
+        check_words(overrides)
         overrides, folder = command_line(command, overrides, sweep)
     except ConfigError as err:
         fail_usage(str(err))
@@ -200,6 +219,76 @@ def _given_folder(command: str, overrides: list[str], out: Optional[Path],
         key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
         fail_usage(f"{key}={folder} and --out {out} name two folders; give one")
     return overrides, Path(folder)
+
+
+LONGEST_VALUE = 1000  # characters; no setting takes more (a path is for --out)
+
+
+def _choices(key: str) -> dict:
+    return presets() if key == "experiment" else describe(key) if key in KINDS else {}
+
+
+def check_words(overrides: list[str]) -> None:
+    """ConfigError, before Hydra reads them, for overrides its parser or composer would answer with
+    a traceback or a message about something else: a key outside ASCII, a value outside ASCII
+    unquoted, a value thousands of characters long, a group with no choice (method=), and
+    ~KEY, which deletes a setting that the run would then take from the schema unrecorded."""
+    for text in overrides:
+        key, equals, value = text.partition("=")
+        bare = key.lstrip("+~")
+        shown = text if len(text) <= 80 else f"{text[:60]}…"
+        if not bare.isascii():
+            raise ConfigError(f"{shown}: a key is written in ASCII (letters, digits, _ and .)"
+                              f"{did_you_mean(bare, schema_keys())}")
+        if len(value) > LONGEST_VALUE:
+            raise ConfigError(f"{key}= is followed by {len(value):,} characters; no setting takes more than "
+                              f"{LONGEST_VALUE:,}")
+        if not value.isascii() and value[:1] not in "'\"":
+            hint = did_you_mean(value, _choices(bare)) if bare in ("experiment", *KINDS) else ""
+            raise ConfigError(f"{shown}: a value with characters outside ASCII is read only in quotes "
+                              f"({key}='{value}'){hint}")
+        if equals and not value and bare in ("experiment", *KINDS):
+            raise ConfigError(f"{text} names no {bare}; choose from: {', '.join(_choices(bare))}")
+        if key.startswith("~") and bare not in ("experiment", *KINDS) and not bare.startswith("hydra"):
+            raise ConfigError(f"{text} would delete {bare}, and the run would take it from the schema without "
+                              f"recording it in config.yaml; set it instead ({bare}=VALUE)")
+
+
+def explain(err: ConfigError, command: str, overrides: list[str]) -> str:
+    """A key the user never typed that the chosen group lacks came from the preset (model=rnn under
+    the default experiment=deep_ffn, which sets model.depth): say so, and which presets fit."""
+    match = re.fullmatch(r"unknown key ((\w+)\.[\w.]+)( \(did you mean .*\))?", str(err))
+    typed = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    if not match or match.group(1) in typed:
+        return str(err)
+    from salrun.launch import DEFAULT_EXPERIMENT
+
+    key, group = match.group(1), match.group(2)
+    choice = next((o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == group), None)
+    preset = next((o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "experiment"),
+                  DEFAULT_EXPERIMENT.get(command))
+    if choice is None or not preset:
+        return str(err)
+    fitting = [name for name in presets() if _preset_choice(name, group) == choice]
+    fits = f"a preset made for {group}={choice} ({', '.join(fitting)})" if fitting else "another preset"
+    return (f"{group}={choice} has no key {key}, which the preset experiment={preset} sets; "
+            f"choose {fits}, or start from no preset with ~experiment")
+
+
+def _preset_choice(preset: str, group: str) -> Optional[str]:
+    """The choice of `group` that conf/experiment/PRESET.yaml's defaults list overrides, if any."""
+    import yaml
+
+    from salrun.settings import config_dir
+
+    try:
+        text = yaml.safe_load((Path(config_dir()) / "experiment" / f"{preset}.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for item in text.get("defaults", []) if isinstance(text, dict) else []:
+        if isinstance(item, dict) and f"override /{group}" in item:
+            return str(item[f"override /{group}"])
+    return None
 
 
 def _resumed(folder: Path, overrides: list[str], out: Optional[Path]) -> tuple[dict, Path]:
@@ -236,29 +325,40 @@ def lyapunov(overrides: Optional[List[str]] = OverridesArg, out: Optional[Path] 
 
 @app.command()
 def config(overrides: Optional[List[str]] = OverridesArg,
-           command: str = typer.Option("train", "--command", help="train | lyapunov")) -> None:
-    """Print the resolved config of a train (or lyapunov) run as YAML; runs nothing."""
+           command: str = typer.Option("train", "--command", help="train | lyapunov"),
+           fmt: str = typer.Option("yaml", "--format", help="yaml | json")) -> None:
+    """Print the resolved config of a train (or lyapunov) run as YAML (or JSON); runs nothing."""
     import yaml
 
     from salrun.launch import compose  # Hydra: not for --help
 
     if command not in ("train", "lyapunov"):
         fail_usage(f"--command must be train or lyapunov, got {command!r}")
+    if fmt not in ("yaml", "json"):
+        fail_usage(f"--format must be yaml or json, got {fmt!r}")
     overrides, _ = _given_folder(command, overrides or [], None)  # a run folder changes no setting
     try:
         cfg = compose(command, overrides)
         job_settings(command, cfg)  # the same checks as a run: a bad value exits 2 here too
     except ConfigError as err:
-        fail_usage(str(err))
-    typer.echo(yaml.safe_dump(cfg, sort_keys=False), nl=False)
+        fail_usage(explain(err, command, overrides))
+    typer.echo(yaml.safe_dump(cfg, sort_keys=False) if fmt == "yaml" else to_json(cfg), nl=False)
 
 
 @app.command("list")
-def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models|schedules|sal_schedules]",
-                                                help="What to list (default: all)")) -> None:
+def list_(group: Optional[str] = typer.Argument(None, metavar="[presets|methods|inits|tasks|models|schedules|sal_schedules|loggers]",
+                                                help="What to list (default: all)"),
+          fmt: str = typer.Option("text", "--format", help="text | json (an object per group: choice -> "
+                                                            "description)")) -> None:
     """Print each preset, method, init, task or model with a one-line description."""
     if group is not None and group not in LISTS:
         fail_usage(f"list takes one of {', '.join(LISTS)}, got {group!r}")
+    if fmt not in ("text", "json"):
+        fail_usage(f"--format must be text or json, got {fmt!r}")
+    if fmt == "json":
+        typer.echo(json.dumps({name: LISTS[name]() for name in ([group] if group else LISTS)}, indent=2,
+                              ensure_ascii=False))
+        return
     for name in [group] if group else LISTS:
         if group is None:
             typer.echo(f"{name}:")
@@ -308,8 +408,9 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
     try:
         jobs = sweep_jobs(overrides)
         # Every grid point must be valid, and the jobs that run at once must fit, before anything runs.
-        grid = [job_settings(command, cfg)
-                for cfg in compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs])]
+        configs = compose_grid(command, [[o for o in job if not o.startswith("hydra")] for job in jobs])
+        refuse_repeats(jobs, configs)
+        grid = [job_settings(command, cfg) for cfg in configs]
         budget = sweep_memory_budget(launcher, overrides, len(jobs)) if not no_memory_check else None
         if ensemble and budget is not None:  # a batched group's memory grows with its members
             from salrun.launch import ensemble_tasks, ensemble_workers
@@ -317,14 +418,34 @@ def sweep(overrides: Optional[List[str]] = OverridesArg,
             tasks = ensemble_tasks(grid, ensemble_workers(launcher, overrides, len(jobs)))
             grid = [[grid[i] for i in task] for task in tasks]
     except ConfigError as err:
-        fail_usage(str(err))
+        fail_usage(explain(err, command, overrides))
     memory_preflight(grid, budget)
     out = make_out_dir(out, claim)
-    write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
-    if not quiet:
-        again = " (resumed: completed jobs are skipped)" if resume else ""
-        typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
-    _run_sweep(command, overrides, launcher, out, jobs, quiet, as_json, ensemble)
+    try:  # held while the sweep runs: a second sweep (or a run) into the folder is refused
+        folder_claim = claim_folder(out, "sweep", "salrun sweep")
+    except RunFolderError as err:
+        fail_usage(str(err))
+    except OSError as err:
+        fail_run(os_error_line(err))
+    with folder_claim:
+        write_sweep_plan(out, command, overrides, launcher)  # what --resume reruns
+        if not quiet:
+            again = " (resumed: completed jobs are skipped)" if resume else ""
+            typer.echo(f"sweep: {len(jobs)} {command} jobs with the {launcher} launcher into {out}{again}", err=True)
+        _run_sweep(command, overrides, launcher, out, jobs, quiet, as_json, ensemble)
+
+
+def refuse_repeats(jobs: list[list[str]], configs: list[dict]) -> None:
+    """ConfigError if two grid points resolve to the same config (seed=0,0): they would be one
+    run twice, and a report would count it as two seeds."""
+    first: dict[str, int] = {}
+    for index, cfg in enumerate(configs):
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key in first:
+            a, b = (" ".join(jobs[i]) for i in (first[key], index))
+            same = f"are the same run ({a})" if a == b else f"({a}; {b}) resolve to the same config"
+            raise ConfigError(f"jobs {first[key]} and {index} of the grid {same}: give each grid point once")
+        first[key] = index
 
 
 def _resumed_sweep(out: Optional[Path], overrides: list[str], command: Optional[str],
@@ -354,7 +475,7 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
     from salrun.launch import run_sweep
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    interrupted = False
+    interrupted, failure = False, ""
     try:
         if ensemble:
             from salrun.launch import sweep_ensembles
@@ -366,19 +487,28 @@ def _run_sweep(command: str, overrides: list[str], launcher: str, out: Path, job
     except KeyboardInterrupt:  # keep what finished: job i runs in OUT/i
         interrupted = True
         results = [(job, out / str(i), "") for i, job in enumerate(jobs)]
+    except OSError as err:  # Hydra's own records (a job's .hydra/) on a full or read-only disk: keep what finished
+        failure = os_error_line(err)
+        results = [(job, out / str(i), failure) for i, job in enumerate(jobs)]
     rows = sweep_rows((o, folder) for o, folder, _ in results)
-    for row, (_, _, error) in zip(rows, results):
-        if error and row["status"] == "ok":
+    for row, (_, folder, error) in zip(rows, results):
+        # A job that says ok but whose launcher failed, or one that left no summary: the launcher's error.
+        if error and (row["status"] == "ok" or row["status"] == "failed" and not (folder / "summary.json").is_file()):
             row.update(status="failed", error=error)
-    out.mkdir(parents=True, exist_ok=True)
-    write_table(out / "sweep.csv", rows)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_table(out / "sweep.csv", rows)
+    except OSError as err:
+        fail_run(f"{out / 'sweep.csv'} cannot be written: {os_error_line(err)}; each job's folder keeps its results")
     if interrupted:
         raise typer.Exit(130)
+    if failure:
+        typer.echo(f"salrun: error: the sweep stopped: {failure}; sweep.csv says which jobs completed", err=True)
     if as_json:
         typer.echo(json.dumps([json.loads(to_json(row)) for row in rows], indent=2))  # strict: NaN as null
     elif not quiet:
         print_sweep(rows, [o for o, _, _ in results], out)
-    raise typer.Exit(sweep_exit_code([row["status"] for row in rows]))
+    raise typer.Exit(1 if failure else sweep_exit_code([row["status"] for row in rows]))
 
 
 def sweep_exit_code(statuses: list[str]) -> int:
@@ -533,7 +663,9 @@ def main() -> None:
         message = err.format_message()
         if isinstance(err, click.NoSuchOption) and err.ctx is not None:
             names = [o for p in err.ctx.command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
-            message = f"no such option {err.option_name}{did_you_mean(err.option_name, names)}"
+            hint = " (use --format json)" if err.option_name == "--json" and "--format" in names else \
+                did_you_mean(err.option_name, names)
+            message = f"no such option {err.option_name}{hint}"
         elif isinstance(err, click.UsageError) and err.ctx is not None and message.startswith("No such command"):
             word = message.split("'")[1]
             message = f"no such command {word!r}{did_you_mean(word, err.ctx.command.list_commands(err.ctx))}"
@@ -541,6 +673,9 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:  # Ctrl-C outside a job (a job records its own interrupt)
         sys.exit(130)
+    except OSError as err:  # the system refused (a full disk, too many open files): one line, not a traceback
+        typer.echo(f"salrun: error: {os_error_line(err)}", err=True)
+        sys.exit(1)
     sys.exit(code or 0)
 
 

@@ -11,7 +11,9 @@ Several folders (run folders and sweep folders, in any mix) merge into one colle
 """
 from __future__ import annotations
 
+import csv
 import glob
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -30,13 +32,18 @@ class NothingToReport(RunFolderError):
     """PATH is no run folder and no sweep folder (or a sweep with no finished job yet)."""
 
 
+class DamagedRun(RunFolderError):
+    """A run whose metrics.csv is cut (mid-line) or stops short of the steps its summary.json counts."""
+
+
 class Collection:
     """The runs of one or more run and sweep folders."""
     def __init__(self, paths: list[Path], kinds: list[str], runs, metrics, keys: list[str], pending: int,
-                 skipped: list[Path]):
+                 skipped: list[Path], damaged: list[str] | None = None):
         self.paths, self.kinds, self.runs, self.metrics, self.keys = paths, kinds, runs, metrics, keys
         self.pending = pending  # jobs of a sweep still running that have written no summary yet
         self.skipped = skipped  # folders among several PATHs that hold no runs
+        self.damaged = damaged or []  # why each damaged run was left out (DamagedRun's messages)
 
     def describe(self) -> str:
         if len(self.paths) == 1:
@@ -99,8 +106,50 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_whole(path: Path) -> None:
+    """DamagedRun if metrics.csv was cut: salrun appends whole rows that end in a newline and
+    have the header's fields, so a cut shows at the file's end (a cut inside a number would
+    otherwise read as a smaller number). Only the head and the tail are read."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.readline().decode(errors="replace")
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return  # the reader below names the problem
+    if not tail:
+        return
+    last = tail.rstrip("\n").rsplit("\n", 1)[-1]
+    if not tail.endswith("\n"):
+        raise DamagedRun(f"{path} is cut mid-line (its last row, {last[:40]!r}, has no end)")
+    width, fields = (len(next(csv.reader([line]), [])) for line in (header, last))
+    if fields != width:
+        raise DamagedRun(f"{path} is cut: its last row has {fields} of {width} fields")
+
+
+def _check_steps(folder: Path, summary: dict, metrics) -> None:
+    """DamagedRun if a completed run's metrics.csv stops short of its summary: a run that ended
+    ok logged every final metric at its last step (summary.json's `steps`)."""
+    steps = summary.get("steps")
+    if summary.get("status") != "ok" or not isinstance(steps, int) or metrics is None:
+        return
+    level = metrics[metrics["layer"].isna()]
+    last = level["step"].max() if len(level) else None
+    logged = set(level.loc[level["step"] == steps, "metric"])
+    missing = [m for m in (summary.get("final") or {}) if m not in logged]
+    if last != steps:
+        what = f"ends at step {int(last)}" if last is not None else "holds no rows"
+    elif missing:
+        what = f"lacks {', '.join(missing)} at step {steps}"
+    else:
+        return
+    raise DamagedRun(f"{folder / 'metrics.csv'} {what}, short of the {steps} steps summary.json counts "
+                     "(cut, or not this run's)")
+
+
 def _read_metrics(folder: Path):
     path = folder / "metrics.csv"
+    _check_whole(path)
     try:
         frame = read_metrics(folder)
         missing = {"step", "metric", "value"} - set(frame.columns)
@@ -159,26 +208,28 @@ def _job_folder(sweep: Path, output, index: int) -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
-def _load_folder(path: Path) -> tuple[str, list[dict], list, int]:
+def _load_folder(path: Path, damaged: list[str]) -> tuple[str, list[dict], list, int]:
     """One PATH: its kind (run or sweep), run rows, metric frames (run = index in the rows) and
-    how many jobs of a sweep still running have no summary."""
+    how many jobs of a sweep still running have no summary. A sweep's damaged jobs are left out,
+    their reasons added to `damaged`; a damaged run folder raises DamagedRun."""
     if not path.exists():
         raise RunFolderError(f"{path} does not exist")
     if not path.is_dir():
         raise NothingToReport(f"{path} is not a folder (give a run folder or a sweep folder)")
     if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
-        return ("sweep", *_load_sweep(path))
+        return ("sweep", *_load_sweep(path, damaged))
     if (path / "summary.json").is_file():
         summary = _summary(path)
         if not (path / "metrics.csv").is_file():
             raise RunFolderError(f"{path} has no metrics.csv")
         metrics = _read_metrics(path)
+        _check_steps(path, summary, metrics)
         overrides = summary.get("overrides") if isinstance(summary.get("overrides"), list) else []
         return "run", [_run_row(path, summary, metrics, overrides)], [metrics.assign(run=0)], 0
     raise NothingToReport(f"{path} is neither a run folder (summary.json) nor a sweep folder (sweep.csv)")
 
 
-def _load_sweep(path: Path) -> tuple[list[dict], list, int]:
+def _load_sweep(path: Path, damaged: list[str]) -> tuple[list[dict], list, int]:
     rows, frames, pending = [], [], 0
     if (path / "sweep.csv").is_file():
         try:
@@ -202,10 +253,15 @@ def _load_sweep(path: Path) -> tuple[list[dict], list, int]:
             # `not started` status say `failed` there).
             summary["status"] = (record["status"] or "failed") if folder.is_dir() else NOT_STARTED
         # The job writes its own summary last: it is newer than a sweep table still being written.
-        metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
+        try:
+            metrics = _read_metrics(folder) if (folder / "metrics.csv").is_file() else None
+            _check_steps(folder, summary, metrics)
+        except DamagedRun as err:  # never drawn beside the complete runs: left out, and said so
+            damaged.append(str(err))
+            continue
         rows.append(_run_row(folder, summary, metrics, overrides))
         if metrics is not None:
-            frames.append(metrics.assign(run=index))
+            frames.append(metrics.assign(run=len(rows) - 1))
     # A job with no summary ran the sweep's command, and the others' method where the sweep did not vary it.
     known = pd.Series([row["command"] for row in rows]).dropna()
     methods = {row["method"] for row in rows} - {None, ""}
@@ -296,14 +352,19 @@ def load_collection(paths: list[Path]) -> Collection:
     """Read run and sweep folders into one collection; RunFolderError if a PATH is neither
     (among several PATHs such a folder is skipped) or a file is corrupt."""
     paths = expand(paths)
-    rows, frames, kinds, found, skipped, pending = [], [], [], [], [], 0
+    rows, frames, kinds, found, skipped, damaged, pending = [], [], [], [], [], [], 0
     for path in paths:
         try:
-            kind, new_rows, new_frames, waiting = _load_folder(path)
+            kind, new_rows, new_frames, waiting = _load_folder(path, damaged)
         except NothingToReport:
             if len(paths) == 1:
                 raise
             skipped.append(path)
+            continue
+        except DamagedRun as err:  # one PATH: exit 2 (the caller); among several: left out, with a note
+            if len(paths) == 1:
+                raise
+            damaged.append(str(err))
             continue
         seen = {str(Path(row["folder"]).resolve()) for row in rows}
         keep = [i for i, row in enumerate(new_rows) if str(Path(row["folder"]).resolve()) not in seen]
@@ -315,6 +376,8 @@ def load_collection(paths: list[Path]) -> Collection:
         kinds.append(kind)
         found.append(path)
         pending += waiting
+    if not rows and damaged:
+        raise DamagedRun(damaged[0] + (f" (and {len(damaged) - 1} more damaged run(s))" if len(damaged) > 1 else ""))
     if not rows:
         raise RunFolderError(f"no run folder or sweep folder among {len(paths)} PATH(s)")
     keys = _settings(rows)
@@ -338,4 +401,4 @@ def load_collection(paths: list[Path]) -> Collection:
         pd.DataFrame(columns=["step", "metric", "value", "layer", "run"])
     metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
     runs.attrs["keys"] = keys  # the settings that differ, for salrun.figures
-    return Collection(found, kinds, runs, metrics, keys, pending, skipped)
+    return Collection(found, kinds, runs, metrics, keys, pending, skipped, damaged)

@@ -1,4 +1,4 @@
-"""Members as a batch dimension (DESIGN.md, "Ensembles"): S models of one shape stacked along a
+"""Members as a batch dimension (README.md, "Ensembles"): S models of one shape stacked along a
 leading member dimension, with the optimizer and SAL batched over it.
 
 `stack_models` stacks S salrun MLPs or ElmanRNNs (built and initialised as their single runs

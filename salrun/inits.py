@@ -1,4 +1,4 @@
-"""Initialisations that researchers use instead of SAL's small random weights (SCIENCE.md §4).
+"""Initialisations that researchers use instead of SAL's small random weights (docs/SCIENCE.md §4).
 
 They are registered (salrun/settings.py) as the `init` config group (`method=sal
 init=orthogonal`), and the methods of the same name (`method=orthogonal`, an

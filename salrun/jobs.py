@@ -25,7 +25,7 @@ import yaml
 from salrun.loggers import open_logger
 from salrun.lyapunov import DEAD_RMS, on_attractor, random_states, state_rms
 from salrun.methods import spectral_radius
-from salrun.results import RunFolderError, RunWriter, read_config, read_summary
+from salrun.results import RunFolderError, RunWriter, claim_folder, read_config, read_summary
 from salrun.runtime import resolve_device, stop_guard
 from salrun.settings import ConfigError, JobSettings, build, entry, job_settings
 from salrun.engines import check_batchable
@@ -47,8 +47,10 @@ def run_job(command: str, cfg: dict, out_dir: Path, progress: Progress | None = 
     `overrides`: the command line's, recorded in overrides.yaml and the summary.
 
     With `resume`, continue a train run from out_dir's checkpoint (from step 0 if it
-    has none); `cfg` must be the config the run started with."""
-    return run_jobs(command, [cfg], [out_dir], progress, resume, None if overrides is None else [overrides])[0]
+    has none); `cfg` must be the config the run started with. The folder is claimed first
+    (salrun.results.claim_folder): a second writer gets FolderBusy before anything is written."""
+    with claim_folder(out_dir, "run", f"salrun {command}"):
+        return run_jobs(command, [cfg], [out_dir], progress, resume, None if overrides is None else [overrides])[0]
 
 
 def run_jobs(command: str, cfgs: list[dict], out_dirs: list[Path], progress: Progress | None = None,

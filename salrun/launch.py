@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -27,7 +28,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from salrun.results import RunFolderError, write_atomic
+from salrun.results import RunFolderError, os_error_line, write_atomic
 from salrun.settings import (KINDS, REGISTRY, ConfigError, RootSettings, batch_key, config_dir, defaults, did_you_mean,
                              dotted_keys, job_settings)
 
@@ -258,7 +259,9 @@ def sweep_job_threads(runtime) -> int:
 
 def _sweep_task(command: str, cfg) -> dict:
     from salrun.jobs import run_or_resume  # torch: in the job, not when the CLI validates
+    from salrun.runtime import stop_with_parent
 
+    stop_with_parent()  # in a joblib worker: no orphan if the sweep's process dies
     runtime = HydraConfig.get()
     out = Path(runtime.runtime.output_dir)
     plain = resolved(cfg, runtime.runtime.choices)
@@ -268,9 +271,11 @@ def _sweep_task(command: str, cfg) -> dict:
         summary = run_or_resume(command, plain, out, list(runtime.overrides.task))
     except (ConfigError, RunFolderError) as err:
         summary = {"status": "failed", "error": str(err)}
+    except OSError as err:  # a full disk, a read-only folder: this job fails, the sweep goes on
+        summary = {"status": "failed", "error": f"OSError: {os_error_line(err)}"}
     if summary["status"] == "interrupted" and os.getpid() == _DRIVER_PID:
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not just the job that was running
-    return {"status": summary["status"], "output": str(out)}
+    return {"status": summary["status"], "output": str(out), "error": summary.get("error", "")}
 
 
 def sweep_train(cfg) -> dict:
@@ -283,6 +288,9 @@ def sweep_lyapunov(cfg) -> dict:
 
 def sweep_ensemble(cfg) -> dict:
     """One process of `sweep --ensemble`: task `ensemble_task` of the plan in the sweep folder."""
+    from salrun.runtime import stop_with_parent
+
+    stop_with_parent()  # in a joblib worker: no orphan if the sweep's process dies
     runtime = HydraConfig.get()
     out = Path(runtime.sweep.dir)
     members = json.loads((out / PLAN).read_text())["tasks"][int(cfg.ensemble_task)]
@@ -403,6 +411,7 @@ def _multirun(command: str, task, overrides: list[str], launcher: str, out_dir: 
     own lines ("Launching 2 jobs locally") go to stderr, none with `quiet`: stdout is for the table."""
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
+    os.environ["SALRUN_SWEEP_PID"] = f"{socket.gethostname()}:{_DRIVER_PID}"  # workers stop when it dies (runtime)
     if "slurm" in launcher:
         from salrun.cluster import quiet_sacct
 
@@ -439,7 +448,10 @@ def run_sweep(command: str, overrides: list[str], launcher: str, out_dir: Path,
     for job in _multirun(command, task, with_default_experiment(command, overrides), launcher, out_dir,
                          "${hydra.job.num}", quiet):
         folder = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg else out_dir
-        error = "" if job.status == JobStatus.COMPLETED else f"{job._return_value!r}"
+        if job.status == JobStatus.COMPLETED:  # the task's own record of a failure it caught (an OSError)
+            error = job._return_value.get("error", "") if isinstance(job._return_value, dict) else ""
+        else:
+            error = f"{job._return_value!r}"
         results.append((list(job.overrides), folder, error))
     return results
 

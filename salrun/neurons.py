@@ -1,4 +1,4 @@
-"""Sensitivity math (SCIENCE.md §1-2): pure tensor functions, no state, no I/O.
+"""Sensitivity math (docs/SCIENCE.md §1-2): pure tensor functions, no state, no I/O.
 
 (Not named sensitivity.py: `salrun.sensitivity` is the public function.)
 
@@ -68,7 +68,7 @@ def from_statistic(mean: torch.Tensor, average: str = "arithmetic") -> torch.Ten
 
 def mean_sensitivity(slope: torch.Tensor, norm: torch.Tensor, average: str = "arithmetic") -> torch.Tensor:
     """Batch mean of s_j = f'(U_j)·‖w_j‖ over the rows (dim -2): arithmetic, or the geometric
-    exp(mean ln s_j) = exp(mean ln f')·‖w_j‖ (the mean-log form of SCIENCE.md §1)."""
+    exp(mean ln s_j) = exp(mean ln f')·‖w_j‖ (the mean-log form of docs/SCIENCE.md §1)."""
     return from_statistic(slope_statistic(slope, average).mean(-2), average) * norm
 
 

@@ -241,6 +241,8 @@ def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | No
     if collection.skipped:
         note(f"skipped {len(collection.skipped)} PATH(s) that hold no run or sweep: "
              + ", ".join(map(str, collection.skipped)))
+    for reason in collection.damaged:
+        note(f"left out: {reason}")
     if collection.pending:
         note(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
              "and are left out")

@@ -11,11 +11,15 @@ leaves the last complete version, never a truncated one.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,12 +30,40 @@ NOT_STARTED = "not started"  # a sweep job's status when the sweep stopped befor
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `data` to a temporary name, then rename it over `path`. If the write fails (a full
+    disk), the temporary file is removed and `path` keeps its last complete version."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def append_whole(path: Path, text: str, sync: bool = False) -> None:
+    """Append `text` (whole rows) to `path`; if the write fails (a full disk), cut the file back
+    to its length before, so that it never ends in half a row."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _jsonable(value: Any, where: str, nonfinite: list[str]) -> Any:
@@ -119,11 +151,7 @@ class RunWriter:
             write_atomic(self.metrics_path, buffer.getvalue())
             self._appending = True
         else:
-            with open(self.metrics_path, "a") as handle:
-                handle.write(buffer.getvalue())
-                if sync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+            append_whole(self.metrics_path, buffer.getvalue(), sync)
         self.pending = []
 
     def write_overrides(self, overrides: list[str]) -> None:
@@ -152,6 +180,102 @@ class RunWriter:
 
 class RunFolderError(ValueError):
     """A run folder is missing, empty or unreadable."""
+
+
+def os_error_line(err: OSError) -> str:
+    """An OS error as one line: what failed, the file, and the errno's name (ENOSPC, EROFS, ...)."""
+    name = errno.errorcode.get(err.errno or 0, "")
+    what = err.strerror or str(err) or type(err).__name__
+    where = f": {err.filename}" if err.filename else ""
+    return f"{what}{f' ({name})' if name else ''}{where}"
+
+
+class FolderBusy(RunFolderError):
+    """Another salrun process is writing the folder."""
+
+
+RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "checkpoint.pt", "model.pt")
+SWEEP_FILES = ("sweep.yaml", "sweep.csv")
+LOCK = ".salrun.lock"  # held (flock) by the process that writes the folder; gone when it ends
+
+
+def folder_kind(directory: Path) -> str | None:
+    """What a folder holds: "sweep" (sweep.yaml or sweep.csv), "run" (a run's files) or None."""
+    directory = Path(directory)
+    if any((directory / name).is_file() for name in SWEEP_FILES):
+        return "sweep"
+    if any((directory / name).is_file() for name in RUN_FILES):
+        return "run"
+    return None
+
+
+def check_folder_kind(directory: Path, kind: str) -> None:
+    """RunFolderError if `directory` holds the other kind: a run folder refuses a sweep, a
+    sweep folder a run (their files would mix, and `salrun report` would read only one)."""
+    found = folder_kind(directory)
+    if found is not None and found != kind:
+        raise RunFolderError(f"{directory} holds a {found}; a {kind} needs a folder of its own "
+                             "(choose another --out)")
+
+
+class FolderClaim:
+    """This process's claim on a run or sweep folder: an exclusive flock on DIR/.salrun.lock.
+    The kernel drops the lock when the process ends, even by kill -9, so a claim never goes
+    stale; `release` removes the lock file."""
+
+    def __init__(self, directory: Path, fd: int):
+        self.directory, self.fd = Path(directory), fd
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):  # unlink while still locked, so no one locks a removed file
+            (self.directory / LOCK).unlink()
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> FolderClaim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_folder(directory: Path, kind: str, what: str = "") -> FolderClaim:
+    """Claim `directory` (made if missing) for one writer of `kind` ("run" or "sweep") before
+    anything is written to it. FolderBusy (one line) if another process holds it; RunFolderError
+    if it holds the other kind; OSError if the folder cannot be written (read-only, full).
+    `what` says who holds the claim (e.g. "salrun train"), for the other writer's message."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise FolderBusy(f"{directory} is in use by another process ({holder or 'salrun'}); wait for it "
+                             "to end or choose another folder") from None
+        try:  # the holder before us may have removed the file between our open and our lock
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    claim = FolderClaim(directory, fd)
+    try:
+        check_folder_kind(directory, kind)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what or 'salrun ' + kind}, pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    except BaseException:
+        claim.release()
+        raise
+    return claim
 
 
 def read_summary(directory: Path) -> dict:

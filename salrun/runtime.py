@@ -6,6 +6,7 @@ import os
 import random
 import select
 import signal
+import socket
 import threading
 import time
 from typing import Callable, Iterator
@@ -23,10 +24,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Torch threads for `threads=0`, the default. The presets' nets (width 32, hidden 32-200) are too
+# small for a second thread to pay, and one busy core makes torch's own default (every core) 4-40x
+# slower than one thread (benchmarks/threads.py; README, "Threads").
+DEFAULT_THREADS = 1
+
+
 def prepare(seed: int, threads: int) -> torch.Generator:
-    """Seed every RNG and set the thread count; returns the job's data generator."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    """Seed every RNG and set the thread count (0: DEFAULT_THREADS); returns the job's data generator."""
+    torch.set_num_threads(threads if threads > 0 else DEFAULT_THREADS)
     torch.set_flush_denormal(True)  # decaying states underflow; denormals are 100x slower on CPU
     random.seed(seed)
     torch.manual_seed(seed)
@@ -156,6 +162,36 @@ def stop_guard(on_stop: Callable[[], None]) -> Iterator[StopGuard]:
         signal.set_wakeup_fd(previous_fd)
         os.close(read_fd)
         os.close(write_fd)
+
+
+PARENT_ENV = "SALRUN_SWEEP_PID"  # HOST:PID of the sweep's process, for its workers (set by salrun.launch)
+_watching = False
+
+
+def stop_with_parent(poll_seconds: float = 1.0) -> None:
+    """In a sweep's worker process (joblib's loky workers, submitit_local's jobs): stop when the
+    sweep's process dies (kill -9), instead of training on for minutes as an orphan. A thread
+    polls the parent; once it is gone, a running job is stopped as SIGTERM stops it (checkpoint
+    and summary `interrupted`, so `sweep --resume` continues it), then the worker exits. Only
+    a direct child of the sweep's process watches (a SLURM job's parent is never it)."""
+    global _watching
+    host, _, pid = os.environ.get(PARENT_ENV, "").rpartition(":")
+    parent = int(pid) if pid.isdigit() else 0
+    if _watching or host != socket.gethostname() or parent in (0, os.getpid()) or os.getppid() != parent:
+        return
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        if _active is not None:  # a job is running: let it stop at a step boundary and write its record
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS + 5
+            while _active is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="salrun-parent", daemon=True).start()
 
 
 @contextlib.contextmanager

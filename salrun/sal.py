@@ -1,4 +1,4 @@
-"""Sensitivity Adjustment Learning: the local per-neuron rule of SCIENCE.md §2.
+"""Sensitivity Adjustment Learning: the local per-neuron rule of docs/SCIENCE.md §2.
 
 Each neuron keeps a moving average s̄_j of its sensitivity (keep-rate β,
 batch mean per update). While s̄_j < target it climbs the gradient of

@@ -260,7 +260,7 @@ class DigitsSettings:
     """scikit-learn's 8×8 digits, ten classes (accuracy ≥ 0.9)."""
 
     # Held out, the same images for every run; the other 797 train. At least 1,000 test images
-    # resolve an accuracy to ±0.03 (95%); fewer training images is the price (SCIENCE.md §5).
+    # resolve an accuracy to ±0.03 (95%); fewer training images is the price (docs/SCIENCE.md §5).
     test_size: int = 1000
     inputs: ClassVar[int] = 64
     data_bytes: ClassVar[float] = 2e8  # loading the images imports scikit-learn (measured peak RSS)
@@ -397,7 +397,7 @@ class NoneSettings:
 @registered("method", "sal", "salrun.methods:SALMethod", batches=True)
 @dataclass
 class SALSettings:
-    """Sensitivity Adjustment Learning, the rule of SCIENCE.md §2 (the defaults are ours, not the paper's)."""
+    """Sensitivity Adjustment Learning, the rule of docs/SCIENCE.md §2 (the defaults are ours, not the paper's)."""
 
     lr: float = 0.01          # η_SAL
     target: float = 1.0       # sensitivity target
@@ -409,7 +409,7 @@ class SALSettings:
     band: float = 0.05        # proportional, dead_band: the distance in ln s that sets the gate
     objective: Literal["log", "linear"] = "log"            # gradient of ln s, or of s
     # s̄ from the batch's arithmetic mean of s_j, or its geometric mean exp(mean ln s_j)
-    # (the mean-log form of SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
+    # (the mean-log form of docs/SCIENCE.md §1; ours for the rule, docs/DEPTH.md)
     average: Literal["arithmetic", "geometric"] = "arithmetic"
     # feed-forward stacks (ours, docs/DEPTH.md): layer l's target is target·exp(gap_l), gap_l a
     # moving average of ln RMS(s_l) minus the layer's measured log gain along the signal's tangent
@@ -673,7 +673,7 @@ class RootSettings:
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0          # torch threads for this job; 0 keeps torch's default (a sweep: a share of the cores)
+    threads: int = 0          # torch threads; 0: one (runtime.DEFAULT_THREADS; a joblib sweep: a share of the cores)
     optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     lyapunov: LyapunovSettings = dataclasses.field(default_factory=LyapunovSettings)

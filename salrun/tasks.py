@@ -1,4 +1,4 @@
-"""Tasks: data, loss, test metric, success criterion and chance level (SCIENCE.md §5).
+"""Tasks: data, loss, test metric, success criterion and chance level (docs/SCIENCE.md §5).
 
 Feed-forward tasks (`spirals`, `clusters`, `digits`) hold a fixed train and test set.
 Sequence tasks draw fresh sequences each batch (the test set is fixed) and

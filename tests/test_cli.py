@@ -1,4 +1,4 @@
-"""The command line contract of DESIGN.md: run folders, exit codes, one-line errors."""
+"""The command line contract (README.md: run folders, exit codes, one-line errors)."""
 import json
 
 import pandas as pd

@@ -1,4 +1,4 @@
-"""The peers of SCIENCE.md §4 as methods and inits: orthogonal, critical, LSUV, gradient flossing."""
+"""The peers of docs/SCIENCE.md §4 as methods and inits: orthogonal, critical, LSUV, gradient flossing."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
 """SAL on the forms a user's model takes (float64 oracles).
 
-For every form: the update equals SCIENCE.md §2's formula computed here, from
+For every form: the update equals docs/SCIENCE.md §2's formula computed here, from
 the layer's own inputs and outputs (recomputed by hand, not read from SAL);
 every tanh layer changes and nothing else does; and the same network written
 as an nn.Sequential (or, for recurrent nets, as nn.RNN) gets identical updates.
@@ -29,7 +29,7 @@ def small_(module: nn.Module, seed: int) -> nn.Module:
 
 
 def oracle(weights, inputs, o, bias_parts):
-    """The SAL update of one layer on its first step (s̄ = the batch mean of s), as in SCIENCE.md §2:
+    """The SAL update of one layer on its first step (s̄ = the batch mean of s), as in docs/SCIENCE.md §2:
     Δw_j = η g_j (w_j/‖w_j‖² − 2 mean(o_j x)), Δθ_j = −2 η g_j mean(o_j), g_j = [s̄_j < 1].
     Returns the new weights and the new bias parts (θ's update split equally among them)."""
     norm_sq = sum(w.pow(2).sum(1) for w in weights)

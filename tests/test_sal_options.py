@@ -27,7 +27,7 @@ def batch_mean(o: torch.Tensor, w: torch.Tensor, average: str) -> torch.Tensor:
 
 
 def expected_update(w, b, x, o, step):
-    """W + η g·(w/‖w‖² - 2·mean(o xᵀ)), θ + η g·mean(-2 o): SCIENCE.md §2 for tanh, per neuron."""
+    """W + η g·(w/‖w‖² - 2·mean(o xᵀ)), θ + η g·mean(-2 o): docs/SCIENCE.md §2 for tanh, per neuron."""
     n = o.shape[0]
     w_new = w + step[:, None] * (w / w.pow(2).sum(1, keepdim=True) - 2 * o.T @ x / n)
     return w_new, b + step * (-2 * o).mean(0)
