@@ -2,7 +2,7 @@
 checked against the rule recomputed here in float64 from what the model computed, or one clear
 refusal that names the module and the pattern, and the same answer whatever ran first.
 
-The rule (SCIENCE.md §2), first step (s̄ = the batch mean of s), tanh, one-sided gate:
+The rule (docs/SCIENCE.md §2), first step (s̄ = the batch mean of s), tanh, one-sided gate:
     s_j = (1 - o_j²)·‖w_j‖,  g_j = [mean s_j < 1],
     Δw_j = η g_j (w_j/‖w_j‖² - 2·mean(o_j x)),  Δθ_j = -2 η g_j mean(o_j)
 with w_j every weight into neuron j (an RNN's [W_ih | W_hh] row) and x every input.

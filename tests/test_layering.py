@@ -1,4 +1,4 @@
-"""The package's dependencies point one way (DESIGN.md's layering, issue 24): no module imports,
+"""The package's dependencies point one way (issue 24): no module imports,
 at its top or inside a function, a module that imports it back, and nothing outside a module
 calls its private functions."""
 import ast
