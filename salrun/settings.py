@@ -167,7 +167,7 @@ class InitSettings:
     """
 
     distribution: Literal["uniform", "normal"] = "uniform"
-    scale: float = 0.3       # small, as in the paper
+    scale: float = 0.3       # small (the paper says "small random weights"; 0.3 is ours)
     bias_scale: float = 0.0
 
     def __post_init__(self) -> None:
