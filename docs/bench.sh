@@ -3,9 +3,9 @@
 # on seeds that are never reported, then reported on seeds 0-9. Run from the project root:
 #
 #   bash docs/bench.sh tune      # salrun tune: TRIALS trials per method and preset on seeds 100, 101 (not yet timed)
-#   bash docs/bench.sh choose    # each method's best trial (best.json) into DOCS/choices.txt, and the trial tables
+#   bash docs/bench.sh choose    # each method's best trial (salrun report --best) into DOCS/choices.txt, and the trial tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
-#   bash docs/bench.sh tables    # the tables and docs/bench/summary.png again from the report sweeps in OUT
+#   bash docs/bench.sh tables    # the tables, docs/bench/summary.md and summary/ figures again from the report sweeps in OUT
 #   bash docs/bench.sh sal_orthogonal   # a follow-up: SAL at its tuned choice from an orthogonal init, seeds 0-9
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #   bash docs/bench.sh depth     # issue 14 item 6: digits at depth 100-1,000, lag_analog at lag 1,000
@@ -13,7 +13,8 @@
 # `tune` gives every method the same budget, TRIALS trials of salrun tune (Optuna's TPE, median
 # pruning) over its space (`space` below: the Adam rate and the method's own knob, over the range the
 # old grid spanned), each trial judged on the mean metric of the tuning seeds; the tuning seeds are
-# never reported. `choose` reads each method's best trial. The committed DOCS/choices.txt and
+# never reported. `choose` picks each method's best trial (salrun report --best: success rate, then
+# mean final metric). The committed DOCS/choices.txt and
 # DOCS/tune/*.md come from the grid this part ran before salrun tune (every point of optim.lr=0.0003,0.001,0.003
 # times the method's knob values, judged by success rate, then mean final metric); `choose` rewrites
 # choices.txt from the tunes and puts each tune's trials.csv in DOCS/tune/.
@@ -92,12 +93,9 @@ tune_one() {  # NAME, then the arguments of salrun tune: a rerun continues the s
   echo "$name: $((SECONDS - start)) s: salrun tune $* --trials $TRIALS --seeds $TUNE_SEEDS" >> "$DOCS/walltimes.txt"
 }
 
-choice() {  # PRESET METHOD: the searched overrides of the best trial (best.json: the highest mean
-            # judged metric over the tuning seeds; the lowest for a loss-like metric)
-  python -c '
-import json, sys
-best = json.load(open(sys.argv[1]))
-print(" ".join(f"{k}={v}" for k, v in best["params"].items()))' "$OUT/tune/$(tuned_at "$1")/$2/best.json"
+choice() {  # PRESET METHOD: the searched settings of its best trial by success rate over the tuning seeds,
+            # then mean final metric (salrun report --best; the same rule as the grid that made choices.txt)
+  salrun report "$OUT/tune/$(tuned_at "$1")/$2/trials/*/seed_*" --no-figures --best --format overrides
 }
 
 tune() {
@@ -136,22 +134,22 @@ report() {
   tables
 }
 
-tables() {  # each report sweep's table (JSON), then the summary table and figure (docs/bench_summary.py)
+tables() {  # each report sweep's table (JSON), then the summary: every method beside SAL on the same preset
   mkdir -p "$DOCS/report"
+  local sweeps=()
   for preset in $PRESETS; do
     for method in $METHODS; do
       [ -d "$OUT/report/$preset/$method" ] || continue  # a sweep not run yet
+      sweeps+=("$OUT/report/$preset/$method")
       salrun report "$OUT/report/$preset/$method" --table "$DOCS/report/${preset}_$method.json" --no-figures \
         > /dev/null || true
     done
   done
-  # Into a new file first: a failed summary must not empty the one already there.
-  if python docs/bench_summary.py "$DOCS" "$OUT" $PRESETS > "$DOCS/summary.md.new"; then
-    mv "$DOCS/summary.md.new" "$DOCS/summary.md"
-  else
-    rm -f "$DOCS/summary.md.new"
-    return 2
-  fi
+  [ ${#sweeps[@]} -gt 0 ] || { echo "bench.sh: no report sweeps in $OUT/report: run the report part first" >&2; return 2; }
+  # The methods' tuned settings differ, so rows pair by preset; figures/success_by_pair.png draws them.
+  salrun report "${sweeps[@]}" --against sal --pair-by experiment --table "$DOCS/summary.md" \
+    --figures "$DOCS/summary" > /dev/null
+  cp "$DOCS/summary/success_by_pair.png" "$DOCS/summary.png"
 }
 
 sal_orthogonal() {  # a follow-up, not tuned: SAL at its tuned choice, started from an orthogonal init
@@ -204,11 +202,12 @@ depth() {
   mkdir -p "$DOCS/depth"
   local all=("$OUT"/depth/{sal_small_d100,sal_small_d300,sal_orth_d100,sal_orth_d300,peers_d100,peers_d300,lsuv_d300,lsuv_d100})
   salrun report "${all[@]}" --against sal --table "$DOCS/depth/digits.md" --figures "$DOCS/depth/digits" > /dev/null || true
-  python docs/depth_judged.py "${all[@]}" > "$DOCS/depth/digits_judged.md" || true
+  salrun report "${all[@]}" --judged --table "$DOCS/depth/digits_judged.md" --no-figures > /dev/null || true
   salrun report "$OUT/depth/d1000" --table "$DOCS/depth/digits_d1000.md" --figures "$DOCS/depth/digits_d1000" > /dev/null || true
   salrun report "$OUT/depth/lag1000" --against sal --table "$DOCS/depth/lag1000.md" \
     --figures "$DOCS/depth/lag1000" > /dev/null || true
-  python docs/depth_judged.py "$OUT"/depth/{d1000,lag1000} > "$DOCS/depth/moonshot_judged.md" || true
+  salrun report "$OUT"/depth/{d1000,lag1000} --judged --table "$DOCS/depth/moonshot_judged.md" --no-figures \
+    > /dev/null || true
 }
 
 [ $# -ge 1 ] || { echo "usage: bash docs/bench.sh tune | choose | report | tables | sal_orthogonal | cost | depth (BENCH_TOY=1: a check at toy size)" >&2; exit 2; }

@@ -50,21 +50,11 @@ report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge
   salrun report "${@/#/$OUT/}" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
 }
 
-best() {  # SWEEP TASK KEY...: the KEYs' values (as overrides) of the row with the highest success rate, then the
-  # best mean final metric (a tie keeps the first row)
-  salrun report "$OUT/$1" --format json --no-figures | python -c '
-import json, math, sys
-task, keys = sys.argv[1], sys.argv[2:]
-rows = [r for r in json.load(sys.stdin) if not task or r.get("task") == task]
-def key(r):
-    m = r["final_mean"] if r["final_mean"] is not None else math.nan
-    return (r["success_rate"], m if r["metric"] == "accuracy" else -m)
-best = max(rows, key=key)
-print(" ".join(f"++{k}={best[k]}" for k in keys))' "${2:-}" "${@:3}"
-}
-
-best_rho() {  # SWEEP [TASK]: the ρ of `best`
-  best "$1" "${2:-}" method.rho | cut -d= -f2
+best() {  # SWEEP [TASK]: the settings of the row with the highest success rate, then the best mean final
+  # metric (a tie keeps the first row), as ++KEY=VALUE overrides (among TASK's runs where one is named)
+  local chosen
+  chosen=$(salrun report "$OUT/$1" --no-figures --best ${2:+--where task=$2} --format overrides)
+  echo "${chosen:+++${chosen// / ++}}"
 }
 
 chaos() {  # claim 1: four architectures, SAL alone
@@ -85,7 +75,7 @@ ffn() {  # claims 2 and 4 on a 300-layer MLP
     method.gate=one_sided method.target=1.0 $LAST $GRID_SEEDS
   sweep ffn_tune2 experiment=paper_deep_ffn method.target=1.03,1.06 $LAST $GRID_SEEDS
   sweep ffn_rho experiment=paper_deep_ffn method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $LAST $GRID_SEEDS
-  sweep ffn_clusters experiment=paper_deep_ffn method=sal,none,spectral ++method.rho="$(best_rho ffn_rho)" $LAST $SEEDS
+  sweep ffn_clusters experiment=paper_deep_ffn method=sal,none,spectral $(best ffn_rho) $LAST $SEEDS
   sweep ffn_digits experiment=paper_deep_ffn task=digits task.test_size=500 method=sal,none $LAST $SEEDS
   # Claim 2 with issue 19's default (SAL on an orthogonal init at target 1.0), 10 seeds, success on the
   # last 5 evaluations (the current default): SAL and no SAL, each from an orthogonal and from small
@@ -100,7 +90,7 @@ lag() {  # claims 3 and 4 on an RNN at lag 300
     method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $QUIET_LAG $LAST $LAG600 $GRID_SEEDS
   for task in lag_sign lag_analog; do
     sweep "$task" experiment=paper_long_lag task=$task method=sal,none,spectral \
-      ++method.rho="$(best_rho lag_rho $task)" $QUIET_LAG $LAST $LAG600 $SEEDS
+      $(best lag_rho $task) $QUIET_LAG $LAST $LAG600 $SEEDS
   done
   # Claim 3 again with issue 14's tasks (no pins: distractor noise 0.1, success on the mean of
   # the last 5 evaluations), 10 seeds, spectral at the ρ chosen above (1.1 and 1.5), with each
@@ -131,7 +121,7 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
   for task in lag_sign lag_analog; do
     # shellcheck disable=SC2046  # the chosen overrides are words
     NO_REPORT=1 sweep "${task}_1200" experiment=paper_long_lag task=$task method=sal,none,spectral \
-      $(best lag1200_rho $task method.rho) $(best lag1200_sal $task method.lr method.target) $TEN_SEEDS threads=1
+      $(best lag1200_rho $task) $(best lag1200_sal $task) $TEN_SEEDS threads=1
     salrun report "$OUT/${task}_1200" --against sal --table "$DOCS/${task}_1200.md" \
       --figures "$DOCS/${task}_1200" > /dev/null
   done
@@ -178,31 +168,43 @@ cmp_init() {
 # Each sweep's wall time before issue 13's fast paths and ensembles (walltimes_before.txt) and now
 # (walltimes.txt), side by side: docs/reproduction/walltimes.md (both parts of the docs).
 walltimes() {
-  python - docs/reproduction docs/comparison > docs/reproduction/walltimes.md <<'PY'
-import re, sys
-from pathlib import Path
-def read(path):
-    times = {}
-    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
-        match = re.match(r"(\S+): (\d+) s:", line)
-        if match:
-            times[match.group(1)] = int(match.group(2))  # a rerun of a sweep: its last time
-    return times
-print("Wall time of each sweep before issue 13 (walltimes_before.txt) and with its fast paths and "
-      "`--ensemble` (walltimes.txt), from `bash docs/reproduce.sh walltimes`; the machine was shared "
-      "with other work both times.\n")
-print("| sweep | before (s) | after (s) | before / after |\n|---|---|---|---|")
-total = [0, 0]
-for folder in sys.argv[1:]:
-    before, after = read(f"{folder}/walltimes_before.txt"), read(f"{folder}/walltimes.txt")
-    for name, old in before.items():
-        new = after.get(name)
-        ratio = f"{old / new:.1f}x" if new else "not rerun"
-        print(f"| {name} | {old} | {new if new is not None else ''} | {ratio} |")
-        if new:
-            total[0], total[1] = total[0] + old, total[1] + new
-print(f"| all rerun | {total[0]} | {total[1]} | {total[0] / max(total[1], 1):.1f}x |")
-PY
+  walltimes_table docs/reproduction docs/comparison > docs/reproduction/walltimes.md
+}
+
+walltimes_table() {  # FOLDER...: their walltimes_before.txt and walltimes.txt side by side
+  awk -v folders="$*" '
+    function read(path, times, order,   line, name, n) {
+      n = 0
+      while ((getline line < path) > 0) {
+        if (line ~ /^[^ \t]+: [0-9]+ s:/) {
+          split(line, word, " ")
+          name = substr(word[1], 1, length(word[1]) - 1)
+          if (!(name in times)) order[++n] = name
+          times[name] = word[2] + 0   # a rerun of a sweep: its last time
+        }
+      }
+      close(path)
+      return n
+    }
+    BEGIN {
+      print "Wall time of each sweep before issue 13 (walltimes_before.txt) and with its fast paths and " \
+            "`--ensemble` (walltimes.txt), from `bash docs/reproduce.sh walltimes`; the machine was shared " \
+            "with other work both times.\n"
+      print "| sweep | before (s) | after (s) | before / after |\n|---|---|---|---|"
+      split(folders, folder, " ")
+      for (f = 1; f in folder; f++) {
+        delete before; delete after; delete order
+        n = read(folder[f] "/walltimes_before.txt", before, order)
+        read(folder[f] "/walltimes.txt", after, unused)
+        for (i = 1; i <= n; i++) {
+          name = order[i]; old = before[name]; new = (name in after) ? after[name] : ""
+          ratio = (new != "" && new != 0) ? sprintf("%.1fx", old / new) : "not rerun"
+          printf "| %s | %d | %s | %s |\n", name, old, new, ratio
+          if (new != "" && new != 0) { total_old += old; total_new += new }
+        }
+      }
+      printf "| all rerun | %d | %d | %.1fx |\n", total_old, total_new, total_old / (total_new > 1 ? total_new : 1)
+    }'
 }
 
 for part in ${@:-chaos ffn lag}; do

@@ -527,8 +527,9 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
                                                             "(sweep.csv), or a quoted glob of them; merged into "
                                                             "one table"),
            fmt: Optional[str] = typer.Option(None, "--format",
-                                             help="csv | json | markdown: print the table in this format to "
-                                                  "stdout instead of the rich table (or into --table FILE)"),
+                                             help="csv | json | markdown | overrides: print the table in this "
+                                                  "format to stdout instead of the rich table (or into --table "
+                                                  "FILE); overrides: each row's settings as key=value words"),
            table: Optional[Path] = typer.Option(None, "--table",
                                                 help="Write the table to FILE (format: --format, else the "
                                                      "suffix .csv/.json/.md); the rich table still prints"),
@@ -539,7 +540,19 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
            against: Optional[str] = typer.Option(None, "--against", metavar="METHOD",
                                                  help="Add each method's difference from METHOD in the same "
                                                       "setting (success rate and mean final metric, with "
-                                                      "95% intervals)")) -> None:
+                                                      "95% intervals)"),
+           pair_by: Optional[str] = typer.Option(None, "--pair-by", metavar="KEY",
+                                                 help="With --against: pair rows by this one setting (or "
+                                                      "experiment, task, model) instead of all of them"),
+           judged: bool = typer.Option(False, "--judged",
+                                       help="Add how the test metric went: the judged value (min–max), the "
+                                            "best evaluation, runs that reached the threshold once, and lost it"),
+           best: bool = typer.Option(False, "--best",
+                                     help="Keep the best row: highest success rate, then best mean final metric"),
+           per: Optional[List[str]] = typer.Option(None, "--per", metavar="KEY",
+                                                   help="With --best: the best row per value of KEY (repeatable)"),
+           where: Optional[List[str]] = typer.Option(None, "--where", metavar="KEY=VALUE",
+                                                     help="Only the runs with this setting (repeatable)")) -> None:
     """Summary table (grouped by method and the settings that differ, over seeds) with 95%
     intervals, and PNG figures, for run folders and sweep folders."""
     from salrun.report import make_report  # pandas: not for --help
@@ -547,7 +560,8 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
     if not paths:
         fail_usage("report needs PATH, a run folder or a sweep folder (or several, or a glob)")
     try:
-        make_report(paths, fmt, table, figures, not no_figures, against)
+        make_report(paths, fmt, table, figures, not no_figures, against, pair_by, judged, best, per or [],
+                    where or [])
     except RunFolderError as err:
         fail_usage(str(err))
 

@@ -4,7 +4,9 @@ salrun.figures share:
   runs     one row per run: run, folder, group, method, the settings that differ between the
            runs (typed: depth 5 is the number 5), command, model, task, seed, status, success
            (bool), metric (the task's test metric; `mle` for the chaos study), final, chance,
-           wall_seconds, log_sensitivity, max_gap
+           wall_seconds, log_sensitivity, max_gap; and how the test metric went on the way: judged
+           (the mean of the last evaluations that success was judged on), best (the best
+           evaluation) and reached (whether any evaluation met the task's threshold)
   metrics  metrics.csv of every run, long format, with run and group columns added
 
 Several folders (run folders and sweep folders, in any mix) merge into one collection.
@@ -26,6 +28,7 @@ CHAOS_BELOW = -0.1  # the chaos agreement is judged while the MLE is below this 
 # Overrides that never make a group: seeds are what a group is taken over, the method has its own
 # column, and the thread count does not change what is computed.
 NOT_SETTINGS = {"seed", "method", "threads"}
+PAIRABLE = ("experiment", "task", "model")  # what a run's summary names besides the settings that differ
 
 
 class NothingToReport(RunFolderError):
@@ -180,20 +183,42 @@ def _max_gap(metrics) -> float:
     return float((below["log_sensitivity"] - below["mle"]).abs().max()) if len(below) else float("nan")
 
 
+def _on_the_way(summary: dict, metrics, metric) -> dict:
+    """higher_is_better (the summary's, else: the threshold lies above chance), the best evaluation
+    of the run's test metric, and whether any evaluation met the task's threshold (None where the
+    summary names no threshold: a lyapunov run)."""
+    threshold, chance = summary.get("threshold"), summary.get("chance")
+    if not isinstance(threshold, (int, float)):
+        return {"higher_is_better": None, "best": float("nan"), "reached": None}
+    higher = summary.get("higher_is_better", isinstance(chance, (int, float)) and chance < threshold)
+    curve = finite(metrics.loc[(metrics["metric"] == metric) & metrics["layer"].isna(), "value"]) \
+        if metrics is not None else []
+    if not len(curve):
+        return {"higher_is_better": higher, "best": float("nan"), "reached": False}
+    met = curve >= threshold if higher else curve < threshold
+    return {"higher_is_better": higher, "best": float(curve.max() if higher else curve.min()),
+            "reached": bool(met.any())}
+
+
 def _run_row(folder: Path, summary: dict, metrics, overrides) -> dict:
     """One run's row; `overrides` and `config` (the resolved config, None if never written) are
     read by _settings and then dropped."""
     final = summary.get("final") or {}
     metric = summary.get("metric") or ("mle" if summary.get("command") == "lyapunov" else None)
-    row = {"folder": str(folder), "overrides": overrides,
-           "config": read_config(folder) if (folder / "config.yaml").is_file() else None}
-    row.update({key: summary.get(key) for key in ("method", "command", "model", "task", "seed", "status")})
+    config = read_config(folder) if (folder / "config.yaml").is_file() else None
+    if isinstance(config, dict) and summary.get("experiment"):  # the preset is a setting too (--pair-by experiment)
+        config = {**config, "experiment": summary["experiment"]}
+    row = {"folder": str(folder), "overrides": overrides, "config": config}
+    row.update({key: summary.get(key) for key in ("method", "command", "experiment", "model", "task", "seed",
+                                                   "status")})
     row["success"] = summary.get("success")
     row["metric"] = metric
     row["final"] = final.get(metric, float("nan")) if metric else float("nan")
     row["chance"] = summary.get("chance", float("nan"))
     row["wall_seconds"] = summary.get("wall_seconds", float("nan"))
     row["log_sensitivity"] = final.get("log_sensitivity", float("nan"))
+    row["judged"] = summary.get("judged", float("nan"))
+    row.update(_on_the_way(summary, metrics, metric))
     row["max_gap"] = _max_gap(metrics) if summary.get("command") == "lyapunov" and metrics is not None \
         else float("nan")
     return row
@@ -402,3 +427,27 @@ def load_collection(paths: list[Path]) -> Collection:
     metrics["group"] = metrics["run"].map(runs.set_index("run")["group"])
     runs.attrs["keys"] = keys  # the settings that differ, for salrun.figures
     return Collection(found, kinds, runs, metrics, keys, pending, skipped, damaged)
+
+
+def select(collection: Collection, where: list[str]) -> Collection:
+    """The runs whose KEY (a setting that differs, or experiment, task, model, method, seed) equals
+    VALUE for every `KEY=VALUE` of `where`; RunFolderError for a malformed pair, an unknown KEY or
+    no run left."""
+    runs = collection.runs
+    for item in where:
+        key, _, value = item.partition("=")
+        if not value or key not in {*collection.keys, *PAIRABLE, "method", "seed"}:
+            raise RunFolderError(f"--where {item}: give KEY=VALUE with KEY a setting that differs "
+                                 f"({', '.join(collection.keys) or 'none'}) or one of "
+                                 f"{', '.join([*PAIRABLE, 'method', 'seed'])}")
+        wanted = _typed(value)
+        runs = runs[runs[key].map(lambda v: v == wanted or str(v) == value)]
+        if not len(runs):
+            raise RunFolderError(f"--where {item}: no run has it")
+    if len(runs) == len(collection.runs):
+        return collection
+    keep = set(runs["run"])
+    runs = runs.copy()
+    runs.attrs["keys"] = collection.keys
+    return Collection(collection.paths, collection.kinds, runs, collection.metrics[collection.metrics["run"].isin(keep)],
+                      collection.keys, collection.pending, collection.skipped, collection.damaged)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from salrun import probes
 from salrun.activity import probe_for
 from salrun.ensemble import (BatchedOptimizer, BatchedSAL, MemberRates, StackedMLP, StackedRNN,
                              log_sensitivity_per_member, per_member, stack_models)
@@ -134,6 +135,8 @@ class SingleEngine:
         loss.backward()
         if log_now and writers[0] is not None:
             layer_metrics(net, writers[0], step)
+            if s.root.train.probes:
+                probes.record(net, writers[0], step)
         if s.root.optim.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.root.optim.clip)
         self.optimizer.step()

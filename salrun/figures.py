@@ -370,6 +370,164 @@ def _yerr(values, intervals):
     return np.clip(np.array(pairs, dtype=float).T.reshape(2, len(values)), 0, None)
 
 
+# -- per-layer probes (train.probes=true, salrun.probes) ---------------------------------------
+
+PROBE_GROUPS = 4  # the per-layer maps draw the first groups; more would not be readable
+
+
+def _layer_grid(metrics, name: str, run_ids):
+    """A metric per layer (rows) and step (columns), mean over the runs given."""
+    rows = metrics[(metrics["metric"] == name) & metrics["layer"].notna() & metrics["run"].isin(run_ids)]
+    return rows.pivot_table(index="layer", columns="step", values="value", aggfunc="mean")
+
+
+def _probed(runs, metrics):
+    """The train runs that recorded probe metrics, and their groups in order."""
+    ids = set(metrics.loc[metrics["metric"] == "tangent_gain", "run"])
+    probed = runs[runs["run"].isin(ids) & (runs["command"] == "train")]
+    return probed, list(probed["group"].unique())
+
+
+def depth_drift(runs, metrics):
+    """What a deep run's drift follows: the log gain of the whole stack over training, summed over
+    layers (the tangent gain, and ln RMS(s) dashed), beside the test metric."""
+    import numpy as np
+
+    probed, groups = _probed(runs, metrics)
+    if not groups:
+        return None
+    figure, (gain_ax, metric_ax) = _figure(2)
+    colors = _colors(runs["group"].unique())
+    for group in groups:
+        ids = probed.loc[probed["group"] == group, "run"]
+        tangent = _layer_grid(metrics, "tangent_gain", ids).sum()
+        log_rms = np.log(_layer_grid(metrics, "sensitivity_rms", ids)).sum()
+        gain_ax.plot(tangent.index, tangent.values, color=colors[group], marker="o" if len(tangent) <= 12 else None,
+                     label=f"{group} (n={len(ids)})")
+        gain_ax.plot(log_rms.index, log_rms.values, color=colors[group], linestyle="--")
+        metric = probed.loc[probed["group"] == group, "metric"].iloc[0]
+        _curve(metric_ax, _network_rows(metrics, metric, ids), colors[group], group, geometric=metric == "nmse")
+        metric_ax.set_ylabel(METRIC_LABELS.get(metric, f"test {metric}"))
+    gain_ax.axhline(0, color="black", linewidth=1, linestyle=":")
+    gain_ax.plot([], [], color="gray", label="Σ tangent log gain (solid)")
+    gain_ax.plot([], [], color="gray", linestyle="--", label="Σ ln RMS(s) (dashed)")
+    gain_ax.set_xlabel("training step")
+    gain_ax.set_ylabel("summed over layers (natural log)")
+    gain_ax.set_title("Log gain of the whole stack (mean over seeds)", fontsize="medium")
+    metric_ax.set_xlabel("training step")
+    metric_ax.set_title("Test metric (line = mean over seeds, band = min–max)", fontsize="medium")
+    for ax in (gain_ax, metric_ax):
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return figure
+
+
+LAYER_MAPS = [("grad_norm", "log10 ‖∂loss/∂W‖", "viridis"), ("sensitivity_rms", "ln RMS(s)", "coolwarm"),
+              ("tangent_gain", "tangent log gain", "coolwarm")]
+
+
+def layer_maps(runs, metrics):
+    """Per layer (rows) and step (columns), one row of panels per group (the first PROBE_GROUPS):
+    the gradient norm (log10), ln RMS(s) and the tangent log gain, mean over seeds; the two gains
+    on one colour scale centred on 0 (gain 1)."""
+    import numpy as np
+
+    probed, groups = _probed(runs, metrics)
+    if not groups:
+        return None
+    groups = groups[:PROBE_GROUPS]
+    figure = _canvas(5.0 * len(LAYER_MAPS), 3.6 * len(groups))
+    grid = figure.subplots(len(groups), len(LAYER_MAPS), squeeze=False)
+    for row, group in enumerate(groups):
+        ids = probed.loc[probed["group"] == group, "run"]
+        for ax, (name, label, cmap) in zip(grid[row], LAYER_MAPS):
+            values = _layer_grid(metrics, name, ids)
+            if values.empty:
+                ax.set_axis_off()
+                continue
+            data = np.log10(values.clip(lower=1e-30)) if name == "grad_norm" else \
+                np.log(values) if name == "sensitivity_rms" else values
+            limit = None if name == "grad_norm" else max(float(np.nanmax(np.abs(data.to_numpy()))), 1e-3)
+            image = ax.imshow(data.to_numpy(), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
+                              extent=[data.columns.min(), data.columns.max(), -0.5, len(data) - 0.5],
+                              **({} if limit is None else {"vmin": -limit, "vmax": limit}))
+            figure.colorbar(image, ax=ax, label=label)
+            ax.set_title(f"{label} (mean over {len(ids)} seed(s))", fontsize="small")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("layer (RNN: time step)")
+        grid[row][0].set_ylabel(f"{group.replace(', ', chr(10))}\nlayer (RNN: time step)", fontsize="x-small")
+    return figure
+
+
+def sensitivity_percentiles(runs, metrics):
+    """The neurons' sensitivities per layer at the first and the last logged step: the median,
+    the 10th-90th percentile band and the min-max band over each layer's neurons (mean over seeds)."""
+    from salrun.probes import PERCENTILES
+
+    probed, groups = _probed(runs, metrics)
+    if not groups or not (metrics["metric"] == "sensitivity_p50").any():
+        return None
+    figure, axes = _figure(2, sharey=True)
+    colors = _colors(runs["group"].unique())
+    for ax, edge, title in zip(axes, (min, max), ("first logged step", "last logged step")):
+        for group in groups:
+            ids = probed.loc[probed["group"] == group, "run"]
+            at = {q: _layer_grid(metrics, f"sensitivity_p{q}", ids) for q in PERCENTILES}
+            step = edge(at[50].columns)
+            cut = {q: grid[step] for q, grid in at.items()}
+            ax.plot(cut[50].index, cut[50].values, color=colors[group], label=f"{group}, step {step:.0f}")
+            ax.fill_between(cut[10].index, cut[10].values, cut[90].values, color=colors[group], alpha=0.3,
+                            linewidth=0)
+            ax.fill_between(cut[0].index, cut[0].values, cut[100].values, color=colors[group], alpha=0.12,
+                            linewidth=0)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="s = 1")
+        ax.set_yscale("log")
+        ax.set_xlabel("layer (0 = nearest the input; RNN: time step)")
+        ax.set_ylabel("neuron sensitivity s_j (batch mean, log scale)")
+        ax.set_title(f"Sensitivity per neuron: median, 10–90% and min–max, {title}", fontsize="medium")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return figure
+
+
+def success_by_pair(runs, metrics):
+    """With `report --against M --pair-by KEY`: per value of KEY (a preset), each method's success
+    rate (Wilson 95%) and mean final metric (bootstrap 95%), chance dotted; every method keeps
+    its place in every panel. `runs.attrs["pair_by"]` names KEY (salrun.report sets it)."""
+    key = runs.attrs.get("pair_by")
+    trained = started(runs[runs["command"] == "train"])
+    if key is None or key not in trained or not len(trained):
+        return None
+    values, methods = list(dict.fromkeys(trained[key])), list(dict.fromkeys(trained["method"]))
+    figure = _canvas(max(4.0, 2.3 * len(values)), 5.6)
+    grid = figure.subplots(2, len(values), squeeze=False)
+    for column, value in enumerate(values):
+        rate_ax, final_ax = grid[0][column], grid[1][column]
+        subset = trained[trained[key] == value]
+        here = [(i, subset[subset["method"] == m]) for i, m in enumerate(methods) if (subset["method"] == m).any()]
+        for ax, measure in ((rate_ax, _rate), (final_ax, _final)):
+            points = [(i, *measure(members)) for i, members in here]
+            ax.errorbar([p[0] for p in points], [p[1] for p in points],
+                        yerr=_yerr([p[1] for p in points], [p[2] for p in points]), fmt="o", capsize=3)
+        chance = subset["chance"].astype(float).dropna()
+        if len(chance):
+            final_ax.axhline(chance.iloc[0], color="grey", linestyle=":", linewidth=1)
+        metric = subset["metric"].dropna().iloc[0] if subset["metric"].notna().any() else "test metric"
+        if metric in ("mse", "nmse") and (subset["final"].astype(float) > 0).all():
+            final_ax.set_yscale("log")
+        rate_ax.set_title(f"{value}", fontsize="small")
+        rate_ax.set_ylim(-5, 105)
+        final_ax.set_ylabel(f"mean final {metric}", fontsize="small")
+        for ax in (rate_ax, final_ax):
+            ax.set_xlim(-0.6, len(methods) - 0.4)
+            ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize="small")
+            ax.grid(alpha=0.3, axis="y")
+    grid[0][0].set_ylabel("success rate (%), Wilson 95%")
+    figure.suptitle(f"Per {key}: success (Wilson 95%) and mean final metric (bootstrap 95%); dotted: chance",
+                    fontsize="small")
+    return figure
+
+
 FIGURES = {
     "learning_curves.png": learning_curves,
     "sensitivity_vs_mle.png": sensitivity_vs_mle,
@@ -377,13 +535,18 @@ FIGURES = {
     "sensitivity_rms.png": sensitivity_rms,
     "success_rate.png": success_rate,
     "success_against_setting.png": success_against_setting,
+    "success_by_pair.png": success_by_pair,
+    "depth_drift.png": depth_drift,
+    "layer_maps.png": layer_maps,
+    "sensitivity_percentiles.png": sensitivity_percentiles,
 }
 
 
 # Figures with a line or bar per group; past MAX_GROUPS groups they are unreadable, and a sweep
 # that large is summed up by success_against_setting and the table.
 MAX_GROUPS = 16
-PER_GROUP = {"learning_curves.png", "gradient_profile.png", "sensitivity_rms.png", "success_rate.png"}
+PER_GROUP = {"learning_curves.png", "gradient_profile.png", "sensitivity_rms.png", "success_rate.png",
+             "depth_drift.png", "sensitivity_percentiles.png"}
 
 
 def make_figures(runs, metrics, directory: Path) -> list[Path]:

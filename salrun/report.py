@@ -11,27 +11,33 @@ import pandas as pd
 from rich.markup import escape
 
 from salrun import stats
-from salrun.collect import CHAOS_BELOW, Collection, finals, finite, load_collection, started
+from salrun.collect import CHAOS_BELOW, PAIRABLE, Collection, finals, finite, load_collection, select, started
 from salrun.console import note, print_table
 from salrun.results import NOT_STARTED, RunFolderError, write_atomic
 
-TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}
+TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}  # and "overrides" (never by suffix)
 AGAINST_COLUMNS = ["success_diff", "success_diff_lo", "success_diff_hi", "final_diff", "final_diff_lo",
                    "final_diff_hi"]
+JUDGED_COLUMNS = ["judged_mean", "judged_min", "judged_max", "best_mean", "reached", "lost"]
 
 
 def _pair(interval, names: tuple[str, str]) -> dict:
     return dict(zip(names, interval if interval is not None else (None, None)))
 
 
-def summary_table(collection: Collection, against: str | None = None):
+def summary_table(collection: Collection, against: str | None = None, pair_by: str | None = None,
+                  judged: bool = False):
     """One row per group (method and the settings that differ), over seeds.
 
     runs counts the jobs that started (`not_started`: those a stopped sweep never began).
     success_rate counts every started run (a failed or diverged run is not a success), with
     Wilson's 95% interval; final_mean and final_std are over the runs that completed (status
     ok), with a percentile bootstrap 95% interval of the mean; wall_seconds is the mean per run.
-    `against`: a reference method; the other methods' differences from it in the same setting."""
+    `against`: a reference method; the other methods' differences from it in the same setting (or,
+    with `pair_by`, with the same value of that one column: a preset whose methods were tuned apart).
+    `judged`: how the test metric went on the way (JUDGED_COLUMNS): the judged value (mean of the
+    last evaluations) of the completed runs, mean, min and max; the mean of their best evaluations;
+    the started runs that met the threshold at some evaluation, and those of them that did not succeed."""
     rows, samples = [], []
     for group, members in collection.runs.groupby("group", sort=False):
         first = members.iloc[0]
@@ -60,14 +66,53 @@ def summary_table(collection: Collection, against: str | None = None):
             row["log_sensitivity_mean"] = float(log_s.mean()) if len(log_s) else None
             gap = finite(runs["max_gap"])
             row["max_gap"] = float(gap.max()) if len(gap) else None
+        if judged:
+            row.update(_judged(runs) if trained else dict.fromkeys(JUDGED_COLUMNS))
+        if pair_by is not None:
+            row[pair_by] = first[pair_by]
         rows.append(row)
         samples.append(final)
     if against is not None:
-        _differences(rows, samples, collection.keys, against)
+        _differences(rows, samples, [pair_by] if pair_by is not None else collection.keys, against)
     table = pd.DataFrame(rows)
     for key in collection.keys:  # keep 5 an int where a group lacks the setting (pandas would make 5.0)
         table[key] = pd.Series([row[key] for row in rows], dtype=object)
     return table
+
+
+def _judged(runs) -> dict:
+    ok = runs[runs["status"] == "ok"]
+    values, best = finite(ok["judged"]), finite(ok["best"])
+    reached = runs["reached"].map(lambda v: v is True)
+    return {"judged_mean": float(values.mean()) if len(values) else None,
+            "judged_min": float(values.min()) if len(values) else None,
+            "judged_max": float(values.max()) if len(values) else None,
+            "best_mean": float(best.mean()) if len(best) else None,
+            "reached": int(reached.sum()), "lost": int((reached & ~runs["success"]).sum())}
+
+
+def best_rows(table, runs, per: list[str]):
+    """The tuned choice: in each group of rows with the same values of `per` (all rows as one
+    group without), the row with the highest success rate, then the best mean final metric
+    (highest, or lowest for a metric where lower is better); a tie keeps the first row."""
+    higher = runs.dropna(subset=["metric"]).groupby("metric")["higher_is_better"].first().to_dict()
+
+    def rank(index):
+        row = table.loc[index]
+        final = row["final_mean"] if not _missing(row["final_mean"]) else float("-inf")
+        sign = 1 if higher.get(row["metric"], True) is not False else -1
+        return (row["success_rate"] if not _missing(row["success_rate"]) else -1.0,
+                sign * final if final != float("-inf") else final)
+
+    groups = table.groupby([table[k].map(repr) for k in per], sort=False) if per else [(None, table)]
+    chosen = [max(members.index, key=rank) for _, members in groups]  # max keeps the first of equals
+    return table.loc[sorted(chosen)].reset_index(drop=True)
+
+
+def overrides_lines(table, keys: list[str]) -> str:
+    """Each row's settings as overrides, one line a row: `key=value ...` (the KEYs that the row has)."""
+    lines = [" ".join(f"{k}={r[k]}" for k in keys if not _missing(r[k])) for r in table.to_dict("records")]
+    return "\n".join(lines) + "\n"
 
 
 def _differences(rows: list[dict], samples: list, keys: list[str], against: str) -> None:
@@ -121,7 +166,8 @@ def display_rows(table, against: str | None = None) -> tuple[list[str], list[lis
     keys = [c for c in table.columns if c not in {
         "method", "command", "runs", "ok", "not_started", "successes", "success_rate", "success_lo", "success_hi",
         "metric", "final_mean", "final_std", "final_lo", "final_hi", "chance", "wall_seconds",
-        "log_sensitivity_mean", "max_gap", *AGAINST_COLUMNS}]
+        "log_sensitivity_mean", "max_gap", *AGAINST_COLUMNS, *JUDGED_COLUMNS}]
+    judged = "judged_mean" in table.columns
     chaos = set(table["command"]) == {"lyapunov"}
     metrics = set(table["metric"].dropna())
     single = len(metrics) == 1
@@ -131,6 +177,7 @@ def display_rows(table, against: str | None = None) -> tuple[list[str], list[lis
         header += ["final MLE", "final log-sensitivity", f"max gap (MLE < {CHAOS_BELOW})"]
     else:
         header += ["success", f"final {next(iter(metrics))}" if single else "final metric", "chance"]
+        header += ["judged (min–max)", "best evaluation (mean)", "reached once", "reached, then lost"] if judged else []
     header.append("wall s/run")
     if against is not None:
         header += [] if chaos else [f"Δ success vs {against}"]
@@ -144,6 +191,10 @@ def display_rows(table, against: str | None = None) -> tuple[list[str], list[lis
             line += [final, _show(r.get("log_sensitivity_mean"), ".3g"), _show(r.get("max_gap"), ".3g")]
         else:
             line += [_success_cell(r), final if single else f"{r['metric']} {final}", _show(r["chance"], ".3g")]
+            if judged:
+                line += [_show(r["judged_mean"], ".3f") + ("" if _missing(r["judged_min"]) else
+                                                          f" ({r['judged_min']:.3f}–{r['judged_max']:.3f})"),
+                         _show(r["best_mean"], ".3f"), _show(r["reached"]), _show(r["lost"])]
         line.append(_show(r["wall_seconds"], ".3g"))
         if against is not None:
             reference = r["method"] == against
@@ -163,12 +214,18 @@ TABLE_NOTES = {
              "(rate, Wilson 95% interval)",
     "lyapunov": f"{_FINAL}; max gap: largest |log-sensitivity − MLE| over the logged steps with MLE < {CHAOS_BELOW}",
 }
+JUDGED_NOTE = ("judged: the value success was judged on (mean of the last train.success_window evaluations) "
+               "over the completed runs, mean (min–max); best evaluation: their mean; reached once: runs "
+               "with an evaluation that met the threshold; reached, then lost: those that did not succeed")
 AGAINST_NOTE = ("Δ: method − {0} in the same setting; success in percentage points [Newcombe's 95% interval], "
                 "final [bootstrap 95% interval]")
 
 
-def format_table(table, fmt: str, against: str | None = None) -> str:
-    """csv and json carry the numbers (json: a list of objects); markdown the rounded cells."""
+def format_table(table, fmt: str, against: str | None = None, keys: list[str] = ()) -> str:
+    """csv and json carry the numbers (json: a list of objects); markdown the rounded cells;
+    overrides each row's settings (`keys`) as `key=value` words, a line a row."""
+    if fmt == "overrides":
+        return overrides_lines(table, keys)
     if fmt == "csv":
         return table.to_csv(index=False, lineterminator="\n")
     if fmt == "json":
@@ -188,7 +245,8 @@ def print_report(collection: Collection, table, against: str | None = None) -> N
     title = (f"salrun report: {collection.describe()} — {len(runs) - len(waiting)} run(s), {ok} ok, "
              + (f"{len(waiting)} not started, " if len(waiting) else "") + f"{len(table)} group(s)")
     kind = "lyapunov" if set(table["command"]) == {"lyapunov"} else "train"
-    caption = TABLE_NOTES[kind] + ("; " + AGAINST_NOTE.format(against) if against else "")
+    caption = TABLE_NOTES[kind] + ("; " + AGAINST_NOTE.format(against) if against else "") \
+        + ("; " + JUDGED_NOTE if "judged_mean" in table.columns else "")
     notes = [f"  {r['folder']} ({r['group']}, seed {r['seed']}): {r['status']}"
              for r in runs[~runs["status"].isin(["ok", NOT_STARTED])].to_dict("records")]
     if len(waiting):
@@ -200,8 +258,8 @@ def print_report(collection: Collection, table, against: str | None = None) -> N
 
 
 def _check_options(fmt: str | None, table_file: Path | None) -> str | None:
-    if fmt is not None and fmt not in TABLE_FORMATS:
-        raise RunFolderError(f"--format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    if fmt is not None and fmt not in (*TABLE_FORMATS, "overrides"):
+        raise RunFolderError(f"--format must be one of {', '.join(TABLE_FORMATS)}, overrides, got {fmt!r}")
     if table_file is not None and fmt is None:
         by_suffix = {suffix: name for name, suffix in TABLE_FORMATS.items()}
         fmt = by_suffix.get(Path(table_file).suffix.lower())
@@ -224,20 +282,42 @@ def _figures_dir(collection: Collection, figures_dir: Path | None) -> Path:
     return Path(*parents[0][:common]) / "figures"
 
 
-def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | None = None,
-                figures_dir: Path | None = None, figures: bool = True, against: str | None = None) -> None:
-    """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
-    `table_file`); PNG figures into `figures_dir`. Raises RunFolderError for a bad PATH, a
-    corrupt file or bad options (all checked before anything is written)."""
-    fmt = _check_options(fmt, table_file)
-    collection = load_collection(paths)
-    if against is not None and against not in set(collection.runs["method"]):
+def _check_choice(collection: Collection, against: str | None, pair_by: str | None, best: bool,
+                  per: list[str]) -> None:
+    runs = collection.runs
+    if against is not None and against not in set(runs["method"]):
         raise RunFolderError(f"--against {against}: no run of that method (methods: "
-                             f"{', '.join(dict.fromkeys(collection.runs['method']))})")
+                             f"{', '.join(dict.fromkeys(runs['method']))})")
+    if pair_by is not None and against is None:
+        raise RunFolderError("--pair-by pairs rows for --against: give --against METHOD too")
+    for option, key in [("--pair-by", pair_by), *(("--per", k) for k in per)]:
+        if key is not None and key not in {*collection.keys, *PAIRABLE}:
+            raise RunFolderError(f"{option} {key}: not a setting of these runs (settings that differ: "
+                                 f"{', '.join(collection.keys) or 'none'}; or {', '.join(PAIRABLE)})")
+    if per and not best:
+        raise RunFolderError("--per chooses within groups for --best: give --best too")
+    if best and set(runs["command"]) != {"train"}:
+        raise RunFolderError("--best chooses among train runs (by success rate): these include lyapunov runs")
+
+
+def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | None = None,
+                figures_dir: Path | None = None, figures: bool = True, against: str | None = None,
+                pair_by: str | None = None, judged: bool = False, best: bool = False, per: list[str] = (),
+                where: list[str] = ()) -> None:
+    """`salrun report`: the rich table on stdout, or the table in `fmt` (on stdout, or in
+    `table_file`); PNG figures into `figures_dir`. `where` keeps the runs with those settings;
+    `best` keeps the best row (per value of the `per` settings). Raises RunFolderError for a bad
+    PATH, a corrupt file or bad options (all checked before anything is written)."""
+    fmt = _check_options(fmt, table_file)
+    collection = select(load_collection(paths), list(where))
+    _check_choice(collection, against, pair_by, best, list(per))
     directory = _figures_dir(collection, figures_dir)
     if figures and directory.exists() and not directory.is_dir():
         raise RunFolderError(f"--figures {directory} is a file")
-    table = summary_table(collection, against)
+    table = summary_table(collection, against, pair_by, judged)
+    if best:
+        table = best_rows(table, collection.runs, list(per))
+    collection.runs.attrs["pair_by"] = pair_by  # salrun.figures draws the methods per value of it
     if collection.skipped:
         note(f"skipped {len(collection.skipped)} PATH(s) that hold no run or sweep: "
              + ", ".join(map(str, collection.skipped)))
@@ -246,7 +326,9 @@ def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | No
     if collection.pending:
         note(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
              "and are left out")
-    text = format_table(table, fmt, against) if fmt is not None else None
+    fixed = {item.split("=", 1)[0] for item in where}
+    text = format_table(table, fmt, against, [k for k in collection.keys if k not in fixed]) if fmt is not None \
+        else None
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:
             Path(table_file).parent.mkdir(parents=True, exist_ok=True)

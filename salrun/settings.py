@@ -629,6 +629,10 @@ class TrainSettings:
     # last log_every × (window − 1) steps): one evaluation alone can land on a lucky or an
     # unlucky step (a lag-300 run's accuracy went 1 → 0 → 1 → 0 across logs). 1: the last alone.
     success_window: int = 5
+    # Probe metrics at every evaluation (salrun.probes: per layer, the tangent log gain and the
+    # percentiles of the neurons' sensitivities); off by default, they cost time. A run with
+    # probes trains alone (not batched with others).
+    probes: bool = False
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
@@ -780,7 +784,7 @@ def batch_key(s: JobSettings) -> tuple | None:
     `batches`, or a method setting is neither `per_member` nor one of its `batch_values`). The
     seed, the init and every `per_member` setting may differ between members."""
     method = s.method
-    if not method.entry.batches:
+    if not method.entry.batches or s.root.train.probes:
         return None
     allowed = getattr(method.settings, "batch_values", {})
     for f in dataclasses.fields(method.settings):

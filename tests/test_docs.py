@@ -50,3 +50,14 @@ def test_science_holds_what_the_docs_cite():
 
 def test_salrun_list_points_to_the_file():
     assert "docs/SCIENCE.md §2" in describe("method")["sal"]
+
+
+def test_docs_scripts_are_command_lines():
+    """Issue 27: the analysis lives in `salrun report`. docs/*.py other than check_chaos.py (independent
+    by design) stay short and read no run folder; the shell scripts hold no inline Python."""
+    scripts = [p for p in (ROOT / "docs").glob("*.py") if p.name != "check_chaos.py"]
+    assert sum(len(p.read_text().splitlines()) for p in scripts) <= 150
+    for path in scripts:
+        assert not re.search(r"summary\.json|metrics\.csv|sweep\.csv|read_csv|load_collection", path.read_text()), path
+    for path in (ROOT / "docs").glob("*.sh"):
+        assert not re.search(r"python3? -(c|\s)|<<\s*'?PY", path.read_text()), path
