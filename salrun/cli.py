@@ -566,7 +566,7 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
         fail_usage(str(err))
 
 
-TUNE_EXAMPLE = ("Example (about two minutes on 2 cores; the same command with --trials 12 continues the study):"
+TUNE_EXAMPLE = ("Example (about 75 s on 2 shared cores; the same command with --trials 12 continues the study):"
                 "\n\n"
                 "salrun tune model.depth=10 train.steps=200 'method.lr=tag(log, interval(0.001, 0.1))' "
                 "'method.target=choice(1.0, 1.05)' --trials 6"
