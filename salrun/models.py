@@ -82,16 +82,19 @@ class MLP(nn.Module):
         self._names = tuple(f"hidden.{k}" for k in range(1, depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(F.linear(x, self.w_first, self.b_first))
+        rows = x.reshape(-1, x.shape[-1])
+        h = torch.tanh(torch.addmm(self.b_first, rows, self.w_first.T))
         outputs = [h]
-        # unbind once: w_hidden[k] per layer would put a select per layer in the backward
-        for w, b in zip(self.w_hidden.unbind(0), self.b_hidden.unbind(0)):
-            h = torch.tanh(F.linear(h, w, b))
+        # Unbind once (w_hidden[k] per layer would put a select per layer in the backward), and the
+        # transposes with it: addmm on them skips F.linear's transpose per layer (measured ≈ 9% of
+        # a depth-300 width-32 step).
+        for w_t, b in zip(self.w_hidden.mT.unbind(0), self.b_hidden.unbind(0)):
+            h = torch.tanh(torch.addmm(b, h, w_t))
             outputs.append(h)
         if self.training:  # kept as made (no copy, no per-layer detach): SAL stacks them at its step
-            self._inputs.append(x)
+            self._inputs.append(rows)
             self._outputs.append(outputs)
-        return F.linear(h, self.w_out, self.b_out)
+        return torch.addmm(self.b_out, h, self.w_out.T).reshape(*x.shape[:-1], -1)
 
     def linears(self) -> list[LayerView]:
         """Every layer, the readout last, as views of the stacked parameters."""
@@ -114,11 +117,9 @@ class MLP(nn.Module):
         stack of every layer's output serves as both), then the readout if asked."""
         if not self._outputs:
             return []
-        width = self.settings.width
-        passes = [torch.stack(outputs).reshape(len(outputs), -1, width) for outputs in self._outputs]
+        passes = [torch.stack(outputs) for outputs in self._outputs]
         chain = passes[0] if len(passes) == 1 else torch.cat(passes, 1)             # (depth, rows, width)
-        inputs = [x.detach().reshape(-1, x.shape[-1]) for x in self._inputs]
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        x = self._inputs[0].detach() if len(self._inputs) == 1 else torch.cat(self._inputs).detach()
         layers = [LayerActivity([self.w_first], [x], chain[0], self.b_first, "tanh", [None], "hidden.0")]
         if self._names:
             layers.append(LayerActivity([self.w_hidden], [chain[:-1]], chain[1:], self.b_hidden, "tanh", [None],
