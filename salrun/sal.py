@@ -46,7 +46,11 @@ from salrun.settings import SALSettings
 
 GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
 MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target`
-CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
+# Values (rows × neurons) of a recurrent layer's states stacked at a time: one block of 2 MB
+# (float32). Blocks of a fixed number of rows left a thin layer in many blocks, each a few ops
+# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is kept in
+# blocks of its rows (hidden 512: 1,024 rows), never a second copy of every step at once.
+CHUNK_VALUES = 2 ** 19
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
@@ -73,6 +77,7 @@ class SAL:
         self._tangent_rng = torch.Generator().manual_seed(0)  # its own stream: never moves the job's RNG
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
+        self.calls = 0  # sal.step() calls so far: with every = m, the calls 0, m, 2m, … update
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -96,16 +101,28 @@ class SAL:
         paused = getattr(self.probe, "paused", None)
         return paused() if paused is not None else contextlib.nullcontext()
 
+    @property
+    def reads_next(self) -> bool:
+        """Whether the next step() updates (and so reads the passes before it): with every = m, one in m."""
+        return self.calls % self.settings.every == 0
+
     @torch.no_grad()
     def step(self) -> None:
-        """Update every layer from the activity of the forward passes since the last step."""
+        """Update every layer from the activity of the forward passes since the last step
+        (with every = m, at one call in m, at m times the rate; the others only clear it)."""
+        updates = self.reads_next
+        self.calls += 1
+        if not updates:
+            self.probe.clear()
+            return
         layers = self.layers()  # a stack of layers (salrun's MLP) comes as one LayerActivity
         if self._shapes is None and layers:
             self._shapes = [shape for layer in layers for shape in layer.shapes()]
         if self._loaded is not None and layers:
             self._check_state(self._loaded, layers)
             self._loaded = None
-        self.rule = Rule.of(self.settings, self.rate_scale)  # read each step: a user may change the settings
+        # read each step: a user may change the settings
+        self.rule = Rule.of(self.settings, self.rate_scale * self.settings.every)
         self.targets = self._layer_targets(per_layer(layers)) if self.settings.layer_target else None
         if not self.fused:
             for i, layer in enumerate(per_layer(layers)):
@@ -209,7 +226,7 @@ class SAL:
         # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
         # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, measured 6x slower at 64 neurons).
         squashing = layer.activation in SQUASHING and not linear
-        for inputs, output in layer.chunks(CHUNK_ROWS):
+        for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])):
             if squashing:
                 raw_part = [output.T @ x for x in inputs]
                 raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
@@ -316,7 +333,7 @@ class SAL:
         return None if self.targets is None else self.targets[index[0]:index[-1] + 1, None]
 
     def state_dict(self) -> dict:
-        state = {"averages": [a.clone() for a in self.averages]}
+        state = {"averages": [a.clone() for a in self.averages], "calls": self.calls}
         if self._shapes is not None:
             state["layers"] = list(self._shapes)
         if self.gaps is not None:
@@ -336,6 +353,7 @@ class SAL:
             self._check_state(state, self._shapes)
         self._loaded = state if self._shapes is None else None
         self.averages = [a.clone() for a in averages]
+        self.calls = int(state.get("calls", 0))
         self._stacks = {}
         if "gaps" in state:
             self.gaps = state["gaps"].clone()

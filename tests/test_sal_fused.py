@@ -64,7 +64,7 @@ def test_fused_matches_reference_when_forward_runs_twice_per_step():
 @pytest.mark.parametrize("rnn_inputs", ["all", "recurrent"])
 @pytest.mark.parametrize("density", [1.0, 0.5])
 def test_fused_matches_reference_on_rnn_in_blocks(monkeypatch, rnn_inputs, density):
-    monkeypatch.setattr(sal_module, "CHUNK_ROWS", 9)  # 3 steps of batch 3 per block: several blocks
+    monkeypatch.setattr(sal_module, "CHUNK_VALUES", 9 * 6)  # 3 steps of batch 3 per block: several blocks
     settings = RNNSettings(hidden=6, density=density, init=InitSettings(scale=0.9, bias_scale=0.1))
     run_both(lambda: ElmanRNN(2, 1, settings, generator=torch.Generator().manual_seed(3)),
              lambda g: torch.randn(10, 3, 2, generator=g, dtype=torch.float64), rnn_inputs=rnn_inputs,
