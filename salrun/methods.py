@@ -67,7 +67,7 @@ class SALMethod(Method):
     settings: SALSettings
 
     @property
-    def reads_activity(self) -> bool:  # with method.every = m, one step in m
+    def reads_activity(self) -> bool:  # with method.update_every = m, one step in m
         return self.sal.reads_next
 
     def on_init(self, model, probe, sample=None):

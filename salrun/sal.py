@@ -77,7 +77,7 @@ class SAL:
         self._tangent_rng = torch.Generator().manual_seed(0)  # its own stream: never moves the job's RNG
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
-        self.calls = 0  # sal.step() calls so far: with every = m, the calls 0, m, 2m, … update
+        self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -103,13 +103,13 @@ class SAL:
 
     @property
     def reads_next(self) -> bool:
-        """Whether the next step() updates (and so reads the passes before it): with every = m, one in m."""
-        return self.calls % self.settings.every == 0
+        """Whether the next step() updates (and so reads the passes before it): with update_every = m, one in m."""
+        return self.calls % self.settings.update_every == 0
 
     @torch.no_grad()
     def step(self) -> None:
         """Update every layer from the activity of the forward passes since the last step
-        (with every = m, at one call in m, at m times the rate; the others only clear it)."""
+        (with update_every = m, at one call in m, at m times the rate; the others only clear it)."""
         updates = self.reads_next
         self.calls += 1
         if not updates:
@@ -122,7 +122,7 @@ class SAL:
             self._check_state(self._loaded, layers)
             self._loaded = None
         # read each step: a user may change the settings
-        self.rule = Rule.of(self.settings, self.rate_scale * self.settings.every)
+        self.rule = Rule.of(self.settings, self.rate_scale * self.settings.update_every)
         self.targets = self._layer_targets(per_layer(layers)) if self.settings.layer_target else None
         if not self.fused:
             for i, layer in enumerate(per_layer(layers)):

@@ -153,12 +153,12 @@ def test_an_old_checkpoint_is_refused_in_one_line(tmp_path):
 
 
 def test_every_m_steps_is_one_update_in_m_at_m_times_the_rate_and_resumes():
-    """method.every = m: the calls 0, m, 2m, … update at m·η from the passes since the call before;
+    """method.update_every = m: the calls 0, m, 2m, … update at m·η from the passes since the call before;
     the others clear them. The count is part of SAL's state, so a resume continues the cycle."""
     settings = MLPSettings(depth=5, width=4, init=InitSettings(scale=0.5))
     model = MLP(2, 1, settings, torch.Generator().manual_seed(0)).double()
     twin = copy.deepcopy(model)
-    every, plain = SAL(model, lr=0.01, every=3), SAL(twin, lr=0.03)
+    every, plain = SAL(model, lr=0.01, update_every=3), SAL(twin, lr=0.03)
     generator = torch.Generator().manual_seed(1)
     batches = [torch.randn(6, 2, generator=generator, dtype=torch.float64) for _ in range(7)]
     for k, x in enumerate(batches):
@@ -169,7 +169,7 @@ def test_every_m_steps_is_one_update_in_m_at_m_times_the_rate_and_resumes():
             twin(x)
             plain.step()
         if k == 4:  # a resume between updates
-            resumed = SAL(model, lr=0.01, every=3)
+            resumed = SAL(model, lr=0.01, update_every=3)
             resumed.load_state_dict(every.state_dict())
             every = resumed
     for a, b in zip(model.parameters(), twin.parameters()):
