@@ -83,28 +83,34 @@ def sal_overhead(args) -> list[dict]:
             model = MLP(2, 2, MLPSettings(depth=300, width=width))
             x, y = torch.randn(32, 2), torch.randint(0, 2, (32,))
             return model, lambda: torch.nn.functional.cross_entropy(model(x), y)
-        return make
+        return make, (300, width)
 
     def rnn(hidden):
         def make():
             model = ElmanRNN(1, 1, RNNSettings(hidden=hidden))
             x, y = torch.randn(300, 32, 1), torch.randn(32, 1)
             return model, lambda: torch.nn.functional.mse_loss(model(x), y)
-        return make
+        return make, (300, hidden)
 
     cases = [("ffn depth 300 width 64 batch 32", ffn(64)), ("ffn depth 300 width 256 batch 32", ffn(256)),
              ("rnn hidden 128 lag 300 batch 32", rnn(128)), ("rnn hidden 512 lag 300 batch 32", rnn(512))]
     cases = [(case, make) for case, make in cases if not args.case or args.case in case]
     rows = []
-    for case, make in cases:
+    for case, (make, (products, n)) in cases:
+        # The arithmetic: the forward is `products` products (32 × n)·(n × n); BP three times that
+        # (forward, the gradient of the input, of the weight); SAL's data term oᵀx one more forward's
+        # worth over the same rows: the bound on BP+SAL / BP set by arithmetic is 1 + 1/3.
+        forward_flop = 2 * 32 * n * n * products
+        bp_flop, sal_flop = 3 * forward_flop, forward_flop
+        roofline = _matmul_roofline(32, n, products)
         variants = {}
-        for name in ("bp", "sal", "sal_reference"):
+        for name in ("bp", "sal", "sal_every4", "sal_reference"):
             torch.manual_seed(0)
             model, loss_fn = make()
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-            sal = SAL(model) if name != "bp" else None
+            sal = None if name == "bp" else SAL(model, update_every=4) if name == "sal_every4" else SAL(model)
             if sal is not None:
-                sal.fused = name == "sal"
+                sal.fused = name != "sal_reference"
 
             def step(model=model, loss_fn=loss_fn, optimizer=optimizer, sal=sal):
                 optimizer.zero_grad(set_to_none=True)
@@ -115,14 +121,44 @@ def sal_overhead(args) -> list[dict]:
             variants[name] = step
         if args.quick:
             variants.pop("sal_reference")
-        times = alternate(variants, repeats=args.repeats, warmup=2)
-        rows.append(ratio_row("sal_overhead", case, times, "bp", "sal", "<=1.10",
-                              "BP+SAL / BP per step (Adam)"))
+        times = alternate(variants, repeats=args.repeats, warmup=2, inner=4)  # 4: a whole cycle of update_every=4
+        bound = 1 + sal_flop / bp_flop
+        achieved = bp_flop / statistics.median(times["bp"]) / 1e9
+        achieved_sal = (bp_flop + sal_flop) / statistics.median(times["sal"]) / 1e9
+        rows.append(ratio_row("sal_overhead", case, times, "bp", "sal", f"<={bound + 0.05:.2f}",
+                              f"BP+SAL / BP per step (Adam); arithmetic bound {bound:.2f}; BP {achieved:.1f}, "
+                              f"BP+SAL {achieved_sal:.1f} GFLOP/s against a torch.mm loop of (32x{n})({n}x{n}) "
+                              f"at {roofline:.1f} GFLOP/s ({achieved / roofline:.0%}, {achieved_sal / roofline:.0%})"))
+        rows.append(ratio_row("sal_overhead_every4", case, times, "bp", "sal_every4", "<=1.10",
+                              "BP+SAL / BP per step, SAL every 4 steps at 4x the rate (method.update_every=4)"))
         if "sal_reference" in times:
             rows.append(ratio_row("sal_overhead_unfused", case, times, "bp", "sal_reference", "",
                                   "before: the formula as written (SAL.fused=False)"))
-        _print_row(rows[-1] if args.quick else rows[-2])
+        for row in rows[-3 if "sal_reference" in times else -2:]:
+            _print_row(row)
     return rows
+
+
+def _matmul_roofline(rows: int, n: int, products: int) -> float:
+    """GFLOP/s of `products` torch.mm of (rows × n)·(n × n) in a loop, as a step's forward runs
+    them (best of 5): this machine's rate at that size, the ceiling a step's arithmetic can reach."""
+    import torch
+
+    a, w = torch.randn(rows, n), torch.randn(products, n, n) / n ** 0.5
+    weights = list(w.unbind(0))
+
+    def loop():
+        for matrix in weights:
+            torch.mm(a, matrix)
+    loop()
+    best = min(_timed(loop) for _ in range(5))
+    return 2 * rows * n * n * products / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = CLOCK()
+    fn()
+    return CLOCK() - start
 
 
 # -- salrun's training step against the loops a user would write (issue 13) -------------------
@@ -187,6 +223,11 @@ def _reference_steps(s, task) -> dict:
     return {"sequential": stepper(sequential, sequential)}
 
 
+# issue 29: the stacked MLP against a Linear per layer; the RNN's SAL step against a bare BPTT loop
+LOOP_TARGETS = {("paper_long_lag", "none"): "<=1.10", ("paper_long_lag", "sal"): "<=1.25",
+                ("paper_deep_ffn", "none"): "<=0.60", ("paper_deep_ffn", "sal"): "<=0.66"}
+
+
 def reference_loops(args) -> list[dict]:
     """One salrun training step (paper_long_lag, paper_deep_ffn; method none and sal) against the
     best of the bare loops of the same sizes: for the RNN a loop over the unbound drive and
@@ -208,7 +249,9 @@ def reference_loops(args) -> list[dict]:
                                   f"this reference / the best of {names}"))
         for method in ("none", "sal"):
             rows.append(ratio_row("reference_loops", f"{preset}: salrun method={method}", times, "best", method,
-                                  "<=1.10", f"salrun's step / the best of {names}"))
+                                  LOOP_TARGETS[preset, method], f"salrun's step / the best of {names}"))
+        rows.append(ratio_row("sal_vs_none", preset, times, "none", "sal", "<=1.10",
+                              "salrun's step, method=sal / method=none (the same run)"))
     for row in rows:
         _print_row(row)
     return rows

@@ -51,10 +51,31 @@ class LayerActivity:
     activation: str = "tanh"
     masks: list[torch.Tensor | None] = field(default_factory=list)  # fixed zeros of sparse W_k
     name: str = ""
+    names: tuple[str, ...] = ()  # a stack of len(names) equal layers along a leading dimension (salrun's MLP)
 
     def chunks(self, rows: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """(inputs, output) in row blocks; the data is already in one block here."""
         yield self.inputs, self.output
+
+    def shapes(self) -> list[tuple[str, int]]:
+        """(name, neurons) of each layer it holds."""
+        neurons = self.weights[0].shape[-2]
+        return [(name, neurons) for name in self.names] if self.names else [(self.name, neurons)]
+
+    def per_layer(self) -> list["LayerActivity"]:
+        """Each layer it holds as its own LayerActivity (views, no copies): a stack's layers, or itself."""
+        if not self.names:
+            return [self]
+        bias = self.bias.unbind(0) if self.bias is not None else [None] * len(self.names)
+        weights, inputs, outputs = [w.unbind(0) for w in self.weights], [x.unbind(0) for x in self.inputs], \
+            self.output.unbind(0)
+        return [LayerActivity([w[k] for w in weights], [x[k] for x in inputs], outputs[k], bias[k], self.activation,
+                              list(self.masks), name) for k, name in enumerate(self.names)]
+
+
+def per_layer(layers: list[LayerActivity]) -> list[LayerActivity]:
+    """One LayerActivity per layer, stacks unfolded (for the per-layer metrics and options)."""
+    return [one for layer in layers for one in layer.per_layer()]
 
 
 class Steps:

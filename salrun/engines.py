@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from salrun import probes
-from salrun.activity import probe_for
+from salrun.activity import per_layer, probe_for
 from salrun.ensemble import (BatchedOptimizer, BatchedSAL, MemberRates, StackedMLP, StackedRNN,
                              log_sensitivity_per_member, per_member, stack_models)
 from salrun.methods import Method, SALMethod, TaskSampler
@@ -165,7 +165,7 @@ def layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
     """Per-layer gradient norm and RMS sensitivity (per time step for the RNN), and the log-sensitivity.
     Each metric is computed for all layers at once and read back with one tolist: a float()
     per layer is a Python round trip per layer, which 300 layers (or steps) notice."""
-    model, layers = net.model, net.probe.layers()
+    model, layers = net.model, per_layer(net.probe.layers())
     if isinstance(model, ElmanRNN):
         states = model.recorded_states()
         grads = [(t, h.grad) for t, h in enumerate(states) if h.grad is not None]
@@ -179,8 +179,7 @@ def layer_metrics(net: Network, writer: RunWriter, step: int) -> None:
             writer.log(step, "sensitivity_rms", rms, t)
         writer.log(step, "log_sensitivity", float(log_sensitivity(s)))
         return
-    grads = [(index, linear.weight.grad) for index, linear in enumerate(model.linears())
-             if linear.weight.grad is not None]
+    grads = [(index, grad) for index, grad in enumerate(model.weight_grads()) if grad is not None]
     if grads:
         for (index, _), norm in zip(grads, torch.stack(torch._foreach_norm([g for _, g in grads])).tolist()):
             writer.log(step, "grad_norm", norm, index)

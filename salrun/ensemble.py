@@ -37,20 +37,12 @@ class StackedMLP(nn.Module):
     """S MLPs of one shape: the first layer (S, width, in), the equal hidden layers
     (S, depth-1, width, width), the readout (S, out, width); inputs (S, batch, in)."""
 
+    NAMES = ("w_first", "b_first", "w_hidden", "b_hidden", "w_out", "b_out")  # the single MLP's, member-first
+
     def __init__(self, members: list[MLP]):
         super().__init__()
-        linears = [m.linears() for m in members]
-
-        def stack(index, part):
-            return nn.Parameter(torch.stack([getattr(ls[index], part).detach() for ls in linears]).clone())
-
-        self.w_first, self.b_first = stack(0, "weight"), stack(0, "bias")
-        self.w_out, self.b_out = stack(-1, "weight"), stack(-1, "bias")
-        hidden = [ls[1:-1] for ls in linears]
-        self.w_hidden = nn.Parameter(torch.stack([torch.stack([l.weight.detach() for l in h]) for h in hidden])
-                                     if hidden[0] else self.w_first.new_zeros(len(members), 0, 1, 1))
-        self.b_hidden = nn.Parameter(torch.stack([torch.stack([l.bias.detach() for l in h]) for h in hidden])
-                                     if hidden[0] else self.b_first.new_zeros(len(members), 0, 1))
+        for name in self.NAMES:
+            setattr(self, name, nn.Parameter(torch.stack([getattr(m, name).detach() for m in members]).clone()))
         self.outputs: list[torch.Tensor] = []
         self.inputs: torch.Tensor | None = None
 
@@ -68,13 +60,7 @@ class StackedMLP(nn.Module):
     def member_views(self, s: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Member s's slices of `tensors` (laid out like this model's parameters, by their names:
         the parameters, or an optimizer's state) under the names of its single MLP's parameters."""
-        depth = tensors["w_hidden"].shape[1] + 1
-        views = {"0.weight": tensors["w_first"][s], "0.bias": tensors["b_first"][s]}
-        for layer in range(1, depth):
-            views[f"{2 * layer}.weight"] = tensors["w_hidden"][s, layer - 1]
-            views[f"{2 * layer}.bias"] = tensors["b_hidden"][s, layer - 1]
-        views[f"{2 * depth}.weight"], views[f"{2 * depth}.bias"] = tensors["w_out"][s], tensors["b_out"][s]
-        return views
+        return {name: tensor[s] for name, tensor in tensors.items()}
 
     def grad_norms(self) -> torch.Tensor:
         """‖∂L/∂W‖ of each Linear, (S, depth + 1)."""

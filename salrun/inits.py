@@ -76,17 +76,15 @@ def lsuv_(model: nn.Module, settings: LSUVSettings, sample: Sampler | None = Non
     if not isinstance(model, MLP):
         raise TypeError("LSUV is feed-forward only: it needs an MLP")
     orthogonal_(model, OrthogonalSettings(gain=1.0))
-    hidden = set(map(id, model.hidden_linears()))
     h = sample(settings.samples)[0].to(next(model.parameters()).device)
     variances = []
-    for module in model:
-        if id(module) in hidden:
-            # Earlier layers are final, so only this layer is recomputed while it is rescaled.
-            for _ in range(settings.max_iter):
-                variance = float(module(h).var())
-                if abs(variance - 1.0) < settings.tol or variance < 1e-12:
-                    break
-                module.weight.div_(variance ** 0.5)
-            variances.append(float(module(h).var()))
-        h = module(h)
+    for layer in model.hidden_linears():  # views of the stacked weights: rescaling one rescales the model's
+        # Earlier layers are final, so only this layer is recomputed while it is rescaled.
+        for _ in range(settings.max_iter):
+            variance = float(layer(h).var())
+            if abs(variance - 1.0) < settings.tol or variance < 1e-12:
+                break
+            layer.weight.div_(variance ** 0.5)
+        variances.append(float(layer(h).var()))
+        h = torch.tanh(layer(h))
     return variances

@@ -210,6 +210,10 @@ def load_checkpoint(out_dir: Path) -> dict | None:
         checkpoint["metric_rows"] = len(checkpoint.pop("rows"))
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
         raise RunFolderError(f"{path} is not a salrun checkpoint")
+    if isinstance(checkpoint.get("model"), dict) and "0.weight" in checkpoint["model"]:
+        raise RunFolderError(f"{path} holds an MLP of one tensor per layer, from before salrun stacked its hidden "
+                             "layers, and its optimizer state cannot resume: delete it to restart the run from step 0 "
+                             "(a model.pt of that time still loads: salrun.load_model)")
     return checkpoint
 
 

@@ -37,7 +37,7 @@ class Method:
     """A method that does nothing (`none`); the others override what they need. A new method is
     a subclass and its settings dataclass, registered in salrun/settings.py (`registered`)."""
 
-    reads_activity = False  # True: after_step reads the probe's record of every training forward
+    reads_activity = False  # True: the next after_step reads the probe's record of the training forwards before it
 
     def __init__(self, settings):
         self.settings = settings
@@ -65,7 +65,10 @@ class Method:
 
 class SALMethod(Method):
     settings: SALSettings
-    reads_activity = True
+
+    @property
+    def reads_activity(self) -> bool:  # with method.update_every = m, one step in m
+        return self.sal.reads_next
 
     def on_init(self, model, probe, sample=None):
         self.sal = SAL(model, self.settings, probe=probe)

@@ -1,15 +1,17 @@
 """A deep tanh MLP and a tanh Elman RNN; settings dataclass in, tensors out.
 
-The MLP is a plain Linear → Tanh stack, so SAL sees into it with hooks like
-any user model. The RNN reports its own activity with the time steps
-stacked (`layer_activity`), since one weight matrix serves every step.
+Both report their own activity to SAL (`layer_activity`): the MLP its hidden
+layers after the first as one stacked layer (their weights are one tensor),
+the RNN its time steps stacked, since one weight matrix serves every step.
 """
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from salrun.activity import LayerActivity, SequenceActivity
 from salrun.settings import InitSettings, MLPSettings, RNNSettings
@@ -37,54 +39,132 @@ def init_bias_(bias: torch.Tensor, init: InitSettings, generator: torch.Generato
             bias.normal_(0.0, init.bias_scale, generator=generator)
 
 
-def _share_storage(params: list[nn.Parameter]) -> None:
-    """Make equal-shaped parameters consecutive slices of one tensor (values kept).
+class LayerView(typing.NamedTuple):
+    """One layer of the MLP as views of its stacked parameters: reading and writing them in place
+    (`weight.mul_`, an init) moves the model's numbers; calling it is F.linear. No gradient flows
+    through a view: `MLP.weight_grads()` gives each layer's gradient."""
 
-    Each stays its own Parameter (optimizers, state_dict and hooks see no
-    change), but SAL can then update a whole stack of layers with a few
-    batched operations on a strided view instead of a loop over layers.
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class MLP(nn.Module):
+    """`depth` hidden tanh layers of `width` neurons and a linear readout.
+
+    The hidden layers after the first are one (depth-1, width, width) weight `w_hidden` and one
+    (depth-1, width) bias `b_hidden`; the first layer (`w_first`, `b_first`, its fan-in the
+    input's) and the readout (`w_out`, `b_out`) stand apart. Six tensors in all, whatever the
+    depth: the optimizer runs over six, and SAL updates the stack with batched operations
+    (`layer_activity` reports it as one stacked layer). `linears()` gives per-layer views.
+    The names are those of the ensemble's `salrun.ensemble.StackedMLP`, less its member dimension.
     """
-    if len(params) < 2:
-        return
-    block = torch.stack([p.detach() for p in params])
-    for p, view in zip(params, block):
-        p.data = view
-
-
-class MLP(nn.Sequential):
-    """`depth` hidden tanh layers of `width` neurons and a linear readout."""
 
     def __init__(self, input_size: int, output_size: int, settings: MLPSettings,
                  generator: torch.Generator | None = None):
-        layers: list[nn.Module] = []
-        size = input_size
-        for _ in range(settings.depth):
-            layers += [nn.Linear(size, settings.width), nn.Tanh()]
-            size = settings.width
-        layers.append(nn.Linear(size, output_size))
-        super().__init__(*layers)
+        super().__init__()
+        n, depth = settings.width, settings.depth
         self.settings = settings
-        self._share_hidden_storage()
-        for linear in self.linears():
-            init_weights_(linear.weight, settings.init, generator=generator)
-            init_bias_(linear.bias, settings.init, generator=generator)
+        self.w_first, self.b_first = nn.Parameter(torch.empty(n, input_size)), nn.Parameter(torch.empty(n))
+        self.w_hidden = nn.Parameter(torch.empty(depth - 1, n, n))
+        self.b_hidden = nn.Parameter(torch.empty(depth - 1, n))
+        self.w_out, self.b_out = nn.Parameter(torch.empty(output_size, n)), nn.Parameter(torch.empty(output_size))
+        layers = self.linears()
+        for layer in layers:
+            _torch_linear_draws(layer)
+        for layer in layers:
+            init_weights_(layer.weight, settings.init, generator=generator)
+            init_bias_(layer.bias, settings.init, generator=generator)
+        self._inputs: list[torch.Tensor] = []
+        self._outputs: list[list[torch.Tensor]] = []
+        self._names = tuple(f"hidden.{k}" for k in range(1, depth))
 
-    def _share_hidden_storage(self) -> None:
-        hidden = self.hidden_linears()
-        _share_storage([m.weight for m in hidden[1:]])
-        _share_storage([m.bias for m in hidden])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        h = torch.tanh(torch.addmm(self.b_first, rows, self.w_first.T))
+        outputs = [h]
+        # Unbind once (w_hidden[k] per layer would put a select per layer in the backward), and the
+        # transposes with it: addmm on them skips F.linear's transpose per layer (measured ≈ 9% of
+        # a depth-300 width-32 step).
+        for w_t, b in zip(self.w_hidden.mT.unbind(0), self.b_hidden.unbind(0)):
+            h = torch.tanh(torch.addmm(b, h, w_t))
+            outputs.append(h)
+        if self.training:  # kept as made (no copy, no per-layer detach): SAL stacks them at its step
+            self._inputs.append(rows)
+            self._outputs.append(outputs)
+        return torch.addmm(self.b_out, h, self.w_out.T).reshape(*x.shape[:-1], -1)
 
-    def _apply(self, fn, *args, **kwargs):
-        """Conversions (.to, .double) replace every parameter's data; share it again."""
-        result = super()._apply(fn, *args, **kwargs)
-        self._share_hidden_storage()
-        return result
+    def linears(self) -> list[LayerView]:
+        """Every layer, the readout last, as views of the stacked parameters."""
+        hidden = [LayerView(w, b) for w, b in zip(self.w_hidden.detach().unbind(0), self.b_hidden.detach().unbind(0))]
+        return [LayerView(self.w_first.detach(), self.b_first.detach()), *hidden,
+                LayerView(self.w_out.detach(), self.b_out.detach())]
 
-    def linears(self) -> list[nn.Linear]:
-        return [m for m in self if isinstance(m, nn.Linear)]
-
-    def hidden_linears(self) -> list[nn.Linear]:
+    def hidden_linears(self) -> list[LayerView]:
         return self.linears()[:-1]
+
+    def weight_grads(self) -> list[torch.Tensor | None]:
+        """∂L/∂W of each layer (readout last), views of the stacked gradients; None where there is none."""
+        hidden = self.w_hidden.grad
+        return [self.w_first.grad, *(hidden.unbind(0) if hidden is not None else [None] * self.w_hidden.shape[0]),
+                self.w_out.grad]
+
+    @torch.no_grad()
+    def layer_activity(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
+        """The first layer, then the other hidden layers as one stacked layer (x_l = o_{l-1}: one
+        stack of every layer's output serves as both), then the readout if asked."""
+        if not self._outputs:
+            return []
+        passes = [torch.stack(outputs) for outputs in self._outputs]
+        chain = passes[0] if len(passes) == 1 else torch.cat(passes, 1)             # (depth, rows, width)
+        x = self._inputs[0].detach() if len(self._inputs) == 1 else torch.cat(self._inputs).detach()
+        layers = [LayerActivity([self.w_first], [x], chain[0], self.b_first, "tanh", [None], "hidden.0")]
+        if self._names:
+            layers.append(LayerActivity([self.w_hidden], [chain[:-1]], chain[1:], self.b_hidden, "tanh", [None],
+                                        f"hidden.1-{len(self._names)}", names=self._names))
+        if include_output:
+            last = chain[-1]
+            layers.append(LayerActivity([self.w_out], [last], F.linear(last, self.w_out, self.b_out), self.b_out,
+                                        "linear", [None], "readout"))
+        return layers
+
+    def clear_activity(self) -> None:
+        self._inputs, self._outputs = [], []
+
+    def __getstate__(self):
+        """Copies and pickles (deepcopy, AveragedModel) carry no recorded activity."""
+        return {**super().__getstate__(), "_inputs": [], "_outputs": []}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _unstacked_to_stacked(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _torch_linear_draws(layer: LayerView) -> None:
+    """The draws of nn.Linear's own init (its reset_parameters), from torch's global RNG, which the
+    MLP once built of nn.Linear modules made: the init overwrites the values, but the global
+    stream that later draws (orthogonal, critical) read is then the same as before."""
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(layer.weight.shape[1]) if layer.weight.shape[1] > 0 else 0
+    nn.init.uniform_(layer.bias, -bound, bound)
+
+
+def _unstacked_to_stacked(state: dict, prefix: str) -> None:
+    """A state_dict of the MLP before its hidden layers were stacked (an nn.Sequential: `0.weight`,
+    `2.weight`, …, the readout last), rewritten in place under the stacked names."""
+    old = sorted(int(key[len(prefix):].split(".")[0]) for key in state
+                 if key.startswith(prefix) and key[len(prefix):].split(".")[0].isdigit() and key.endswith(".weight"))
+    if not old:
+        return
+    weights = [state.pop(f"{prefix}{k}.weight") for k in old]
+    biases = [state.pop(f"{prefix}{k}.bias") for k in old]
+    state[f"{prefix}w_first"], state[f"{prefix}b_first"] = weights[0], biases[0]
+    state[f"{prefix}w_out"], state[f"{prefix}b_out"] = weights[-1], biases[-1]
+    n = weights[-1].shape[1]
+    state[f"{prefix}w_hidden"] = torch.stack(weights[1:-1]) if len(old) > 2 else weights[0].new_empty(0, n, n)
+    state[f"{prefix}b_hidden"] = torch.stack(biases[1:-1]) if len(old) > 2 else biases[0].new_empty(0, n)
 
 
 class ElmanRNN(nn.Module):

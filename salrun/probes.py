@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from salrun.activity import per_layer
 from salrun.models import ElmanRNN
 from salrun.neurons import sensitivity, tangent_log_gains
 
@@ -29,7 +30,7 @@ def chain(net) -> tuple[list[torch.Tensor], list[torch.Tensor], list[bool], str]
     """The network as a chain of one-step maps, from the last forward pass: each map's weight
     blocks, its output (batch, neurons), whether its input is the previous map's output, and
     the activation. An RNN's maps are its time steps, each through the recurrent weights."""
-    model, layers = net.model, net.probe.layers()
+    model, layers = net.model, per_layer(net.probe.layers())  # the MLP reports its hidden stack as one
     if isinstance(model, ElmanRNN):
         states = model.recorded_states()
         outputs = list(layers[0].output.reshape(len(states), -1, layers[0].output.shape[-1]))

@@ -22,9 +22,10 @@ How it is computed (the numbers are those of the formula; `fused=False`
 runs the formula as written, `log_sensitivity_gradient`, as the reference):
 the radial term is a per-row rescaling, w_j ← (1 + η g_j/‖w_j‖²)·w_j, and the
 data term is written straight into W by one addmm, W += Aᵀ·X with
-A = η g (f''/f')(U)/n: no gradient tensor is materialised. Layers of equal
-shape whose weights lie in one tensor (salrun's MLP) are updated together
-with batched operations; a recurrent layer is read in blocks of steps
+A = η g (f''/f')(U)/n: no gradient tensor is materialised. A stack of layers
+reported as one (salrun's MLP: its hidden weights are one (L, w, w) tensor),
+and runs of equal layers of a user's model, are updated together with batched
+operations; a recurrent layer is read in blocks of steps
 (`LayerActivity.chunks`), so the per-step states are never copied whole.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ import typing
 import torch
 from torch import nn
 
-from salrun.activity import LayerActivity, Probe, probe_for
+from salrun.activity import LayerActivity, Probe, per_layer, probe_for
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
 from salrun.rule import Rule
@@ -45,7 +46,11 @@ from salrun.settings import SALSettings
 
 GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
 MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target`
-CHUNK_ROWS = 2048  # rows (steps × batch) of a recurrent layer stacked at a time
+# Values (rows × neurons) of a recurrent layer's states stacked at a time: one block of 2 MB
+# (float32). Blocks of a fixed number of rows left a thin layer in many blocks, each a few ops
+# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is kept in
+# blocks of its rows (hidden 512: 1,024 rows), never a second copy of every step at once.
+CHUNK_VALUES = 2 ** 19
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
@@ -72,6 +77,7 @@ class SAL:
         self._tangent_rng = torch.Generator().manual_seed(0)  # its own stream: never moves the job's RNG
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
+        self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -95,26 +101,38 @@ class SAL:
         paused = getattr(self.probe, "paused", None)
         return paused() if paused is not None else contextlib.nullcontext()
 
+    @property
+    def reads_next(self) -> bool:
+        """Whether the next step() updates (and so reads the passes before it): with update_every = m, one in m."""
+        return self.calls % self.settings.update_every == 0
+
     @torch.no_grad()
     def step(self) -> None:
-        """Update every layer from the activity of the forward passes since the last step."""
-        layers = self.layers()
+        """Update every layer from the activity of the forward passes since the last step
+        (with update_every = m, at one call in m, at m times the rate; the others only clear it)."""
+        updates = self.reads_next
+        self.calls += 1
+        if not updates:
+            self.probe.clear()
+            return
+        layers = self.layers()  # a stack of layers (salrun's MLP) comes as one LayerActivity
         if self._shapes is None and layers:
-            self._shapes = [(layer.name, layer.weights[0].shape[0]) for layer in layers]
+            self._shapes = [shape for layer in layers for shape in layer.shapes()]
         if self._loaded is not None and layers:
             self._check_state(self._loaded, layers)
             self._loaded = None
-        self.rule = Rule.of(self.settings, self.rate_scale)  # read each step: a user may change the settings
-        self.targets = self._layer_targets(layers) if self.settings.layer_target else None
+        # read each step: a user may change the settings
+        self.rule = Rule.of(self.settings, self.rate_scale * self.settings.update_every)
+        self.targets = self._layer_targets(per_layer(layers)) if self.settings.layer_target else None
         if not self.fused:
-            for i, layer in enumerate(layers):
+            for i, layer in enumerate(per_layer(layers)):
                 self._reference_step(i, layer)
         else:
-            for group, weights, biases in self._plan(layers):
-                if len(group) == 1:
-                    self._layer_step(group[0], layers[group[0]])
+            for index, group, weights, biases in self._plan(layers):
+                if len(group) == 1 and not layers[group[0]].names:
+                    self._layer_step(index[0], layers[group[0]])
                 else:
-                    self._group_step(group, [layers[i] for i in group], weights, biases)
+                    self._group_step(index, [layers[i] for i in group], weights, biases)
         self.probe.clear()
 
     def _layer_targets(self, layers: list[LayerActivity]) -> torch.Tensor:
@@ -136,9 +154,11 @@ class SAL:
             self.gaps.mul_(GAP_KEEP).add_(gap, alpha=1 - GAP_KEEP)
         return self.settings.target * torch.exp(self.gaps.clamp(-MAX_GAP, MAX_GAP))
 
-    def _plan(self, layers: list[LayerActivity]) -> list[tuple[list[int], torch.Tensor | None, torch.Tensor | None]]:
-        """The groups of layers to update together, each with the (L, …) views of its stacked
-        weights and biases where they are one block (else None). Kept from step to step while
+    def _plan(self, layers: list[LayerActivity]) -> list[tuple[range, list[int], torch.Tensor | None,
+                                                                 torch.Tensor | None]]:
+        """The groups of layers to update together: the indices of their layers (of s̄), of their
+        activities, and the (L, …) views of their stacked weights and biases where they are one
+        block (else None); a stack reported as one activity is a group. Kept from step to step while
         every layer has the same parameters at the same addresses and the same shapes: finding
         the groups costs Python time per layer, which a 300-layer net of thin layers notices."""
         if all(type(layer) is LayerActivity for layer in layers):
@@ -151,14 +171,18 @@ class SAL:
             key = None
         if key is not None and key == self._plan_key:
             return self._plan_cache
-        plan = []
+        plan, start = [], 0
         for group in _groups(layers):
             weights = biases = None
-            if len(group) > 1:
+            if layers[group[0]].names:
+                weights, biases = layers[group[0]].weights[0], layers[group[0]].bias
+            elif len(group) > 1:
                 weights = _stacked([layers[i].weights[0] for i in group], allow_copy=False)
                 if all(layers[i].bias is not None for i in group):
                     biases = _stacked([layers[i].bias for i in group], allow_copy=False)
-            plan.append((group, weights, biases))
+            count = sum(len(layers[i].names) or 1 for i in group)
+            plan.append((range(start, start + count), group, weights, biases))
+            start += count
         self._plan_key, self._plan_cache = key, plan
         return plan
 
@@ -202,7 +226,7 @@ class SAL:
         # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
         # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, measured 6x slower at 64 neurons).
         squashing = layer.activation in SQUASHING and not linear
-        for inputs, output in layer.chunks(CHUNK_ROWS):
+        for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])):
             if squashing:
                 raw_part = [output.T @ x for x in inputs]
                 raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
@@ -240,20 +264,18 @@ class SAL:
 
     # -- fused: a stack of equal layers at once -----------------------------------
 
-    def _group_step(self, index: list[int], layers: list[LayerActivity], stacked_weights: torch.Tensor | None,
+    def _group_step(self, index: range, layers: list[LayerActivity], stacked_weights: torch.Tensor | None,
                     stacked_biases: torch.Tensor | None) -> None:
+        """A group of equal layers as one batch: (L, …) weights, inputs and outputs. A stack reported
+        as one activity (salrun's MLP) holds them so; layers reported one by one are stacked here."""
         cfg = self.settings
-        weights = [layer.weights[0] for layer in layers]
-        w = stacked_weights if stacked_weights is not None else _stacked(weights)
-        xs = [layer.inputs[0] for layer in layers]
-        os_ = [layer.output for layer in layers]
-        if (all(map(operator.is_, xs[1:], os_[:-1]))  # a chain: x_{l+1} is o_l (HookProbe hands the same tensor)
-                or all(x.data_ptr() == o.data_ptr() for x, o in zip(xs[1:], os_[:-1]))):
-            chain = torch.stack([xs[0], *os_]) if xs[0].shape == os_[0].shape else None
+        if layers[0].names:
+            weights = biases = None
+            w, x, o = stacked_weights, layers[0].inputs[0], layers[0].output
         else:
-            chain = None
-        x = chain[:-1] if chain is not None else torch.stack(xs)
-        o = chain[1:] if chain is not None else torch.stack(os_)
+            weights, biases = [layer.weights[0] for layer in layers], [layer.bias for layer in layers]
+            w = stacked_weights if stacked_weights is not None else _stacked(weights)
+            x, o = _chained([layer.inputs[0] for layer in layers], [layer.output for layer in layers])
         rows = o.shape[1]
         activation = layers[0].activation
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
@@ -277,14 +299,12 @@ class SAL:
             a = ratio * (step / rows)[:, None, :]
             ratio_mean = ratio.mean(1)
         w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
-        if w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
+        if weights is not None and w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
             torch._foreach_copy_(weights, list(w.unbind(0)))
-        biases = [layer.bias for layer in layers]
-        if all(b is not None for b in biases):
+        if stacked_biases is not None or (biases is not None and all(b is not None for b in biases)):
             update = step * ratio_mean if ratio_mean is not None else a.sum(1)  # Σ_rows a = step·mean(-2·o)
-            b = stacked_biases
-            if b is not None:
-                b.add_(update)
+            if stacked_biases is not None:
+                stacked_biases.add_(update)
             else:
                 torch._foreach_add_(biases, list(update.unbind(0)))
 
@@ -313,7 +333,7 @@ class SAL:
         return None if self.targets is None else self.targets[index[0]:index[-1] + 1, None]
 
     def state_dict(self) -> dict:
-        state = {"averages": [a.clone() for a in self.averages]}
+        state = {"averages": [a.clone() for a in self.averages], "calls": self.calls}
         if self._shapes is not None:
             state["layers"] = list(self._shapes)
         if self.gaps is not None:
@@ -333,6 +353,7 @@ class SAL:
             self._check_state(state, self._shapes)
         self._loaded = state if self._shapes is None else None
         self.averages = [a.clone() for a in averages]
+        self.calls = int(state.get("calls", 0))
         self._stacks = {}
         if "gaps" in state:
             self.gaps = state["gaps"].clone()
@@ -341,8 +362,8 @@ class SAL:
     @staticmethod
     def _check_state(state: dict, layers: list) -> None:
         """The loaded averages fit `layers` (LayerActivity, or (name, neurons) pairs)."""
-        here = [(layer.name, layer.weights[0].shape[0]) if isinstance(layer, LayerActivity) else tuple(layer)
-                for layer in layers]
+        here = [shape for layer in layers
+                for shape in (layer.shapes() if isinstance(layer, LayerActivity) else [tuple(layer)])]
         there = [tuple(pair) for pair in state.get("layers", [])] or [("?", a.shape[0]) for a in state["averages"]]
         sizes = [n for _, n in here] == [n for _, n in there] if state["averages"] else True
         names = all(a == b or "?" in (a, b) for (a, _), (b, _) in zip(here, there))
@@ -396,7 +417,7 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
     for i, layer in enumerate(layers):
         w = layer.weights[0]
         simple = (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
-                  and not isinstance(layer.bias, list)
+                  and not isinstance(layer.bias, list) and not layer.names
                   and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
         key = (w.shape, layer.output.shape, layer.inputs[0].shape, layer.activation, w.dtype, w.device,
                layer.bias is not None) if simple else None
@@ -406,6 +427,17 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
             groups.append([i])
         previous = key
     return groups
+
+
+def _chained(xs: list[torch.Tensor], os_: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and outputs of layers reported one by one, stacked (L, rows, …): where each
+    layer's input is the output before it (HookProbe hands the same tensor), one stack serves both."""
+    if (all(map(operator.is_, xs[1:], os_[:-1]))
+            or all(x.data_ptr() == o.data_ptr() for x, o in zip(xs[1:], os_[:-1]))):
+        if xs[0].shape == os_[0].shape:
+            chain = torch.stack([xs[0], *os_])
+            return chain[:-1], chain[1:]
+    return torch.stack(xs), torch.stack(os_)
 
 
 def _stacked(tensors: list[torch.Tensor], allow_copy: bool = True) -> torch.Tensor | None:

@@ -416,19 +416,23 @@ class SALSettings:
     layer_target: bool = False
     include_output: bool = False                           # also adapt the (linear) output layer
     rnn_inputs: Literal["all", "recurrent"] = "all"        # which inputs count in ‖w_j‖
+    # a cheaper estimator (ours, issue 29): update at one step in m = update_every, at m times the
+    # rate, from that step's batch; the passes in between are not read (s̄ then averages every m-th step)
+    update_every: int = 1
 
     # What an ensemble batches (salrun.rule takes these per member; BatchedSAL computes these values
     # of the others). A field in neither, or another value, makes the run train alone.
     per_member: ClassVar[tuple[str, ...]] = ("lr", "target", "beta", "band", "gate")
     batch_values: ClassVar[dict[str, tuple]] = {"objective": ("log",), "average": ("arithmetic",),
                                                 "layer_target": (False,), "include_output": (False,),
-                                                "rnn_inputs": ("all", "recurrent")}
+                                                "rnn_inputs": ("all", "recurrent"), "update_every": (1,)}
 
     def __post_init__(self) -> None:
         _non_negative("method.lr", self.lr)
         _positive("method.target", self.target)
         _require(0 <= self.beta < 1, f"method.beta must be in [0, 1), got {self.beta}")
         _positive("method.band", self.band)
+        _require(self.update_every >= 1, f"method.update_every must be >= 1, got {self.update_every}")
 
 
 @registered("method", "spectral", "salrun.methods:SpectralMethod", batches=True)

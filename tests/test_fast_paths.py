@@ -32,7 +32,8 @@ def test_bptt_graph_has_no_per_step_select():
 
 
 def test_paused_probe_records_nothing_and_resumes():
-    model = MLP(2, 2, MLPSettings(depth=3, width=4))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
+                                torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     probe = probe_for(model)
     x = torch.randn(5, 2)
     model(x)  # the first pass finds the layers

@@ -133,19 +133,18 @@ def test_lsuv_gives_every_hidden_layer_unit_output_variance():
     model = mlp(depth=8, width=16, scale=0.05)  # far from unit variance before
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0)) * 3
     settings = LSUVSettings(tol=0.05)
-    outputs = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
-             for m in model.hidden_linears()]
-    with torch.no_grad():
-        model(x)
-    before = [float(o.var()) for o in outputs]
+
+    def variances():  # of each hidden layer's U = W h + θ
+        found, h = [], x
+        for layer in model.hidden_linears():
+            u = layer(h)
+            found.append(float(u.var()))
+            h = torch.tanh(u)
+        return found
+
+    before = variances()
     lsuv_(model, settings, lambda rows: (x[:rows], None))
-    outputs.clear()
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    after = [float(o.var()) for o in outputs]
+    after = variances()
     assert max(abs(v - 1) for v in before) > 0.5
     assert all(abs(v - 1) < settings.tol for v in after), after
 

@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from salrun.activity import per_layer
 from salrun.models import ElmanRNN, MLP
 from salrun.sal import SAL
 from salrun.neurons import sensitivity
@@ -103,7 +104,7 @@ def test_mlp_deep_net_reaches_target_by_sal_alone():
         model(inputs())
         sal.step()
     model(inputs())
-    rms = [rms_sensitivity(layer) for layer in sal.layers()]
+    rms = [rms_sensitivity(layer) for layer in per_layer(sal.layers())]  # the MLP reports its stack as one
     assert all(abs(r - 1) < 0.15 for r in rms), rms
 
 
