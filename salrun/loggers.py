@@ -2,7 +2,9 @@
 
     logger=csv          metrics.csv alone (the default; the folder writes it, this logger adds nothing)
     logger=tensorboard  RUN/tensorboard: every network-level metric as a scalar, and the per-layer
-                        sensitivity_rms and grad_norm as histograms over the layers at each evaluation
+                        sensitivity_rms and grad_norm as histograms over the layers at each evaluation;
+                        with train.probes=true also each layer's histogram over its neurons'
+                        sensitivities (from the probe's percentiles, salrun.probes)
     logger=mlflow       an MLflow run: params (the flattened config), metrics, and the run folder as
                         artifacts at the end; MLFLOW_TRACKING_URI if set, else outputs/mlflow.db
 
@@ -18,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from salrun.probes import PERCENTILES
 from salrun.results import METRIC_COLUMNS
 from salrun.settings import JobSettings, dotted_keys
 
@@ -78,6 +81,25 @@ class Logger:
         return rows
 
 
+HISTOGRAM_LAYERS = 20  # at most this many layers' neuron histograms per evaluation: an RNN's layers are
+                       # its time steps (hundreds), which would bury TensorBoard's histogram tab
+
+
+def _percentiles(rows) -> dict[tuple[int, int], list[float]]:
+    """{(step, layer): the probe's sensitivity percentiles, in PERCENTILES' order}, for up to
+    HISTOGRAM_LAYERS layers spread evenly from the first to the last."""
+    found: dict[tuple[int, int], dict[int, float]] = {}
+    for step, metric, value, layer in rows:
+        if layer is not None and metric.startswith("sensitivity_p") and math.isfinite(value):
+            found.setdefault((step, layer), {})[int(metric.removeprefix("sensitivity_p"))] = value
+    complete = {key: [levels[q] for q in PERCENTILES] for key, levels in found.items() if set(levels) >= set(PERCENTILES)}
+    layers = sorted({layer for _, layer in complete})
+    if len(layers) > HISTOGRAM_LAYERS:
+        keep = {layers[round(k * (len(layers) - 1) / (HISTOGRAM_LAYERS - 1))] for k in range(HISTOGRAM_LAYERS)}
+        complete = {key: levels for key, levels in complete.items() if key[1] in keep}
+    return complete
+
+
 def _network(rows):
     """{step: {metric: value}} of the network-level rows."""
     by_step: dict[int, dict[str, float]] = {}
@@ -111,7 +133,20 @@ class TensorBoardLogger(Logger):
                     layers.setdefault((step, metric), []).append(value)
             for (step, metric), values in sorted(layers.items()):
                 self.events.add_histogram(f"{metric}_over_layers", np.asarray(values), step)
+            for (step, layer), levels in sorted(_percentiles(rows).items()):
+                self._neuron_histogram(step, layer, levels)
         self.events.flush()
+
+    def _neuron_histogram(self, step: int, layer: int, levels: list[float]) -> None:
+        """One layer's neurons' sensitivities as a histogram whose buckets are the probe's percentiles:
+        exact in what it shows (each bucket holds its share of the neurons, in percent), with no
+        per-neuron values to store. sum and sum_squares take each bucket's midpoint."""
+        counts = [b - a for a, b in zip(PERCENTILES, PERCENTILES[1:])]
+        mids = [(a + b) / 2 for a, b in zip(levels, levels[1:])]
+        self.events.add_histogram_raw(f"sensitivity_per_neuron/layer_{layer:04d}", min=levels[0], max=levels[-1],
+                                      num=sum(counts), sum=sum(c * m for c, m in zip(counts, mids)),
+                                      sum_squares=sum(c * m * m for c, m in zip(counts, mids)),
+                                      bucket_limits=levels[1:], bucket_counts=counts, global_step=step)
 
     def finish(self, summary: dict) -> None:
         self.events.add_text("status", f"{summary.get('status')}: {summary.get('error', '')}".rstrip(": "))

@@ -28,6 +28,35 @@ def test_tensorboard_reads_back_for_every_ensemble_member(tmp_path):
         assert histogram[0].histogram_value.num == 3  # one value per hidden layer (model.depth=3)
 
 
+def test_tensorboard_draws_each_layers_neurons_from_the_probes(tmp_path):
+    """With train.probes=true, each layer gets a histogram over its neurons' sensitivities whose
+    bucket edges are the percentiles the probe wrote to metrics.csv."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from salrun.jobs import run_jobs
+    from salrun.results import read_metrics
+
+    cfg = compose("train", [*TINY_FFN, "logger=tensorboard", "train.probes=true"])
+    [summary] = run_jobs("train", [cfg], [tmp_path])
+    assert summary["status"] == "ok"
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = [tag for tag in events.Tags()["histograms"] if tag.startswith("sensitivity_per_neuron/")]
+    assert len(tags) == 3  # one per hidden layer (model.depth=3)
+    rows = read_metrics(tmp_path)
+    last = max(rows["step"])
+    for layer, tag in enumerate(sorted(tags)):
+        value = events.Histograms(tag)[-1]
+        assert value.step == last
+        expected = {q: float(rows.query(f"step == {last} and layer == {layer} and metric == 'sensitivity_p{q}'")["value"].iloc[0])
+                    for q in (0, 50, 100)}
+        h = value.histogram_value
+        assert h.min == pytest.approx(expected[0]) and h.max == pytest.approx(expected[100])
+        assert list(h.bucket)[:3] == [10, 15, 25] and h.num == 100
+        assert expected[50] in [pytest.approx(limit) for limit in h.bucket_limit]
+
+
 def test_tensorboard_follows_the_chaos_study(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
