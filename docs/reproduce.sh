@@ -11,6 +11,14 @@
 #   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
 #                                               # tables and figures into docs/comparison/
 #   bash docs/reproduce.sh walltimes    # the wall times before and after, side by side
+#   bash docs/reproduce.sh tables       # every generated block of the docs again, from the committed run
+#                                       # records alone (no run folders): salrun report --fill
+#
+# Each sweep's report also writes its run records, DOCS/runs/NAME.csv (salrun report --format runs:
+# one row a run, with the commit it was measured on and the sweep command that made it). The docs'
+# summaries are blocks between `<!-- salrun report ARGS -->` and `<!-- /salrun report -->` that
+# `tables` fills from those records; a number in a summary is never typed. TABLE_DOCS=... names other
+# files to fill (the tests' fixture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/reproduction}
@@ -44,10 +52,26 @@ sweep() {  # NAME, then the arguments of salrun sweep
   [ -n "${NO_REPORT:-}" ] || report "$name" "$name"
 }
 
-report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge
+report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge; and their run records
   local name=$1
   shift
+  records "$name" "$@"
   salrun report "${@/#/$OUT/}" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
+}
+
+records() {  # NAME, then the sweeps (in $OUT): their run records into $DOCS/runs/NAME.csv (committed)
+  local name=$1
+  shift
+  mkdir -p "$DOCS/runs"
+  salrun report "${@/#/$OUT/}" --format runs --table "$DOCS/runs/$name.csv" --no-figures > /dev/null
+}
+
+tables() {  # the docs' generated blocks, from the committed run records only
+  local doc fill=()
+  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md docs/COMPARISON.md README.md}; do
+    fill+=(--fill "$doc")
+  done
+  salrun report "${fill[@]}"
 }
 
 best() {  # SWEEP [TASK]: the settings of the row with the highest success rate, then the best mean final
@@ -100,12 +124,14 @@ lag() {  # claims 3 and 4 on an RNN at lag 300
     rho=1.1; [ "$task" = lag_analog ] && rho=1.5
     NO_REPORT=1 sweep "${task}_noisy" experiment=paper_long_lag task=$task method=sal,none,spectral \
       ++method.rho=$rho $LAG600 $TEN_SEEDS
+    records "${task}_noisy" "${task}_noisy"
     salrun report "$OUT/${task}_noisy" --against sal --table "$DOCS/${task}_noisy.md" \
       --figures "$DOCS/${task}_noisy" > /dev/null
   done
   # SAL's analog runs were still improving at step 600: the same with twice the steps.
   NO_REPORT=1 sweep lag_analog_noisy_1200 experiment=paper_long_lag task=lag_analog method=sal,spectral \
     ++method.rho=1.5 train.steps=1200 $TEN_SEEDS
+  records lag_analog_noisy_1200 lag_analog_noisy_1200
   salrun report "$OUT/lag_analog_noisy_1200" --against sal --table "$DOCS/lag_analog_noisy_1200.md" --no-figures > /dev/null
 }
 
@@ -122,6 +148,7 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
     # shellcheck disable=SC2046  # the chosen overrides are words
     NO_REPORT=1 sweep "${task}_1200" experiment=paper_long_lag task=$task method=sal,none,spectral \
       $(best lag1200_rho $task) $(best lag1200_sal $task) $TEN_SEEDS threads=1
+    records "${task}_1200" "${task}_1200"
     salrun report "$OUT/${task}_1200" --against sal --table "$DOCS/${task}_1200.md" \
       --figures "$DOCS/${task}_1200" > /dev/null
   done
