@@ -421,6 +421,8 @@ def _settings(rows: list[dict]) -> list[str]:
         if all(map(_is_number, values)) and any(isinstance(v, float) for v in values):
             for row in rows:
                 row[key] = None if row[key] is None else float(row[key])
+    for row in rows:  # every setting some run overrides, for the run records (--format runs)
+        row["settings"] = {k: row[k] for k in candidates if row[k] is not None}
     return keys
 
 

@@ -242,13 +242,15 @@ def format_table(table, fmt: str, against: str | None = None, keys: list[str] = 
     return "\n".join(lines) + "\n"
 
 
-def run_records(runs, keys: list[str]) -> str:
+def run_records(runs) -> str:
     """The runs as a run records file (CSV, one row a run: RECORD_COLUMNS and `settings`, the
-    settings that differ as a JSON object), which `salrun report` reads back: small enough to
+    settings its overrides name, as a JSON object), which `salrun report` reads back: small enough to
     commit beside the table it makes."""
     records = runs.reindex(columns=RECORD_COLUMNS).copy()
-    settings = [json.dumps({k: r[k] for k in keys if not _missing(r[k])}, default=str) for r in runs.to_dict("records")]
-    records.insert(1, "settings", settings)  # typed, in JSON: depth 5 stays the number 5
+    # Every setting that some run overrides, not only those that differ here: records of two sweeps
+    # merged later must still tell a task or a rho apart. Typed, in JSON: depth 5 stays the number 5.
+    settings = [json.dumps({k: v for k, v in r.items() if not _missing(v)}, default=str) for r in runs["settings"]]
+    records.insert(1, "settings", settings)
     return records.to_csv(index=False, lineterminator="\n")
 
 
@@ -379,7 +381,7 @@ def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | No
              "and are left out")
     fixed = {item.split("=", 1)[0] for item in where}
     if fmt == "runs":
-        text = run_records(collection.runs, collection.keys)
+        text = run_records(collection.runs)
     else:
         text = format_table(table, fmt, against, [k for k in collection.keys if k not in fixed]) if fmt is not None \
             else None

@@ -43,6 +43,14 @@ def test_records_read_back_into_the_same_table(tmp_path):
         assert from_records.returncode == 0, from_records.stderr
         assert from_records.stdout == from_folders.stdout, options
     assert "method.rho=1.1" in salrun("report", str(records), "--best", "--format", "overrides").stdout
+    # Records of two parts, merged later, still tell their settings apart (every overridden setting is kept).
+    parts = [tmp_path / "rho1.0.csv", tmp_path / "rho1.1.csv"]
+    for part, rho in zip(parts, ("1.0", "1.1")):
+        mine = [f for f in folders if f"spectral_{rho}_" in f]
+        salrun("report", *mine, "--format", "runs", "--table", str(part), "--no-figures")
+    spectral = [f for f in folders if "spectral" in f]
+    assert salrun("report", *map(str, parts), "--format", "csv", "--no-figures").stdout == \
+        salrun("report", *spectral, "--format", "csv", "--no-figures").stdout
 
 
 def test_markdown_says_which_commit_and_command_made_the_runs(tmp_path):
