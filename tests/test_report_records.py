@@ -122,3 +122,18 @@ def test_the_committed_docs_are_what_their_markers_make(tmp_path):
         result = salrun("report", "--fill", str(copy), cwd=ROOT)  # the markers' paths are the repository's
         assert result.returncode == 0, result.stderr
         assert copy.read_text() == path.read_text(), f"{path.name} is not what its markers make"
+
+
+def test_a_run_records_the_commit_of_its_source(tmp_path):
+    from conftest import TINY_FFN, summary_of
+
+    done = salrun("train", *TINY_FFN, "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    commit = summary_of(tmp_path / "run")["commit"]
+    if head.returncode != 0:  # not a git checkout
+        assert commit is None
+    else:
+        assert commit in (head.stdout.strip(), head.stdout.strip() + "-dirty")
+    text = salrun("report", str(tmp_path / "run"), "--format", "markdown", "--no-figures").stdout
+    assert f"Runs measured on commit {commit};" in text
