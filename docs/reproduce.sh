@@ -7,7 +7,7 @@
 # continues where it stopped (sweep --resume). Run from the project root:
 #
 #   bash docs/reproduce.sh            # the paper's claims (docs/REPRODUCTION.md)
-#   bash docs/reproduce.sh chaos      # one part: chaos | ffn | ffn_apart | lag | lag1200
+#   bash docs/reproduce.sh chaos      # one part: chaos | ffn | ffn_apart | ffn_orthogonal_apart | lag | lag1200
 #   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
 #                                               # tables and figures into docs/comparison/
 #   bash docs/reproduce.sh walltimes    # the wall times before and after, side by side
@@ -120,6 +120,19 @@ ffn_apart() {  # claims 2 and 4 at depth 300 tuned apart (issue 31): SAL's rates
     $(best ffn_apart_sal) $TEN_SEEDS threads=1
   records ffn_apart ffn_apart
   salrun report "$OUT/ffn_apart" --against sal --table "$DOCS/ffn_apart.md" --figures "$DOCS/ffn_apart" > /dev/null
+}
+
+ffn_orthogonal_apart() {  # claim 2 from deep_ffn_orthogonal's start, its rates tuned apart (issue 31): SAL's
+  # and Adam's rates chosen on seeds 100-101 at the preset's target 1.0, then SAL and none on seeds 0-9
+  local TUNING=seed=100,101
+  sweep ffn_orthogonal_apart_sal experiment=deep_ffn_orthogonal method=sal optim.lr=0.001,0.0001 \
+    method.lr=0.0002,0.002,0.01 $TUNING threads=1
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  NO_REPORT=1 sweep ffn_orthogonal_apart experiment=deep_ffn_orthogonal method=sal,none \
+    $(best ffn_orthogonal_apart_sal) $TEN_SEEDS threads=1
+  records ffn_orthogonal_apart ffn_orthogonal_apart
+  salrun report "$OUT/ffn_orthogonal_apart" --against sal --table "$DOCS/ffn_orthogonal_apart.md" \
+    --figures "$DOCS/ffn_orthogonal_apart" > /dev/null
 }
 
 lag() {  # claims 3 and 4 on an RNN at lag 300
@@ -249,6 +262,6 @@ walltimes_table() {  # FOLDER...: their walltimes_before.txt and walltimes.txt s
     }'
 }
 
-for part in ${@:-chaos ffn ffn_apart lag lag1200}; do
+for part in ${@:-chaos ffn ffn_apart ffn_orthogonal_apart lag lag1200}; do
   "$part"
 done
