@@ -7,10 +7,18 @@
 # continues where it stopped (sweep --resume). Run from the project root:
 #
 #   bash docs/reproduce.sh            # the paper's claims (docs/REPRODUCTION.md)
-#   bash docs/reproduce.sh chaos      # one part: chaos | ffn | lag
+#   bash docs/reproduce.sh chaos      # one part: chaos | ffn | ffn_apart | ffn_orthogonal_apart | lag | lag1200
 #   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
 #                                               # tables and figures into docs/comparison/
 #   bash docs/reproduce.sh walltimes    # the wall times before and after, side by side
+#   bash docs/reproduce.sh tables       # every generated block of the docs again, from the committed run
+#                                       # records alone (no run folders): salrun report --fill
+#
+# Each sweep's report also writes its run records, DOCS/runs/NAME.csv (salrun report --format runs:
+# one row a run, with the commit it was measured on and the sweep command that made it). The docs'
+# summaries are blocks between `<!-- salrun report ARGS -->` and `<!-- /salrun report -->` that
+# `tables` fills from those records; a number in a summary is never typed. TABLE_DOCS=... names other
+# files to fill (the tests' fixture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/reproduction}
@@ -44,10 +52,27 @@ sweep() {  # NAME, then the arguments of salrun sweep
   [ -n "${NO_REPORT:-}" ] || report "$name" "$name"
 }
 
-report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge
+report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge; and their run records
   local name=$1
   shift
+  records "$name" "$@"
   salrun report "${@/#/$OUT/}" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
+}
+
+records() {  # NAME, then the sweeps (in $OUT): their run records into $DOCS/runs/NAME.csv (committed)
+  local name=$1
+  shift
+  mkdir -p "$DOCS/runs"
+  salrun report "${@/#/$OUT/}" --format runs --table "$DOCS/runs/$name.csv" --no-figures > /dev/null
+}
+
+tables() {  # the docs' generated blocks, from the committed run records only. COMPARISON.md, BENCHMARKS.md
+  # and the README have no block yet: their run folders were gone before run records existed (issue 31).
+  local doc fill=()
+  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md}; do
+    fill+=(--fill "$doc")
+  done
+  salrun report "${fill[@]}"
 }
 
 best() {  # SWEEP [TASK]: the settings of the row with the highest success rate, then the best mean final
@@ -83,6 +108,33 @@ ffn() {  # claims 2 and 4 on a 300-layer MLP
   sweep ffn_claim2 experiment=deep_ffn_orthogonal method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9 threads=1
 }
 
+ffn_apart() {  # claims 2 and 4 at depth 300 tuned apart (issue 31): SAL's rates and target and spectral's
+  # rho chosen on seeds 100-101 (never reported), then seeds 0-9 at those choices; success on the mean of
+  # the last 5 evaluations (the default, no pins). Adam's rate is SAL's choice for every method (one net).
+  local TUNING=seed=100,101
+  sweep ffn_apart_sal experiment=paper_deep_ffn method=sal optim.lr=0.001,0.0001 method.lr=0.01,0.002 \
+    method.target=1.03,1.06 $TUNING threads=1
+  sweep ffn_apart_rho experiment=paper_deep_ffn method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $TUNING threads=1
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  NO_REPORT=1 sweep ffn_apart experiment=paper_deep_ffn method=sal,none,spectral $(best ffn_apart_rho) \
+    $(best ffn_apart_sal) $TEN_SEEDS threads=1
+  records ffn_apart ffn_apart
+  salrun report "$OUT/ffn_apart" --against sal --table "$DOCS/ffn_apart.md" --figures "$DOCS/ffn_apart" > /dev/null
+}
+
+ffn_orthogonal_apart() {  # claim 2 from deep_ffn_orthogonal's start, its rates tuned apart (issue 31): SAL's
+  # and Adam's rates chosen on seeds 100-101 at the preset's target 1.0, then SAL and none on seeds 0-9
+  local TUNING=seed=100,101
+  sweep ffn_orthogonal_apart_sal experiment=deep_ffn_orthogonal method=sal optim.lr=0.001,0.0001 \
+    method.lr=0.0002,0.002,0.01 $TUNING threads=1
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  NO_REPORT=1 sweep ffn_orthogonal_apart experiment=deep_ffn_orthogonal method=sal,none \
+    $(best ffn_orthogonal_apart_sal) $TEN_SEEDS threads=1
+  records ffn_orthogonal_apart ffn_orthogonal_apart
+  salrun report "$OUT/ffn_orthogonal_apart" --against sal --table "$DOCS/ffn_orthogonal_apart.md" \
+    --figures "$DOCS/ffn_orthogonal_apart" > /dev/null
+}
+
 lag() {  # claims 3 and 4 on an RNN at lag 300
   sweep lag_tune experiment=paper_long_lag task=lag_sign,lag_analog optim.clip=0,1 $QUIET_LAG $LAST $LAG600 $GRID_SEEDS
   sweep lag_tune2 experiment=paper_long_lag task=lag_analog optim.lr=0.0003 $QUIET_LAG $LAST $LAG600 seed=0,1,2,3
@@ -100,12 +152,14 @@ lag() {  # claims 3 and 4 on an RNN at lag 300
     rho=1.1; [ "$task" = lag_analog ] && rho=1.5
     NO_REPORT=1 sweep "${task}_noisy" experiment=paper_long_lag task=$task method=sal,none,spectral \
       ++method.rho=$rho $LAG600 $TEN_SEEDS
+    records "${task}_noisy" "${task}_noisy"
     salrun report "$OUT/${task}_noisy" --against sal --table "$DOCS/${task}_noisy.md" \
       --figures "$DOCS/${task}_noisy" > /dev/null
   done
   # SAL's analog runs were still improving at step 600: the same with twice the steps.
   NO_REPORT=1 sweep lag_analog_noisy_1200 experiment=paper_long_lag task=lag_analog method=sal,spectral \
     ++method.rho=1.5 train.steps=1200 $TEN_SEEDS
+  records lag_analog_noisy_1200 lag_analog_noisy_1200
   salrun report "$OUT/lag_analog_noisy_1200" --against sal --table "$DOCS/lag_analog_noisy_1200.md" --no-figures > /dev/null
 }
 
@@ -122,6 +176,7 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
     # shellcheck disable=SC2046  # the chosen overrides are words
     NO_REPORT=1 sweep "${task}_1200" experiment=paper_long_lag task=$task method=sal,none,spectral \
       $(best lag1200_rho $task) $(best lag1200_sal $task) $TEN_SEEDS threads=1
+    records "${task}_1200" "${task}_1200"
     salrun report "$OUT/${task}_1200" --against sal --table "$DOCS/${task}_1200.md" \
       --figures "$DOCS/${task}_1200" > /dev/null
   done
@@ -207,6 +262,6 @@ walltimes_table() {  # FOLDER...: their walltimes_before.txt and walltimes.txt s
     }'
 }
 
-for part in ${@:-chaos ffn lag}; do
+for part in ${@:-chaos ffn ffn_apart ffn_orthogonal_apart lag lag1200}; do
   "$part"
 done

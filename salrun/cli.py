@@ -552,11 +552,20 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
            per: Optional[List[str]] = typer.Option(None, "--per", metavar="KEY",
                                                    help="With --best: the best row per value of KEY (repeatable)"),
            where: Optional[List[str]] = typer.Option(None, "--where", metavar="KEY=VALUE",
-                                                     help="Only the runs with this setting (repeatable)")) -> None:
+                                                     help="Only the runs with this setting (repeatable)"),
+           fill: Optional[List[Path]] = typer.Option(None, "--fill", metavar="FILE.md",
+                                                     help="Rewrite each block of FILE.md between '<!-- salrun report "
+                                                          "ARGS -->' and '<!-- /salrun report -->' with what "
+                                                          "'salrun report ARGS' prints (repeatable; no PATH)")) -> None:
     """Summary table (grouped by method and the settings that differ, over seeds) with 95%
-    intervals, and PNG figures, for run folders and sweep folders."""
+    intervals, and PNG figures, for run folders, sweep folders and run records files (--format runs)."""
     from salrun.report import make_report  # pandas: not for --help
 
+    if fill:
+        if paths:
+            fail_usage("--fill takes no PATH: each marker in FILE.md names its own")
+        fill_documents(fill)
+        return
     if not paths:
         fail_usage("report needs PATH, a run folder or a sweep folder (or several, or a glob)")
     try:
@@ -564,6 +573,41 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
                     where or [])
     except RunFolderError as err:
         fail_usage(str(err))
+
+
+def fill_documents(files: List[Path]) -> None:
+    """`salrun report --fill`: each marker's command runs through this same `report` command, its
+    stdout captured; a file is rewritten only if a block changed, and only once every block ran."""
+    import contextlib
+    import io
+
+    from salrun.console import note
+    from salrun.report import fill_markers
+    from salrun.results import write_atomic
+
+    def run(words: list[str]) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = typer.main.get_command(app).main(["report", *words], prog_name="salrun", standalone_mode=False)
+        if code:  # the report's own one line says why
+            reason = err.getvalue().strip().splitlines()[-1:] or [f"exit {code}"]
+            raise RunFolderError(f"marker 'salrun report {' '.join(words)}': {reason[0].removeprefix('salrun: error: ')}")
+        return out.getvalue()
+
+    for path in files:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            fail_usage(f"--fill {path}: {err.strerror or err}")
+        if "<!-- salrun report" not in text:
+            fail_usage(f"--fill {path}: no '<!-- salrun report ... -->' marker in it")
+        try:
+            filled = fill_markers(text, run)
+        except RunFolderError as err:
+            fail_usage(f"--fill {path}: {err}")
+        if filled != text:
+            write_atomic(Path(path), filled)
+        note(f"{path}: {'rewritten' if filled != text else 'unchanged'}")
 
 
 TUNE_EXAMPLE = ("Example (about 75 s on 2 shared cores; the same command with --trials 12 continues the study):"

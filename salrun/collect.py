@@ -9,12 +9,15 @@ salrun.figures share:
            evaluation) and reached (whether any evaluation met the task's threshold)
   metrics  metrics.csv of every run, long format, with run and group columns added
 
-Several folders (run folders and sweep folders, in any mix) merge into one collection.
+Several folders (run folders and sweep folders, in any mix) merge into one collection. A run
+records file (`salrun report --format runs`: the runs frame as CSV, one row a run, no metrics) reads
+back as the runs it holds, so that tables can be made again from small committed files (issue 31).
 """
 from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -29,6 +32,10 @@ CHAOS_BELOW = -0.1  # the chaos agreement is judged while the MLE is below this 
 # column, and the thread count does not change what is computed.
 NOT_SETTINGS = {"seed", "method", "threads"}
 PAIRABLE = ("experiment", "task", "model")  # what a run's summary names besides the settings that differ
+# A run record's columns besides the settings (salrun report --format runs; every other column is a setting).
+RECORD_COLUMNS = ["method", "command", "experiment", "model", "task", "seed", "status", "success", "metric", "final",
+                  "chance", "wall_seconds", "log_sensitivity", "judged", "higher_is_better", "best", "reached",
+                  "max_gap", "commit", "made_by"]
 
 
 class NothingToReport(RunFolderError):
@@ -200,9 +207,9 @@ def _on_the_way(summary: dict, metrics, metric) -> dict:
             "reached": bool(met.any())}
 
 
-def _run_row(folder: Path, summary: dict, metrics, overrides) -> dict:
+def _run_row(folder: Path, summary: dict, metrics, overrides, made_by: str | None = None) -> dict:
     """One run's row; `overrides` and `config` (the resolved config, None if never written) are
-    read by _settings and then dropped."""
+    read by _settings and then dropped. `made_by`: the sweep's command (else the run's own)."""
     final = summary.get("final") or {}
     metric = summary.get("metric") or ("mle" if summary.get("command") == "lyapunov" else None)
     config = read_config(folder) if (folder / "config.yaml").is_file() else None
@@ -221,7 +228,18 @@ def _run_row(folder: Path, summary: dict, metrics, overrides) -> dict:
     row.update(_on_the_way(summary, metrics, metric))
     row["max_gap"] = _max_gap(metrics) if summary.get("command") == "lyapunov" and metrics is not None \
         else float("nan")
+    row["commit"] = summary.get("commit")
+    given = overrides if isinstance(overrides, list) else str(overrides or "").split()
+    row["made_by"] = made_by or " ".join(["salrun", str(summary.get("command") or "train"), *map(str, given)])
     return row
+
+
+def sweep_command(plan: dict) -> str:
+    """The command line of a sweep plan (sweep.yaml): what `salrun sweep` was given, less --out."""
+    words = ["salrun", "sweep", *plan["overrides"]]
+    words += ["--command", plan["command"]] if plan["command"] != "train" else []
+    words += ["--launcher", plan["launcher"]] if plan["launcher"] != "basic" else []
+    return " ".join(words)
 
 
 def _job_folder(sweep: Path, output, index: int) -> Path:
@@ -239,8 +257,11 @@ def _load_folder(path: Path, damaged: list[str]) -> tuple[str, list[dict], list,
     their reasons added to `damaged`; a damaged run folder raises DamagedRun."""
     if not path.exists():
         raise RunFolderError(f"{path} does not exist")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        rows = _load_records(path)
+        return "records file", rows, [], 0
     if not path.is_dir():
-        raise NothingToReport(f"{path} is not a folder (give a run folder or a sweep folder)")
+        raise NothingToReport(f"{path} is not a folder (give a run folder, a sweep folder or a run records .csv)")
     if (path / "sweep.csv").is_file() or (path / "sweep.yaml").is_file():
         return ("sweep", *_load_sweep(path, damaged))
     if (path / "summary.json").is_file():
@@ -254,8 +275,61 @@ def _load_folder(path: Path, damaged: list[str]) -> tuple[str, list[dict], list,
     raise NothingToReport(f"{path} is neither a run folder (summary.json) nor a sweep folder (sweep.csv)")
 
 
+def _load_records(path: Path) -> list[dict]:
+    """The rows of a run records file (salrun report --format runs), typed as a folder's rows are:
+    its `settings` (JSON, the settings that differed, typed) act as the overrides and the config."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path} is unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") \
+            from None
+    missing = [c for c in ["settings", *RECORD_COLUMNS] if c not in table.columns]
+    if missing or not len(table):
+        raise RunFolderError(f"{path} is not a salrun run records file (salrun report --format runs): "
+                             + (f"no column {', '.join(missing[:3])}" if missing else "no rows"))
+    number = lambda text: float(text) if text != "" else float("nan")  # noqa: E731  (repr-exact floats)
+    flag = lambda text: {"True": True, "False": False}.get(text)  # noqa: E731
+    rows = []
+    for index, record in enumerate(table.to_dict("records")):
+        try:
+            settings = json.loads(record["settings"] or "{}")
+        except ValueError:
+            raise RunFolderError(f"{path}: row {index + 1}'s settings are not JSON") from None
+        row = {"folder": f"{path}#{index}", "overrides": [f"{k}=" for k in settings], "config": _nested(settings)}
+        row.update({k: record[k] or None for k in ("method", "command", "experiment", "model", "task", "status",
+                                                   "metric", "commit", "made_by")})
+        row["seed"] = _typed(record["seed"]) if record["seed"] != "" else None
+        row["success"], row["reached"], row["higher_is_better"] = (flag(record[k]) for k in
+                                                                   ("success", "reached", "higher_is_better"))
+        row.update({k: number(record[k]) for k in ("final", "chance", "wall_seconds", "log_sensitivity", "judged",
+                                                   "best", "max_gap")})
+        rows.append(row)
+    return rows
+
+
+def _nested(settings: dict) -> dict:
+    """{"task": "adding", "task.lag": 50} as a config _config_value reads: {"task": {"name": "adding", "lag": 50}}."""
+    config: dict = {}
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if part not in node else {"name": node[part]}
+            node = node[part]
+        if isinstance(node.get(leaf), dict):
+            node[leaf]["name"] = value
+        else:
+            node[leaf] = value
+    return config
+
+
 def _load_sweep(path: Path, damaged: list[str]) -> tuple[list[dict], list, int]:
     rows, frames, pending = [], [], 0
+    try:
+        made_by = sweep_command(read_sweep_plan(path)) if (path / "sweep.yaml").is_file() else None
+    except RunFolderError:  # a damaged plan: each run says what it was given
+        made_by = None
     if (path / "sweep.csv").is_file():
         try:
             table = pd.read_csv(path / "sweep.csv", dtype=str, keep_default_na=False)
@@ -284,7 +358,7 @@ def _load_sweep(path: Path, damaged: list[str]) -> tuple[list[dict], list, int]:
         except DamagedRun as err:  # never drawn beside the complete runs: left out, and said so
             damaged.append(str(err))
             continue
-        rows.append(_run_row(folder, summary, metrics, overrides))
+        rows.append(_run_row(folder, summary, metrics, overrides, made_by))
         if metrics is not None:
             frames.append(metrics.assign(run=len(rows) - 1))
     # A job with no summary ran the sweep's command, and the others' method where the sweep did not vary it.
@@ -347,6 +421,8 @@ def _settings(rows: list[dict]) -> list[str]:
         if all(map(_is_number, values)) and any(isinstance(v, float) for v in values):
             for row in rows:
                 row[key] = None if row[key] is None else float(row[key])
+    for row in rows:  # every setting some run overrides, for the run records (--format runs)
+        row["settings"] = {k: row[k] for k in candidates if row[k] is not None}
     return keys
 
 

@@ -13,8 +13,10 @@ ends with the same metrics as a run that was never stopped.
 """
 from __future__ import annotations
 
+import functools
 import platform
 import socket
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,8 +143,29 @@ def provenance(folder: Path, overrides: list[str], device: str) -> dict:
     return {"folder": str(Path(folder).resolve()), "overrides": list(overrides),
             "versions": {"salrun": salrun.__version__, "torch": torch.__version__,
                          "python": platform.python_version()},
+            "commit": source_commit(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(), "device": f"{resolved_device}{name}"}
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The commit of the salrun source that runs (git's short hash; "-dirty" when the package or
+    its configs differ from it), so that a table can say what its runs were measured on (issue 31);
+    None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "--short=7", "HEAD")
+        if head.returncode != 0:
+            return None
+        changed = git("status", "--porcelain", "--", "salrun", "conf").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if changed else "")
 
 
 def read_overrides(folder: Path) -> list[str]:

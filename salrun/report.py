@@ -5,17 +5,21 @@ terminal output is salrun.console's.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
 from rich.markup import escape
 
 from salrun import stats
-from salrun.collect import CHAOS_BELOW, PAIRABLE, Collection, finals, finite, load_collection, select, started
+from salrun.collect import (CHAOS_BELOW, PAIRABLE, RECORD_COLUMNS, Collection, finals, finite, load_collection, select,
+                            started)
 from salrun.console import note, print_table
 from salrun.results import NOT_STARTED, RunFolderError, write_atomic
 
-TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}  # and "overrides" (never by suffix)
+TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}  # and "overrides", "runs" (never by suffix)
+OTHER_FORMATS = ("overrides", "runs")
 AGAINST_COLUMNS = ["success_diff", "success_diff_lo", "success_diff_hi", "final_diff", "final_diff_lo",
                    "final_diff_hi"]
 JUDGED_COLUMNS = ["judged_mean", "judged_min", "judged_max", "best_mean", "reached", "lost"]
@@ -238,6 +242,53 @@ def format_table(table, fmt: str, against: str | None = None, keys: list[str] = 
     return "\n".join(lines) + "\n"
 
 
+def run_records(runs) -> str:
+    """The runs as a run records file (CSV, one row a run: RECORD_COLUMNS and `settings`, the
+    settings its overrides name, as a JSON object), which `salrun report` reads back: small enough to
+    commit beside the table it makes."""
+    records = runs.reindex(columns=RECORD_COLUMNS).copy()
+    # Every setting that some run overrides, not only those that differ here: records of two sweeps
+    # merged later must still tell a task or a rho apart. Typed, in JSON: depth 5 stays the number 5.
+    settings = [json.dumps({k: v for k, v in r.items() if not _missing(v)}, default=str) for r in runs["settings"]]
+    records.insert(1, "settings", settings)
+    return records.to_csv(index=False, lineterminator="\n")
+
+
+def provenance(runs) -> str:
+    """One line under a markdown table: the commit its runs were measured on, and the commands that
+    made them (a sweep's command as sweep.yaml holds it, pins included)."""
+    commits = runs["commit"].map(lambda c: c if isinstance(c, str) and c else None)
+    known = commits.dropna().value_counts(sort=False)
+    if len(known) == 1 and known.iloc[0] == len(runs):
+        measured = f"Runs measured on commit {known.index[0]}"
+    elif len(known):
+        measured = "Runs measured on commits " + ", ".join(f"{c} ({n} runs)" for c, n in known.items())
+    else:
+        measured = "Commit not recorded (runs made before salrun recorded it)"
+    unknown = int(commits.isna().sum())
+    if len(known) and unknown:
+        measured += f"; {unknown} runs without a recorded commit"
+    made = [m for m in dict.fromkeys(runs["made_by"]) if isinstance(m, str) and m]
+    return measured + ("; made by " + " and ".join(f"`{m}`" for m in made) if made else "") + ".\n"
+
+
+FILL = re.compile(r"(<!-- (salrun report[^\n]*?) -->\n)(.*?)(<!-- /salrun report -->)", re.S)
+
+
+def fill_markers(text: str, run) -> str:
+    """`text` with each block between `<!-- salrun report ARGS -->` and `<!-- /salrun report -->`
+    replaced by what `run(ARGS as words)` prints: the marker holds the exact command, so the
+    command beside a table is the one that made it. RunFolderError for a block that cannot run."""
+    def replace(match) -> str:
+        words = shlex.split(match.group(2))[2:]
+        if "--format" not in words or words[words.index("--format") + 1:][:1] != ["markdown"]:
+            raise RunFolderError(f"marker '{match.group(2)}': give --format markdown (the block is markdown)")
+        if any(w in words for w in ("--fill", "--table")):
+            raise RunFolderError(f"marker '{match.group(2)}': --fill and --table do not belong in a marker")
+        return match.group(1) + run(words) + match.group(4)
+    return FILL.sub(replace, text)
+
+
 def print_report(collection: Collection, table, against: str | None = None) -> None:
     header, cells = display_rows(table, against)
     runs = collection.runs
@@ -258,8 +309,8 @@ def print_report(collection: Collection, table, against: str | None = None) -> N
 
 
 def _check_options(fmt: str | None, table_file: Path | None) -> str | None:
-    if fmt is not None and fmt not in (*TABLE_FORMATS, "overrides"):
-        raise RunFolderError(f"--format must be one of {', '.join(TABLE_FORMATS)}, overrides, got {fmt!r}")
+    if fmt is not None and fmt not in (*TABLE_FORMATS, *OTHER_FORMATS):
+        raise RunFolderError(f"--format must be one of {', '.join([*TABLE_FORMATS, *OTHER_FORMATS])}, got {fmt!r}")
     if table_file is not None and fmt is None:
         by_suffix = {suffix: name for name, suffix in TABLE_FORMATS.items()}
         fmt = by_suffix.get(Path(table_file).suffix.lower())
@@ -271,11 +322,13 @@ def _check_options(fmt: str | None, table_file: Path | None) -> str | None:
 
 
 def _figures_dir(collection: Collection, figures_dir: Path | None) -> Path:
-    """--figures, else PATH/figures for one PATH, else figures/ in the folder that holds them all."""
+    """--figures, else PATH/figures for one PATH (NAME_figures beside a records file NAME.csv),
+    else figures/ in the folder that holds them all."""
     if figures_dir is not None:
         return Path(figures_dir)
     if len(collection.paths) == 1:
-        return collection.paths[0] / "figures"
+        path = collection.paths[0]
+        return path.parent / f"{path.stem}_figures" if path.is_file() else path / "figures"
     parents = [p.resolve().parent.parts for p in collection.paths]
     common = next((n for n in range(min(map(len, parents))) if len({p[n] for p in parents}) > 1),
                   min(map(len, parents)))
@@ -327,8 +380,13 @@ def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | No
         note(f"sweep in progress (no sweep.csv yet): {collection.pending} more job(s) have no summary "
              "and are left out")
     fixed = {item.split("=", 1)[0] for item in where}
-    text = format_table(table, fmt, against, [k for k in collection.keys if k not in fixed]) if fmt is not None \
-        else None
+    if fmt == "runs":
+        text = run_records(collection.runs)
+    else:
+        text = format_table(table, fmt, against, [k for k in collection.keys if k not in fixed]) if fmt is not None \
+            else None
+    if fmt == "markdown":
+        text += "\n" + provenance(collection.runs)
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:
             Path(table_file).parent.mkdir(parents=True, exist_ok=True)

@@ -103,8 +103,9 @@ def test_every_format_parses_and_table_file_takes_the_suffix(sweep, tmp_path):
     rows = json.loads(salrun("report", str(sweep), "--format", "json", "--no-figures").stdout)
     assert {r["method"]: r["success_rate"] for r in rows} == by_csv.success_rate.to_dict()
     markdown = salrun("report", str(sweep), "--format", "markdown", "--no-figures").stdout.strip().splitlines()
-    assert len(markdown) == 2 + len(by_csv)
-    assert all(line.startswith("|") and line.endswith("|") for line in markdown)
+    assert len(markdown) == 2 + len(by_csv) + 2  # the table, a blank line and where its runs came from
+    assert all(line.startswith("|") and line.endswith("|") for line in markdown[:-2])
+    assert markdown[-2] == "" and "made by `salrun sweep" in markdown[-1]
     assert "success" in markdown[0] and "chance" in markdown[0]
 
     result = salrun("report", str(sweep), "--table", str(tmp_path / "t" / "table.json"), "--no-figures")
