@@ -78,6 +78,7 @@ class SAL:
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
         self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
+        self._kept: dict[tuple, torch.Tensor] = {}  # temporaries of the data's size, by shape (`_scratch`)
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -186,6 +187,15 @@ class SAL:
         self._plan_key, self._plan_cache = key, plan
         return plan
 
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """Room for a temporary of `like`'s shape, kept from step to step: a fresh one of the data's
+        size faults its pages in at every step (as a fresh stack would: `stack_kept`)."""
+        key = (like.shape, like.dtype, like.device)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return kept
+
     # -- moving average and gate -------------------------------------------------
 
     def _gate_step(self, i: int, batch_mean: torch.Tensor) -> torch.Tensor:
@@ -234,7 +244,8 @@ class SAL:
                 if average == "geometric":  # Σ ln f' has no such shortcut
                     slope_part = slope_statistic(derivative(output, layer.activation), average).sum(0)
                 else:
-                    slope_part = SQUASHING[layer.activation] * output.shape[0] - output.square().sum(0)
+                    squares = torch.square(output, out=self._scratch(output)).sum(0)
+                    slope_part = SQUASHING[layer.activation] * output.shape[0] - squares
                 slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
                 ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
                 continue
@@ -282,11 +293,12 @@ class SAL:
         norm_sq = norm * norm
         if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
-            # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
-            mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
+            # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary, kept).
+            scratch = self._scratch(o)
+            mean_s = (SQUASHING[activation] - torch.square(o, out=scratch).mean(1)) * norm
             step = self._group_rate(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
-            a = o * (step * (-2.0 / rows))[:, None, :]
+            a = torch.mul(o, (step * (-2.0 / rows))[:, None, :], out=scratch)
             ratio_mean = None
         else:
             slope = derivative(o, activation)                     # (L, rows, neurons)
