@@ -26,7 +26,10 @@ A = η g (f''/f')(U)/n: no gradient tensor is materialised. A stack of layers
 reported as one (salrun's MLP: its hidden weights are one (L, w, w) tensor),
 and runs of equal layers of a user's model, are updated together with batched
 operations; a recurrent layer is read in blocks of steps
-(`LayerActivity.chunks`), so the per-step states are never copied whole.
+(`LayerActivity.chunks`), views of the states as the model holds them in one
+tensor (nn.RNN's output; salrun's ElmanRNN stacks its states once per forward
+into storage it keeps), so SAL's temporaries are a block's size. Temporaries of
+the data's size are kept from step to step (`SAL._scratch`, `activity.stack_kept`).
 """
 from __future__ import annotations
 
@@ -46,11 +49,12 @@ from salrun.settings import SALSettings
 
 GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
 MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target`
-# Values (rows × neurons) of a recurrent layer's states stacked at a time: one block of 2 MB
+# Values (rows × neurons) of a recurrent layer's states read at a time: one block of 2 MB
 # (float32). Blocks of a fixed number of rows left a thin layer in many blocks, each a few ops
-# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is kept in
-# blocks of its rows (hidden 512: 1,024 rows), never a second copy of every step at once.
+# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is read in
+# blocks of its rows (hidden 512: 1,024 rows), so that o² is never a temporary of every step.
 CHUNK_VALUES = 2 ** 19
+KEPT_SHAPES = 4  # shapes of temporaries SAL keeps between steps (`SAL._scratch`)
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
@@ -193,6 +197,8 @@ class SAL:
         key = (like.shape, like.dtype, like.device)
         kept = self._kept.get(key)
         if kept is None:
+            if len(self._kept) >= KEPT_SHAPES:  # shapes that change from step to step (sequence lengths) keep none
+                self._kept.clear()
             kept = self._kept[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
         return kept
 
