@@ -272,11 +272,12 @@ class SAL:
         step = self._gate_step(i, mean_s)
         radial = self.rule.radial(step, norm_sq, mean_s)
         data = step * (-2.0 if squashing else 1.0) / rows  # squashing: raw and ratio_sum hold oᵀx and Σo
+        scale, per_row = (1 + radial)[:, None], data[:, None]  # once for every block of the layer
         for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
             if mask is None:
-                w.mul_((1 + radial)[:, None]).add_(r.mul_(data[:, None]))
+                w.mul_(scale).add_(r.mul_(per_row))
             else:
-                w.add_((w * radial[:, None]).add_(r.mul_(data[:, None])).mul_(mask))
+                w.add_((w * radial[:, None]).add_(r.mul_(per_row)).mul_(mask))
         _add_to_bias(layer.bias, data * ratio_sum)
 
     # -- fused: a stack of equal layers at once -----------------------------------
