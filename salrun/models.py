@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from salrun.activity import LayerActivity, SequenceActivity
+from salrun.activity import LayerActivity, SequenceActivity, Steps, stack_kept
 from salrun.settings import InitSettings, MLPSettings, RNNSettings
 
 
@@ -79,6 +79,7 @@ class MLP(nn.Module):
             init_bias_(layer.bias, settings.init, generator=generator)
         self._inputs: list[torch.Tensor] = []
         self._outputs: list[list[torch.Tensor]] = []
+        self._chain: torch.Tensor | None = None  # the recorded outputs stacked, kept for the next stack (stack_kept)
         self._names = tuple(f"hidden.{k}" for k in range(1, depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,11 +115,14 @@ class MLP(nn.Module):
     @torch.no_grad()
     def layer_activity(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
         """The first layer, then the other hidden layers as one stacked layer (x_l = o_{l-1}: one
-        stack of every layer's output serves as both), then the readout if asked."""
+        stack of every layer's output serves as both), then the readout if asked. Valid until the
+        next training forward, whose stack reuses the block's storage (`stack_kept`)."""
         if not self._outputs:
             return []
-        passes = [torch.stack(outputs) for outputs in self._outputs]
-        chain = passes[0] if len(passes) == 1 else torch.cat(passes, 1)             # (depth, rows, width)
+        if len(self._outputs) == 1:
+            chain = self._chain = stack_kept(self._outputs[0], self._chain)         # (depth, rows, width)
+        else:
+            chain = torch.cat([torch.stack(outputs) for outputs in self._outputs], 1)
         x = self._inputs[0].detach() if len(self._inputs) == 1 else torch.cat(self._inputs).detach()
         layers = [LayerActivity([self.w_first], [x], chain[0], self.b_first, "tanh", [None], "hidden.0")]
         if self._names:
@@ -135,7 +139,7 @@ class MLP(nn.Module):
 
     def __getstate__(self):
         """Copies and pickles (deepcopy, AveragedModel) carry no recorded activity."""
-        return {**super().__getstate__(), "_inputs": [], "_outputs": []}
+        return {**super().__getstate__(), "_inputs": [], "_outputs": [], "_chain": None}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _unstacked_to_stacked(state_dict, prefix)
@@ -196,6 +200,7 @@ class ElmanRNN(nn.Module):
         self._inputs: torch.Tensor | None = None
         self._states: list[torch.Tensor] = []
         self._last: torch.Tensor | None = None
+        self._block: torch.Tensor | None = None  # the recorded states stacked, kept for the next stack (stack_kept)
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
@@ -240,14 +245,18 @@ class ElmanRNN(nn.Module):
         return self._states[1:]
 
     def layer_activity(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
+        """The recurrent layer, its steps stacked (valid until the next training forward, whose stack
+        reuses the block's storage: `stack_kept`), then the readout if asked."""
         if self._inputs is None:
             return []
-        detached = [h.detach() for h in self._states]  # views, not copies
+        with torch.no_grad():  # one copy of the states, h_{-1} first (a detach per state cost more: 300 ops)
+            self._block = stack_kept(self._states, self._block)
+        states = Steps.block(self._block)
         if rnn_inputs == "all":
             weights, drive, masks = [self.weight_ih, self.weight_hh], self._inputs, [None, self.mask]
         else:
             weights, drive, masks = [self.weight_hh], None, [self.mask]
-        layers: list[LayerActivity] = [SequenceActivity(weights, detached, drive, self.bias, "tanh", masks, "recurrent")]
+        layers: list[LayerActivity] = [SequenceActivity(weights, states, drive, self.bias, "tanh", masks, "recurrent")]
         if include_output and self._last is not None:
             readout = self.readout
             layers.append(LayerActivity([readout.weight], [self._last], readout(self._last).detach(),

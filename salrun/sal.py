@@ -26,7 +26,10 @@ A = η g (f''/f')(U)/n: no gradient tensor is materialised. A stack of layers
 reported as one (salrun's MLP: its hidden weights are one (L, w, w) tensor),
 and runs of equal layers of a user's model, are updated together with batched
 operations; a recurrent layer is read in blocks of steps
-(`LayerActivity.chunks`), so the per-step states are never copied whole.
+(`LayerActivity.chunks`), views of the states as the model holds them in one
+tensor (nn.RNN's output; salrun's ElmanRNN stacks its states once per forward
+into storage it keeps), so SAL's temporaries are a block's size. Temporaries of
+the data's size are kept from step to step (`SAL._scratch`, `activity.stack_kept`).
 """
 from __future__ import annotations
 
@@ -46,11 +49,12 @@ from salrun.settings import SALSettings
 
 GAP_KEEP = 0.9    # keep-rate of the moving average of each layer's gap (layer_target)
 MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target`
-# Values (rows × neurons) of a recurrent layer's states stacked at a time: one block of 2 MB
+# Values (rows × neurons) of a recurrent layer's states read at a time: one block of 2 MB
 # (float32). Blocks of a fixed number of rows left a thin layer in many blocks, each a few ops
-# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is kept in
-# blocks of its rows (hidden 512: 1,024 rows), never a second copy of every step at once.
+# (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is read in
+# blocks of its rows (hidden 512: 1,024 rows), so that o² is never a temporary of every step.
 CHUNK_VALUES = 2 ** 19
+KEPT_SHAPES = 4  # shapes of temporaries SAL keeps between steps (`SAL._scratch`)
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
@@ -78,6 +82,7 @@ class SAL:
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
         self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
+        self._kept: dict[tuple, torch.Tensor] = {}  # temporaries of the data's size, by shape (`_scratch`)
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -186,6 +191,17 @@ class SAL:
         self._plan_key, self._plan_cache = key, plan
         return plan
 
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """Room for a temporary of `like`'s shape, kept from step to step: a fresh one of the data's
+        size faults its pages in at every step (as a fresh stack would: `stack_kept`)."""
+        key = (like.shape, like.dtype, like.device)
+        kept = self._kept.get(key)
+        if kept is None:
+            if len(self._kept) >= KEPT_SHAPES:  # shapes that change from step to step (sequence lengths) keep none
+                self._kept.clear()
+            kept = self._kept[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return kept
+
     # -- moving average and gate -------------------------------------------------
 
     def _gate_step(self, i: int, batch_mean: torch.Tensor) -> torch.Tensor:
@@ -234,7 +250,8 @@ class SAL:
                 if average == "geometric":  # Σ ln f' has no such shortcut
                     slope_part = slope_statistic(derivative(output, layer.activation), average).sum(0)
                 else:
-                    slope_part = SQUASHING[layer.activation] * output.shape[0] - output.square().sum(0)
+                    squares = torch.square(output, out=self._scratch(output)).sum(0)
+                    slope_part = SQUASHING[layer.activation] * output.shape[0] - squares
                 slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
                 ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
                 continue
@@ -255,11 +272,12 @@ class SAL:
         step = self._gate_step(i, mean_s)
         radial = self.rule.radial(step, norm_sq, mean_s)
         data = step * (-2.0 if squashing else 1.0) / rows  # squashing: raw and ratio_sum hold oᵀx and Σo
+        scale, per_row = (1 + radial)[:, None], data[:, None]  # once for every block of the layer
         for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
             if mask is None:
-                w.mul_((1 + radial)[:, None]).add_(r.mul_(data[:, None]))
+                w.mul_(scale).add_(r.mul_(per_row))
             else:
-                w.add_((w * radial[:, None]).add_(r.mul_(data[:, None])).mul_(mask))
+                w.add_((w * radial[:, None]).add_(r.mul_(per_row)).mul_(mask))
         _add_to_bias(layer.bias, data * ratio_sum)
 
     # -- fused: a stack of equal layers at once -----------------------------------
@@ -282,11 +300,12 @@ class SAL:
         norm_sq = norm * norm
         if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
-            # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary).
-            mean_s = (SQUASHING[activation] - o.square().mean(1)) * norm
+            # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary, kept).
+            scratch = self._scratch(o)
+            mean_s = (SQUASHING[activation] - torch.square(o, out=scratch).mean(1)) * norm
             step = self._group_rate(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
-            a = o * (step * (-2.0 / rows))[:, None, :]
+            a = torch.mul(o, (step * (-2.0 / rows))[:, None, :], out=scratch)
             ratio_mean = None
         else:
             slope = derivative(o, activation)                     # (L, rows, neurons)
