@@ -152,6 +152,10 @@ def compose_grid(command: str, jobs: list[list[str]]) -> list[dict]:
             planned = []
             for job in jobs:
                 parsed = parser.parse_overrides(with_default_experiment(command, job))
+                for o in parsed:  # Hydra reads a list as several configs of the group, and crashes on numbers
+                    if repository.group_exists(o.key_or_group) and isinstance(o.value(), list):
+                        raise ConfigError(f"{o.input_line}: the group '{o.key_or_group}' takes one choice "
+                                          f"(`salrun list`); a list is not one")
                 groups = tuple(o.input_line for o in parsed if o.is_hydra_override()  # hydra.*: Hydra's own node
                                or repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
                 if groups not in composed:

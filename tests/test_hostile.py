@@ -71,3 +71,13 @@ def test_values_that_look_numeric_but_are_not_finite_are_rejected():
         result = CliRunner().invoke(app, ["train", *TINY_FFN, f"optim.lr={value}"])
         assert result.exit_code == 2 and "optim.lr" in result.stderr, (value, result.stderr)
     assert math.isinf(float("1e309"))
+
+
+@pytest.mark.parametrize("override", ["method=[1,2]", "model=[mlp,rnn]", "task=[]"])
+def test_a_list_for_a_config_group_is_one_line(tmp_path, override):
+    """Found by the property test above: Hydra reads a list given to a group as several of its
+    configs and raised a TypeError on numbers; salrun refuses it first."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", *TINY_FFN, override, "--out", str(out), "-q"])
+    check_outcome(result, out)
+    assert result.exit_code == 2 and "takes one choice" in result.stderr, result.stderr
