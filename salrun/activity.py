@@ -78,6 +78,12 @@ def per_layer(layers: list[LayerActivity]) -> list[LayerActivity]:
     return [one for layer in layers for one in layer.per_layer()]
 
 
+def chained(layers: list[LayerActivity]) -> list[bool]:
+    """Whether each layer's input is the previous layer's output (the same storage, so a tangent
+    carried up the stack passes from one to the next); the first layer's is not."""
+    return [False] + [layer.inputs[0].data_ptr() == below.output.data_ptr() for below, layer in zip(layers, layers[1:])]
+
+
 def stack_kept(tensors: list[torch.Tensor], kept: torch.Tensor | None) -> torch.Tensor:
     """torch.stack(tensors), written into `kept` where it fits (shape, dtype, device), else into new
     storage; the caller keeps the result for its next stack. A model stacks its recording so, once

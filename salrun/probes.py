@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from salrun.activity import per_layer
+from salrun.activity import chained, per_layer
 from salrun.models import ElmanRNN
 from salrun.neurons import sensitivity, tangent_log_gains
 
@@ -35,17 +35,15 @@ def chain(net) -> tuple[list[torch.Tensor], list[torch.Tensor], list[bool], str]
         states = model.recorded_states()
         outputs = list(layers[0].output.reshape(len(states), -1, layers[0].output.shape[-1]))
         return [[model.recurrent_weight()]] * len(outputs), outputs, [True] * len(outputs), layers[0].activation
-    chained = [False] + [layer.inputs[0].data_ptr() == below.output.data_ptr()
-                         for below, layer in zip(layers, layers[1:])]
-    return [layer.weights for layer in layers], [layer.output for layer in layers], chained, layers[0].activation
+    return [layer.weights for layer in layers], [layer.output for layer in layers], chained(layers), layers[0].activation
 
 
 @torch.no_grad()
 def record(net, writer, step: int) -> None:
     """Log the probe metrics of the last forward pass (see the module's docstring)."""
-    weights, outputs, chained, activation = chain(net)
+    weights, outputs, links, activation = chain(net)
     generator = torch.Generator().manual_seed(PROBE_SEED + step)
-    gains = tangent_log_gains([w[0] for w in weights], outputs, chained, activation, generator)
+    gains = tangent_log_gains([w[0] for w in weights], outputs, links, activation, generator)
     levels = torch.tensor(PERCENTILES, dtype=torch.float32, device=gains.device) / 100
     table = torch.stack([torch.quantile(sensitivity(o, w, activation).mean(0).float(), levels)
                          for w, o in zip(weights, outputs)]).tolist()  # (layers, percentiles): one read back

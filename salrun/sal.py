@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from salrun.activity import LayerActivity, Probe, per_layer, probe_for
+from salrun.activity import chained as activity_chained
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
 from salrun.rule import Rule
@@ -146,8 +147,7 @@ class SAL:
             raise ValueError("layer_target needs a feed-forward stack of Linear → tanh layers (no RNN)")
         weights = [layer.weights[0] for layer in layers]
         outputs = [layer.output for layer in layers]
-        chained = [False] + [layer.inputs[0].data_ptr() == before.output.data_ptr()
-                             for before, layer in zip(layers, layers[1:])]
+        chained = activity_chained(layers)
         activation = layers[0].activation
         gains = tangent_log_gains(weights, outputs, chained, activation, self._tangent_rng)
         log_rms = torch.stack([0.5 * torch.log((derivative(o, activation) * w.norm(dim=1)).square().mean())
