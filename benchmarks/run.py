@@ -5,7 +5,9 @@
 Each figure is the median over repeats after a warm-up; where two variants
 are compared, they alternate inside each repeat so that load from other
 processes hits both alike. Prints a table and writes a CSV
-(benchmark, case, baseline_s, measured_s, ratio, target, met, note).
+(benchmark, case, baseline_s, measured_s, ratio, target, met, note) and the same table in markdown
+beside it (OUT with .md: the block the README and docs/COMPARISON.md include, with the commit and
+the command that measured it). `--render CSV` writes that markdown again from a committed CSV alone.
 The full run takes about 5-8 minutes on 2 cores; --quick (fewer repeats, a
 shorter sweep) about half of that.
 """
@@ -786,7 +788,12 @@ def main() -> None:
     parser.add_argument("--case", default="", help="SAL overhead: only the cases whose name contains this")
     parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-ensemble-rss", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--render", type=Path, default=None, metavar="CSV",
+                        help="measure nothing: write CSV's table in markdown beside it (CSV with .md)")
     args = parser.parse_args()
+    if args.render is not None:
+        render(args.render)
+        return
     if args.child_rss is not None:
         rss_child(bool(args.child_rss), args.threads)
         return
@@ -814,15 +821,34 @@ def main() -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _fmt(row.get(k, "")) for k in FIELDS})
-    print(f"\nwrote {args.out} in {time.perf_counter() - started:.0f} s")
-    print(markdown(rows))
+    from salrun.jobs import source_commit
+
+    made = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    text = markdown(rows) + f"\nMeasured on commit {source_commit() or 'not recorded'} by `{made.strip()}`.\n"
+    args.out.with_suffix(".md").write_text(text)
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.md')} in {time.perf_counter() - started:.0f} s")
+    print(text, end="")
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| benchmark | case | baseline s | measured s | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | case | baseline s | measured s | ratio | target | met | note |", "|" + "---|" * 8]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(k, "")) for k in FIELDS[:-1]) + " |")
-    return "\n".join(lines)
+        lines.append("| " + " | ".join(_fmt(row.get(k, "")).replace("|", "\\|") for k in FIELDS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(path: Path) -> None:
+    """`--render`: PATH's rows in markdown into PATH with .md; the CSV does not record its commit."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        sys.exit(f"run.py: error: --render {path}: {error.strerror or error}")
+    if not rows or set(FIELDS) - set(rows[0]):
+        sys.exit(f"run.py: error: --render {path}: not a benchmarks CSV (columns {', '.join(FIELDS)})")
+    path.with_suffix(".md").write_text(markdown(rows) + "\nRendered from the committed "
+                                       f"`{path.name}` (`python benchmarks/run.py --render {path}`); the "
+                                       "commit it was measured on was not recorded then.\n")
 
 
 if __name__ == "__main__":

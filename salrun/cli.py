@@ -527,9 +527,11 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
                                                             "(sweep.csv), or a quoted glob of them; merged into "
                                                             "one table"),
            fmt: Optional[str] = typer.Option(None, "--format",
-                                             help="csv | json | markdown | overrides: print the table in this "
-                                                  "format to stdout instead of the rich table (or into --table "
-                                                  "FILE); overrides: each row's settings as key=value words"),
+                                             help="csv | json | markdown | pivot | overrides | runs: print the "
+                                                  "table in this format to stdout instead of the rich table (or "
+                                                  "into --table FILE); pivot: successes/runs in markdown, a column "
+                                                  "per method; overrides: each row's settings as key=value words; "
+                                                  "runs: one row a run, which report reads back"),
            table: Optional[Path] = typer.Option(None, "--table",
                                                 help="Write the table to FILE (format: --format, else the "
                                                      "suffix .csv/.json/.md); the rich table still prints"),
@@ -556,7 +558,9 @@ def report(paths: Optional[List[Path]] = typer.Argument(None, metavar="PATH",
            fill: Optional[List[Path]] = typer.Option(None, "--fill", metavar="FILE.md",
                                                      help="Rewrite each block of FILE.md between '<!-- salrun report "
                                                           "ARGS -->' and '<!-- /salrun report -->' with what "
-                                                          "'salrun report ARGS' prints (repeatable; no PATH)")) -> None:
+                                                          "'salrun report ARGS' prints, and between '<!-- include "
+                                                          "F -->' and '<!-- /include -->' with file F "
+                                                          "(repeatable; no PATH)")) -> None:
     """Summary table (grouped by method and the settings that differ, over seeds) with 95%
     intervals, and PNG figures, for run folders, sweep folders and run records files (--format runs)."""
     from salrun.report import make_report  # pandas: not for --help
@@ -599,8 +603,8 @@ def fill_documents(files: List[Path]) -> None:
             text = Path(path).read_text()
         except OSError as err:
             fail_usage(f"--fill {path}: {err.strerror or err}")
-        if "<!-- salrun report" not in text:
-            fail_usage(f"--fill {path}: no '<!-- salrun report ... -->' marker in it")
+        if "<!-- salrun report" not in text and "<!-- include " not in text:
+            fail_usage(f"--fill {path}: no '<!-- salrun report ... -->' or '<!-- include FILE -->' marker in it")
         try:
             filled = fill_markers(text, run)
         except RunFolderError as err:

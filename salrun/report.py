@@ -18,8 +18,8 @@ from salrun.collect import (CHAOS_BELOW, PAIRABLE, RECORD_COLUMNS, Collection, f
 from salrun.console import note, print_table
 from salrun.results import NOT_STARTED, RunFolderError, write_atomic
 
-TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}  # and "overrides", "runs" (never by suffix)
-OTHER_FORMATS = ("overrides", "runs")
+TABLE_FORMATS = {"csv": ".csv", "json": ".json", "markdown": ".md"}  # and the others (never by suffix)
+OTHER_FORMATS = ("pivot", "overrides", "runs")
 AGAINST_COLUMNS = ["success_diff", "success_diff_lo", "success_diff_hi", "final_diff", "final_diff_lo",
                    "final_diff_hi"]
 JUDGED_COLUMNS = ["judged_mean", "judged_min", "judged_max", "best_mean", "reached", "lost"]
@@ -225,9 +225,28 @@ AGAINST_NOTE = ("Δ: method − {0} in the same setting; success in percentage p
                 "final [bootstrap 95% interval]")
 
 
+def _order(value):
+    """Sort numbers before text, numbers by value: depth 50, 100, 300 in that order."""
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def pivot_lines(table, keys: list[str]) -> list[list[str]]:
+    """Successes out of runs, a row per setting (`keys`), a column per method: the table at a glance."""
+    if set(table["command"]) != {"train"}:
+        raise RunFolderError("--format pivot counts successes: give it train runs only")
+    methods = list(dict.fromkeys(table["method"]))
+    cells: dict[tuple, dict] = {}
+    for r in table.to_dict("records"):
+        cells.setdefault(tuple(r[k] for k in keys), {})[r["method"]] = f"{int(r['successes'])}/{r['runs']}"
+    rows = sorted(cells, key=lambda values: tuple(map(_order, values)))
+    return [[*keys, *map(str, methods)]] + [[*map(_show, values), *(cells[values].get(m, "–") for m in methods)]
+                                            for values in rows]
+
+
 def format_table(table, fmt: str, against: str | None = None, keys: list[str] = ()) -> str:
-    """csv and json carry the numbers (json: a list of objects); markdown the rounded cells;
-    overrides each row's settings (`keys`) as `key=value` words, a line a row."""
+    """csv and json carry the numbers (json: a list of objects); markdown the rounded cells; pivot
+    (markdown) the successes, a column per method; overrides each row's settings (`keys`) as
+    `key=value` words, a line a row."""
     if fmt == "overrides":
         return overrides_lines(table, keys)
     if fmt == "csv":
@@ -235,7 +254,10 @@ def format_table(table, fmt: str, against: str | None = None, keys: list[str] = 
     if fmt == "json":
         records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in table.to_dict("records")]
         return json.dumps(records, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
-    header, cells = display_rows(table, against)
+    if fmt == "pivot":
+        header, *cells = pivot_lines(table, keys)
+    else:
+        header, cells = display_rows(table, against)
     escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(escape, line)) + " |" for line in cells]
@@ -273,20 +295,32 @@ def provenance(runs) -> str:
 
 
 FILL = re.compile(r"(<!-- (salrun report[^\n]*?) -->\n)(.*?)(<!-- /salrun report -->)", re.S)
+# A table that salrun report wrote once from run folders that are gone (no run records were kept then):
+# the block is that committed file, so the page still carries no typed number.
+INCLUDE = re.compile(r"(<!-- include ([^\s>]+) -->\n)(.*?)(<!-- /include -->)", re.S)
 
 
 def fill_markers(text: str, run) -> str:
     """`text` with each block between `<!-- salrun report ARGS -->` and `<!-- /salrun report -->`
     replaced by what `run(ARGS as words)` prints: the marker holds the exact command, so the
-    command beside a table is the one that made it. RunFolderError for a block that cannot run."""
+    command beside a table is the one that made it; and each block between `<!-- include FILE -->`
+    and `<!-- /include -->` by FILE (relative to the working folder). RunFolderError for a block
+    that cannot be made."""
     def replace(match) -> str:
         words = shlex.split(match.group(2))[2:]
-        if "--format" not in words or words[words.index("--format") + 1:][:1] != ["markdown"]:
-            raise RunFolderError(f"marker '{match.group(2)}': give --format markdown (the block is markdown)")
+        if "--format" not in words or words[words.index("--format") + 1:][:1] not in (["markdown"], ["pivot"]):
+            raise RunFolderError(f"marker '{match.group(2)}': give --format markdown or pivot (the block is "
+                                 "markdown)")
         if any(w in words for w in ("--fill", "--table")):
             raise RunFolderError(f"marker '{match.group(2)}': --fill and --table do not belong in a marker")
         return match.group(1) + run(words) + match.group(4)
-    return FILL.sub(replace, text)
+
+    def include(match) -> str:
+        try:
+            return match.group(1) + Path(match.group(2)).read_text() + match.group(4)
+        except OSError as error:
+            raise RunFolderError(f"marker 'include {match.group(2)}': {error.strerror or error}") from None
+    return INCLUDE.sub(include, FILL.sub(replace, text))
 
 
 def print_report(collection: Collection, table, against: str | None = None) -> None:
@@ -385,7 +419,7 @@ def make_report(paths: list[Path], fmt: str | None = None, table_file: Path | No
     else:
         text = format_table(table, fmt, against, [k for k in collection.keys if k not in fixed]) if fmt is not None \
             else None
-    if fmt == "markdown":
+    if fmt in ("markdown", "pivot"):
         text += "\n" + provenance(collection.runs)
     if table_file is not None:  # written first: a bad FILE fails before anything is printed
         try:

@@ -63,6 +63,24 @@ def test_markdown_says_which_commit_and_command_made_the_runs(tmp_path):
     assert "Commit not recorded" in text
 
 
+def test_pivot_puts_each_methods_successes_under_its_column(tmp_path):
+    import csv
+    import io
+
+    folders = fixture_runs(tmp_path)
+    pivot = salrun("report", *folders, "--format", "pivot", "--no-figures")
+    assert pivot.returncode == 0, pivot.stderr
+    lines = [line.strip("|").split(" | ") for line in pivot.stdout.splitlines() if line.startswith("| ")]
+    header, rows = [c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[1:]]
+    assert header[0] == "method.rho" and sorted(header[1:]) == ["sal", "spectral"]
+    long = list(csv.DictReader(io.StringIO(salrun("report", *folders, "--format", "csv", "--no-figures").stdout)))
+    for r in long:  # every group's count sits in its method's column, on its setting's row, and only there
+        row = next(row for row in rows if row[0] == (r["method.rho"] and format(float(r["method.rho"]), "g") or "–"))
+        assert row[header.index(r["method"])] == f"{r['successes']}/{r['runs']}"
+    assert [row[0] for row in rows] == ["1", "1.1", "–"]  # numbers in order, then the rows without the setting
+    assert "Runs measured on commit abc1234" in pivot.stdout
+
+
 def test_fill_rewrites_the_blocks_and_nothing_else(tmp_path):
     records = tmp_path / "runs.csv"
     salrun("report", *fixture_runs(tmp_path), "--format", "runs", "--table", str(records), "--no-figures")
@@ -79,6 +97,20 @@ def test_fill_rewrites_the_blocks_and_nothing_else(tmp_path):
     again = salrun("report", "--fill", str(doc))
     assert again.returncode == 0 and "unchanged" in again.stderr
     assert doc.read_text() == text and doc.stat().st_mtime_ns == before
+
+
+def test_fill_includes_a_committed_table_and_refuses_a_missing_one(tmp_path):
+    table = tmp_path / "summary.md"
+    table.write_text("| method | success |\n|---|---|\n| sal | 3/5 |\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"Intro.\n<!-- include {table} -->\ntyped by hand\n<!-- /include -->\nEnd.\n")
+    assert salrun("report", "--fill", str(doc)).returncode == 0
+    assert doc.read_text() == f"Intro.\n<!-- include {table} -->\n{table.read_text()}<!-- /include -->\nEnd.\n"
+    table.unlink()
+    before = doc.read_text()
+    result = salrun("report", "--fill", str(doc))
+    assert result.returncode == 2 and "include" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert doc.read_text() == before
 
 
 def test_a_block_that_cannot_be_made_is_one_line_and_nothing_is_written(tmp_path):
@@ -114,7 +146,8 @@ def test_reproduce_tables_fills_a_fixture_and_leaves_it_unchanged_the_second_tim
 def test_the_committed_docs_are_what_their_markers_make(tmp_path):
     """The docs' generated blocks match the committed run records: `bash docs/reproduce.sh tables`
     on a clean checkout changes nothing."""
-    docs = [p for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] if "<!-- salrun report" in p.read_text()]
+    docs = [p for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+            if "<!-- salrun report" in p.read_text() or "<!-- include " in p.read_text()]
     assert docs
     for path in docs:
         copy = tmp_path / path.name
@@ -137,3 +170,28 @@ def test_a_run_records_the_commit_of_its_source(tmp_path):
         assert commit in (head.stdout.strip(), head.stdout.strip() + "-dirty")
     text = salrun("report", str(tmp_path / "run"), "--format", "markdown", "--no-figures").stdout
     assert f"Runs measured on commit {commit};" in text
+
+
+def test_benchmarks_render_writes_the_csvs_rows_as_the_markdown_block(tmp_path):
+    """`python benchmarks/run.py --render CSV` (the cost tables that the README and COMPARISON include)."""
+    import csv
+
+    table = tmp_path / "cost.csv"
+    rows = [{"benchmark": "peer_cost", "case": "rnn a|b", "baseline_s": "0.010", "measured_s": "0.012",
+             "ratio": "1.200", "target": "<=1.10", "met": "NO", "note": "BPTT+SAL / BPTT"},
+            {"benchmark": "peer_cost_run", "case": "rnn", "baseline_s": "6.1", "measured_s": "13.5", "ratio": "2.2",
+             "target": "", "met": "", "note": "a run"}]
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", str(table)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = table.with_suffix(".md").read_text().splitlines()
+    for row, line in zip(rows, lines[2:4]):
+        assert line == "| " + " | ".join(v.replace("|", "\\|") for v in row.values()) + " |"
+    assert "not recorded" in lines[-1]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", str(tmp_path / "no.csv")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
