@@ -5,7 +5,8 @@
 #   bash docs/bench.sh tune      # salrun tune: TRIALS trials per method and preset on seeds 100, 101 (not yet timed)
 #   bash docs/bench.sh choose    # each method's best trial (salrun report --best) into DOCS/choices.txt, and the trial tables
 #   bash docs/bench.sh report    # seeds 0-9 at each method's tuned choice, then the tables (about 75 min)
-#   bash docs/bench.sh tables    # the tables, docs/bench/summary.md and summary/ figures again from the report sweeps in OUT
+#   bash docs/bench.sh tables    # the tables, docs/bench/summary.md, summary/ figures and runs/report.csv (run
+#                                # records) again from the report sweeps in OUT
 #   bash docs/bench.sh sal_orthogonal   # a follow-up: SAL at its tuned choice from an orthogonal init, seeds 0-9
 #   bash docs/bench.sh cost      # ms per step of each preset (docs/bench_cost.py), for the budget
 #   bash docs/bench.sh depth     # issue 14 item 6: digits at depth 100-1,000, lag_analog at lag 1,000
@@ -146,6 +147,9 @@ tables() {  # each report sweep's table (JSON), then the summary: every method b
     done
   done
   [ ${#sweeps[@]} -gt 0 ] || { echo "bench.sh: no report sweeps in $OUT/report: run the report part first" >&2; return 2; }
+  # The run records (one row a run, with its commit and command), committed, so that BENCHMARKS.md's
+  # blocks can be made again without the run folders (salrun report --fill).
+  salrun report "${sweeps[@]}" --format runs --table "$DOCS/runs/report.csv" --no-figures > /dev/null
   # The methods' tuned settings differ, so rows pair by preset; figures/success_by_pair.png draws them.
   salrun report "${sweeps[@]}" --against sal --pair-by experiment --table "$DOCS/summary.md" \
     --figures "$DOCS/summary" > /dev/null
@@ -164,6 +168,7 @@ sal_orthogonal() {  # a follow-up, not tuned: SAL at its tuned choice, started f
     salrun report "$OUT/followup/$preset/sal_orthogonal" --table "$DOCS/followup/${preset}_sal_orthogonal.json" \
       --no-figures > /dev/null || true
   done
+  salrun report "$OUT"/followup/*/sal_orthogonal --format runs --table "$DOCS/runs/followup.csv" --no-figures > /dev/null
 }
 
 cost() {

@@ -7,7 +7,8 @@
 # continues where it stopped (sweep --resume). Run from the project root:
 #
 #   bash docs/reproduce.sh            # the paper's claims (docs/REPRODUCTION.md)
-#   bash docs/reproduce.sh chaos      # one part: chaos | ffn | ffn_apart | ffn_orthogonal_apart | lag | lag1200
+#   bash docs/reproduce.sh chaos      # one part: chaos | ffn (= ffn_tune ffn_apart ffn_orthogonal_apart ffn_digits)
+#                                     # | lag (= lag1200)
 #   bash docs/reproduce.sh cmp_depth cmp_lag cmp_init   # SAL against its peers (docs/COMPARISON.md),
 #                                               # tables and figures into docs/comparison/
 #   bash docs/reproduce.sh walltimes    # the wall times before and after, side by side
@@ -24,21 +25,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/reproduction}
 DOCS=docs/reproduction
 mkdir -p "$OUT" "$DOCS"
-SEEDS=seed=0,1,2,3,4
-GRID_SEEDS=seed=0,1  # the ρ grid: 2 seeds per value; the best ρ then gets 5
-TEN_SEEDS=seed=0,1,2,3,4,5,6,7,8,9  # claim 3 with issue 14's lag tasks
-# The tables were measured before issue 14 changed two defaults: success was judged on the last
-# evaluation alone, the lag tasks had no distractor noise, and digits held out 500 images. These
-# pins keep the commands true to the tables; issue 14's benchmark (docs/bench.sh) and the `*_noisy`
-# sweeps of the lag part (claim 3 redone) use the new ones.
-LAST=train.success_window=1
-QUIET_LAG=task.noise=0
-# Issue 30 gave paper_long_lag 1,200 steps (the budget claim 3 needs, part lag1200); the sweeps made
-# before then pin the 600 they ran with.
-LAG600=train.steps=600
-# paper_deep_ffn is the paper's start, small random weights (at target 1.06, ours): every deep-FFN
-# sweep from small weights names it. Issue 19 found SAL on an orthogonal init at target 1.0 the better
-# setting (docs/DEPTH.md), the preset deep_ffn_orthogonal since issue 30; ffn_claim2 runs it.
+SEEDS=seed=0,1,2,3,4  # claim 1 (no tuning: SAL alone)
+TEN_SEEDS=seed=0,1,2,3,4,5,6,7,8,9  # every reported table of claims 2-4; their settings are chosen on seeds 100-101
+# No pins: every sweep runs the presets' current defaults (success on the mean of the last 5 evaluations,
+# distractor noise 0.1, paper_long_lag's 1,200 steps), so its printed command is the one that made it.
+# paper_deep_ffn is the paper's start, small random weights (at target 1.06, ours); deep_ffn_orthogonal
+# is SAL on an orthogonal init at target 1.0 (docs/DEPTH.md).
 
 sweep() {  # NAME, then the arguments of salrun sweep
   local name=$1 start=$SECONDS resume="" ensemble="--ensemble"
@@ -66,19 +58,19 @@ records() {  # NAME, then the sweeps (in $OUT): their run records into $DOCS/run
   salrun report "${@/#/$OUT/}" --format runs --table "$DOCS/runs/$name.csv" --no-figures > /dev/null
 }
 
-tables() {  # the docs' generated blocks, from the committed run records only. COMPARISON.md, BENCHMARKS.md
-  # and the README have no block yet: their run folders were gone before run records existed (issue 31).
+tables() {  # the docs' generated blocks, from committed files only (run records, and the tables of runs
+  # whose folders were gone before run records existed): salrun report --fill
   local doc fill=()
-  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md}; do
+  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md docs/COMPARISON.md docs/BENCHMARKS.md README.md}; do
     fill+=(--fill "$doc")
   done
   salrun report "${fill[@]}"
 }
-
-best() {  # SWEEP [TASK]: the settings of the row with the highest success rate, then the best mean final
-  # metric (a tie keeps the first row), as ++KEY=VALUE overrides (among TASK's runs where one is named)
+best() {  # TUNING [TASK]: the settings of the row with the highest success rate, then the best mean final
+  # metric (a tie keeps the first row), as ++KEY=VALUE overrides (among TASK's runs where one is named). It
+  # reads the tuning sweep's committed run records, so a part can reuse a choice without its run folders.
   local chosen
-  chosen=$(salrun report "$OUT/$1" --no-figures --best ${2:+--where task=$2} --format overrides)
+  chosen=$(salrun report "docs/reproduction/runs/$1.csv" --no-figures --best ${2:+--where task=$2} --format overrides)
   echo "${chosen:+++${chosen// / ++}}"
 }
 
@@ -92,32 +84,41 @@ chaos() {  # claim 1: four architectures, SAL alone
   # The independent check: each final MLE against a long float64 window on model.pt, and the attractor.
   python docs/check_chaos.py "$OUT"/chaos_dense "$OUT"/chaos_sparse "$OUT"/chaos_driven "$OUT"/chaos_noise \
     "$OUT"/chaos_fresh_chunks > "$DOCS/chaos_check.md"
+  # The estimator's error: window and transient against the long window, on one net of each kind.
+  local run
+  for run in chaos_dense/5 chaos_sparse/4 chaos_driven/0; do
+    python docs/check_chaos.py "$OUT/$run" --windows 100,200,400,1000,2000,5000 --transients 100,500
+  done > "$DOCS/chaos_convergence.md"
 }
 
-ffn() {  # claims 2 and 4 on a 300-layer MLP
-  # How the preset's rates and gate were chosen (the preset before that choice: one-sided at 1.0).
-  sweep ffn_tune experiment=paper_deep_ffn optim.lr=0.001,0.0001 method.lr=0.01,0.002 \
-    method.gate=one_sided method.target=1.0 $LAST $GRID_SEEDS
-  sweep ffn_tune2 experiment=paper_deep_ffn method.target=1.03,1.06 $LAST $GRID_SEEDS
-  sweep ffn_rho experiment=paper_deep_ffn method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $LAST $GRID_SEEDS
-  sweep ffn_clusters experiment=paper_deep_ffn method=sal,none,spectral $(best ffn_rho) $LAST $SEEDS
-  sweep ffn_digits experiment=paper_deep_ffn task=digits task.test_size=500 method=sal,none $LAST $SEEDS
-  # Claim 2 with issue 19's default (SAL on an orthogonal init at target 1.0), 10 seeds, success on the
-  # last 5 evaluations (the current default): SAL and no SAL, each from an orthogonal and from small
-  # random weights (SAL from small weights at the new target 1.0, not the old 1.06).
-  sweep ffn_claim2 experiment=deep_ffn_orthogonal method=sal,none init=orthogonal,random seed=0,1,2,3,4,5,6,7,8,9 threads=1
+ffn() {  # claims 2 and 4 on a 300-layer MLP, every setting chosen on seeds 100-101 (never reported)
+  ffn_tune
+  ffn_apart
+  ffn_orthogonal_apart
+  ffn_digits
 }
 
-ffn_apart() {  # claims 2 and 4 at depth 300 tuned apart (issue 31): SAL's rates and target and spectral's
-  # rho chosen on seeds 100-101 (never reported), then seeds 0-9 at those choices; success on the mean of
-  # the last 5 evaluations (the default, no pins). Adam's rate is SAL's choice for every method (one net).
+ffn_tune() {  # claims 2 and 4 at depth 300 tuned apart (issue 31), the choices: SAL's Adam rate, rate and
+  # target and spectral's rho on seeds 100-101 (never reported), then SAL's gate at those on seeds 100-105
+  # (two could not tell the gates apart: one seed moved between two batchings of one setting). Adam's rate
+  # is SAL's choice for every method (one net, one optimiser). Each choice is `best` over its records.
   local TUNING=seed=100,101
   sweep ffn_apart_sal experiment=paper_deep_ffn method=sal optim.lr=0.001,0.0001 method.lr=0.01,0.002 \
     method.target=1.03,1.06 $TUNING threads=1
   sweep ffn_apart_rho experiment=paper_deep_ffn method=spectral method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $TUNING threads=1
   # shellcheck disable=SC2046  # the chosen overrides are words
-  NO_REPORT=1 sweep ffn_apart experiment=paper_deep_ffn method=sal,none,spectral $(best ffn_apart_rho) \
-    $(best ffn_apart_sal) $TEN_SEEDS threads=1
+  sweep ffn_apart_gate experiment=paper_deep_ffn method=sal method.gate=one_sided,two_sided $(best ffn_apart_sal) \
+    seed=100,101,102,103,104,105 threads=1
+}
+
+ffn_chosen() {  # the depth-300 choices of ffn_tune, as overrides for every method of a reported sweep
+  echo "$(best ffn_apart_rho) $(best ffn_apart_sal) $(best ffn_apart_gate)"
+}
+
+ffn_apart() {  # claims 2 and 4 at depth 300: SAL, none and spectral at ffn_tune's choices, seeds 0-9, success
+  # on the mean of the last 5 evaluations (the default, no pins)
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  NO_REPORT=1 sweep ffn_apart experiment=paper_deep_ffn method=sal,none,spectral $(ffn_chosen) $TEN_SEEDS threads=1
   records ffn_apart ffn_apart
   salrun report "$OUT/ffn_apart" --against sal --table "$DOCS/ffn_apart.md" --figures "$DOCS/ffn_apart" > /dev/null
 }
@@ -136,31 +137,7 @@ ffn_orthogonal_apart() {  # claim 2 from deep_ffn_orthogonal's start, its rates 
 }
 
 lag() {  # claims 3 and 4 on an RNN at lag 300
-  sweep lag_tune experiment=paper_long_lag task=lag_sign,lag_analog optim.clip=0,1 $QUIET_LAG $LAST $LAG600 $GRID_SEEDS
-  sweep lag_tune2 experiment=paper_long_lag task=lag_analog optim.lr=0.0003 $QUIET_LAG $LAST $LAG600 seed=0,1,2,3
-  sweep lag_rho experiment=paper_long_lag task=lag_sign,lag_analog method=spectral \
-    method.rho=0.9,1.0,1.05,1.1,1.2,1.5 $QUIET_LAG $LAST $LAG600 $GRID_SEEDS
-  for task in lag_sign lag_analog; do
-    sweep "$task" experiment=paper_long_lag task=$task method=sal,none,spectral \
-      $(best lag_rho $task) $QUIET_LAG $LAST $LAG600 $SEEDS
-  done
-  # Claim 3 again with issue 14's tasks (no pins: distractor noise 0.1, success on the mean of
-  # the last 5 evaluations), 10 seeds, spectral at the ρ chosen above (1.1 and 1.5), with each
-  # method's difference from SAL.
-  local rho
-  for task in lag_sign lag_analog; do
-    rho=1.1; [ "$task" = lag_analog ] && rho=1.5
-    NO_REPORT=1 sweep "${task}_noisy" experiment=paper_long_lag task=$task method=sal,none,spectral \
-      ++method.rho=$rho $LAG600 $TEN_SEEDS
-    records "${task}_noisy" "${task}_noisy"
-    salrun report "$OUT/${task}_noisy" --against sal --table "$DOCS/${task}_noisy.md" \
-      --figures "$DOCS/${task}_noisy" > /dev/null
-  done
-  # SAL's analog runs were still improving at step 600: the same with twice the steps.
-  NO_REPORT=1 sweep lag_analog_noisy_1200 experiment=paper_long_lag task=lag_analog method=sal,spectral \
-    ++method.rho=1.5 train.steps=1200 $TEN_SEEDS
-  records lag_analog_noisy_1200 lag_analog_noisy_1200
-  salrun report "$OUT/lag_analog_noisy_1200" --against sal --table "$DOCS/lag_analog_noisy_1200.md" --no-figures > /dev/null
+  lag1200
 }
 
 lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every method, the preset's own
@@ -182,42 +159,39 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
   done
 }
 
-# SAL against its peers (docs/COMPARISON.md): the same presets, budgets and seeds for every
-# method; spectral at the ρ that was best at the largest depth / lag in the parts above.
+# SAL against its peers (docs/COMPARISON.md): the same presets, budgets and seeds for every method,
+# with the current defaults (no pins). The tuned settings are those chosen on seeds 100-101 at depth 300
+# (ffn_apart: SAL's rates and target, spectral's ρ, Adam's rate for every method) and at lag 300
+# (lag1200, lag_sign: SAL's rate and target, spectral's ρ); the other peers run at their defaults
+# (README, "Methods"). Seeds 0-9 are reported. Tables, figures and run records into docs/comparison/.
 cmp_depth() {
   local DOCS=docs/comparison
-  mkdir -p "$DOCS"
+  # shellcheck disable=SC2046  # the chosen overrides are words
   sweep cmp_depth experiment=paper_deep_ffn method=none,sal,spectral,orthogonal,critical,lsuv \
-    ++method.rho=1.0 model.depth=300,100,50 $LAST $SEEDS
+    model.depth=300,100,50 $(ffn_chosen) $TEN_SEEDS threads=1
 }
 
 cmp_lag() {
   local DOCS=docs/comparison
-  mkdir -p "$DOCS"
-  # lag_sign's noise pin is not a key of adding, so the two tasks sweep apart into one table.
-  local methods="method=none,sal,spectral,orthogonal,critical,flossing ++method.rho=1.1"
-  NO_REPORT=1 sweep cmp_lag_sign experiment=paper_long_lag task.lag=300,200,100,50 task=lag_sign $QUIET_LAG \
-    $methods $LAST $LAG600 $SEEDS
-  NO_REPORT=1 sweep cmp_lag_adding experiment=paper_long_lag task.lag=300,200,100,50 task=adding \
-    $methods $LAST $LAG600 $SEEDS
-  report cmp_lag cmp_lag_sign cmp_lag_adding
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  sweep cmp_lag experiment=paper_long_lag task=lag_sign task.lag=300,200,100,50 \
+    method=none,sal,spectral,orthogonal,critical,flossing $(best lag1200_rho lag_sign) \
+    $(best lag1200_sal lag_sign) $TEN_SEEDS threads=1
 }
 
-# On top of a good init, at the largest lag and depth: does SAL still add to orthogonal (or
-# LSUV) weights, and flossing started from orthogonal weights instead of the small ones.
+# On top of a good init, at lag 300: does SAL still add to orthogonal weights, and flossing started
+# from orthogonal weights instead of the small ones. (At depth 300, SAL from an orthogonal start is
+# REPRODUCTION's ffn_orthogonal_apart.)
 cmp_init() {
   local DOCS=docs/comparison
-  mkdir -p "$DOCS"
-  NO_REPORT=1 sweep cmp_init_lag_sign experiment=paper_long_lag task.lag=300 task=lag_sign $QUIET_LAG \
-    method=sal,flossing init=orthogonal $LAST $LAG600 $SEEDS
-  NO_REPORT=1 sweep cmp_init_lag_adding experiment=paper_long_lag task.lag=300 task=adding \
-    method=sal,flossing init=orthogonal $LAST $LAG600 $SEEDS
-  report cmp_init_lag cmp_init_lag_sign cmp_init_lag_adding
-  sweep cmp_init_depth experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal,lsuv $LAST $SEEDS
-  # The preset's target 1.06 is for random weights (their log gain lies below ln s); orthogonal
-  # weights have no such spread, so at 1.06 every layer gains 6%: the same at target 1.
-  sweep cmp_init_depth_target1 experiment=paper_deep_ffn model.depth=300 method=sal init=orthogonal \
-    method.target=1.0 $LAST $SEEDS
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  sweep cmp_init_lag experiment=paper_long_lag task=lag_sign task.lag=300 method=sal,flossing init=orthogonal \
+    $(best lag1200_sal lag_sign) $TEN_SEEDS threads=1
+}
+
+ffn_digits() {  # claim 2 on real data: paper_deep_ffn on digits at ffn_tune's choices (made on clusters), seeds 0-9
+  # shellcheck disable=SC2046  # the chosen overrides are words
+  sweep ffn_digits experiment=paper_deep_ffn task=digits method=sal,none $(ffn_chosen) $TEN_SEEDS threads=1
 }
 
 # Each sweep's wall time before issue 13's fast paths and ensembles (walltimes_before.txt) and now
@@ -262,6 +236,6 @@ walltimes_table() {  # FOLDER...: their walltimes_before.txt and walltimes.txt s
     }'
 }
 
-for part in ${@:-chaos ffn ffn_apart ffn_orthogonal_apart lag lag1200}; do
+for part in ${@:-chaos ffn lag}; do
   "$part"
 done
