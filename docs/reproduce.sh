@@ -41,14 +41,16 @@ sweep() {  # NAME, then the arguments of salrun sweep
   # A sweep exits non-zero when a job failed; its table says which, so go on.
   salrun sweep "$@" --launcher joblib $ensemble --out "$OUT/$name" $resume > "$OUT/$name.log" 2>&1 || true
   echo "$name: $((SECONDS - start)) s: salrun sweep $* --launcher joblib $ensemble" | tee -a "$DOCS/walltimes.txt"
-  [ -n "${NO_REPORT:-}" ] || report "$name" "$name"
+  report "$name" "$name"
 }
 
-report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge; and their run records
+report() {  # NAME, then the sweeps (in $OUT) that its table and figures merge; and their run records.
+  # AGAINST=METHOD adds each method's difference from METHOD (salrun report --against).
   local name=$1
   shift
   records "$name" "$@"
-  salrun report "${@/#/$OUT/}" --table "$DOCS/$name.md" --figures "$DOCS/$name" > /dev/null
+  salrun report "${@/#/$OUT/}" ${AGAINST:+--against "$AGAINST"} --table "$DOCS/$name.md" --figures "$DOCS/$name" \
+    > /dev/null
 }
 
 records() {  # NAME, then the sweeps (in $OUT): their run records into $DOCS/runs/NAME.csv (committed)
@@ -66,6 +68,7 @@ tables() {  # the docs' generated blocks, from committed files only (run records
   done
   salrun report "${fill[@]}"
 }
+
 best() {  # TUNING [TASK]: the settings of the row with the highest success rate, then the best mean final
   # metric (a tie keeps the first row), as ++KEY=VALUE overrides (among TASK's runs where one is named). It
   # reads the tuning sweep's committed run records, so a part can reuse a choice without its run folders.
@@ -118,9 +121,7 @@ ffn_chosen() {  # the depth-300 choices of ffn_tune, as overrides for every meth
 ffn_apart() {  # claims 2 and 4 at depth 300: SAL, none and spectral at ffn_tune's choices, seeds 0-9, success
   # on the mean of the last 5 evaluations (the default, no pins)
   # shellcheck disable=SC2046  # the chosen overrides are words
-  NO_REPORT=1 sweep ffn_apart experiment=paper_deep_ffn method=sal,none,spectral $(ffn_chosen) $TEN_SEEDS threads=1
-  records ffn_apart ffn_apart
-  salrun report "$OUT/ffn_apart" --against sal --table "$DOCS/ffn_apart.md" --figures "$DOCS/ffn_apart" > /dev/null
+  AGAINST=sal sweep ffn_apart experiment=paper_deep_ffn method=sal,none,spectral $(ffn_chosen) $TEN_SEEDS threads=1
 }
 
 ffn_orthogonal_apart() {  # claim 2 from deep_ffn_orthogonal's start, its rates tuned apart (issue 31): SAL's
@@ -129,11 +130,8 @@ ffn_orthogonal_apart() {  # claim 2 from deep_ffn_orthogonal's start, its rates 
   sweep ffn_orthogonal_apart_sal experiment=deep_ffn_orthogonal method=sal optim.lr=0.001,0.0001 \
     method.lr=0.0002,0.002,0.01 $TUNING threads=1
   # shellcheck disable=SC2046  # the chosen overrides are words
-  NO_REPORT=1 sweep ffn_orthogonal_apart experiment=deep_ffn_orthogonal method=sal,none \
+  AGAINST=sal sweep ffn_orthogonal_apart experiment=deep_ffn_orthogonal method=sal,none \
     $(best ffn_orthogonal_apart_sal) $TEN_SEEDS threads=1
-  records ffn_orthogonal_apart ffn_orthogonal_apart
-  salrun report "$OUT/ffn_orthogonal_apart" --against sal --table "$DOCS/ffn_orthogonal_apart.md" \
-    --figures "$DOCS/ffn_orthogonal_apart" > /dev/null
 }
 
 lag() {  # claims 3 and 4 on an RNN at lag 300
@@ -151,17 +149,14 @@ lag1200() {  # claim 3 at the budget it needs (issue 30): 1,200 steps for every 
     method.target=1.0,1.05 $TUNING threads=1
   for task in lag_sign lag_analog; do
     # shellcheck disable=SC2046  # the chosen overrides are words
-    NO_REPORT=1 sweep "${task}_1200" experiment=paper_long_lag task=$task method=sal,none,spectral \
+    AGAINST=sal sweep "${task}_1200" experiment=paper_long_lag task=$task method=sal,none,spectral \
       $(best lag1200_rho $task) $(best lag1200_sal $task) $TEN_SEEDS threads=1
-    records "${task}_1200" "${task}_1200"
-    salrun report "$OUT/${task}_1200" --against sal --table "$DOCS/${task}_1200.md" \
-      --figures "$DOCS/${task}_1200" > /dev/null
   done
 }
 
 # SAL against its peers (docs/COMPARISON.md): the same presets, budgets and seeds for every method,
-# with the current defaults (no pins). The tuned settings are those chosen on seeds 100-101 at depth 300
-# (ffn_apart: SAL's rates and target, spectral's ρ, Adam's rate for every method) and at lag 300
+# with the current defaults (no pins). The tuned settings are those chosen on the tuning seeds at depth 300
+# (ffn_chosen: SAL's rates, target and gate, spectral's ρ, Adam's rate for every method) and at lag 300
 # (lag1200, lag_sign: SAL's rate and target, spectral's ρ); the other peers run at their defaults
 # (README, "Methods"). Seeds 0-9 are reported. Tables, figures and run records into docs/comparison/.
 cmp_depth() {

@@ -586,7 +586,7 @@ def fill_documents(files: List[Path]) -> None:
     import io
 
     from salrun.console import note
-    from salrun.report import fill_markers
+    from salrun.report import fill_markers, has_markers
     from salrun.results import write_atomic
 
     def run(words: list[str]) -> str:
@@ -603,7 +603,7 @@ def fill_documents(files: List[Path]) -> None:
             text = Path(path).read_text()
         except OSError as err:
             fail_usage(f"--fill {path}: {err.strerror or err}")
-        if "<!-- salrun report" not in text and "<!-- include " not in text:
+        if not has_markers(text):
             fail_usage(f"--fill {path}: no '<!-- salrun report ... -->' or '<!-- include FILE -->' marker in it")
         try:
             filled = fill_markers(text, run)

@@ -300,6 +300,11 @@ FILL = re.compile(r"(<!-- (salrun report[^\n]*?) -->\n)(.*?)(<!-- /salrun report
 INCLUDE = re.compile(r"(<!-- include ([^\s>]+) -->\n)(.*?)(<!-- /include -->)", re.S)
 
 
+def has_markers(text: str) -> bool:
+    """Whether `text` holds a block that `fill_markers` fills."""
+    return bool(FILL.search(text) or INCLUDE.search(text))
+
+
 def fill_markers(text: str, run) -> str:
     """`text` with each block between `<!-- salrun report ARGS -->` and `<!-- /salrun report -->`
     replaced by what `run(ARGS as words)` prints: the marker holds the exact command, so the
