@@ -148,6 +148,11 @@ def test_single_runs_make_only_the_figures_their_data_supports(run_cli, tmp_path
     assert run_cli("report", str(rnn)).returncode == 0
     assert_pngs(rnn / "figures", TRAIN_FIGURES)  # one run: no success-rate chart
 
+    # pivot counts successes: a chaos run has none, so it is one line, exit 2, and no table is written
+    pivot = run_cli("report", str(chaos), "--format", "pivot", "--table", str(tmp_path / "p.md"), "--no-figures")
+    assert pivot.returncode == 2 and "train runs only" in pivot.stderr
+    assert len(pivot.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.md").exists()
+
 
 def corrupt(folder, name, text):
     (folder / name).write_text(text)
