@@ -3,18 +3,24 @@
 The model and loop follow pytorch/examples' word_language_model (RNN_TANH): an embedding,
 dropout, a 2-layer tanh nn.RNN (hidden 64), dropout, a linear decoder; truncated BPTT
 (bptt 20, batch 16) with the hidden state carried over and detached, gradient clipping and
-plain SGD. nn.RNN's own dropout is 0 (SAL refuses dropout between an nn.RNN's layers).
-One thread. The loop without SAL and the loop with SAL run interleaved, in short blocks, on
-two copies of one model, so that load from other work hits both alike; each pair of blocks
-gives a ratio of CPU times, and the ratio printed is their median (on a shared machine one
-run's ratio still moves by a few %: run it a few times).
+plain SGD, and nn.RNN's dropout between its layers (word_language_model's default; 0.2 here).
+One thread. Three copies of one model train in short blocks, interleaved so that load from
+other work hits them alike: without SAL, with SAL's recording alone (its forward: the layers
+run one at a time, and their sums taken; no sal.step()), and with SAL. Each round of blocks
+gives ratios of CPU times; the ratios printed are their medians (on a shared machine one run's
+ratio still moves by a few %: the quartiles say by how much).
 
-    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10]
+    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--out FILE.md]
+
+`--out` also writes the result as a markdown block, with the commit and the command, which
+docs/LIBRARY.md includes (`salrun report --fill`).
 """
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -62,20 +68,21 @@ class RNNModel(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=60, help="pairs of blocks, one of each loop, interleaved")
+    parser.add_argument("--blocks", type=int, default=60, help="rounds of blocks, one of each loop, interleaved")
     parser.add_argument("--steps", type=int, default=10, help="training steps per block")
     parser.add_argument("--ntoken", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--bptt", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--dropout", type=float, default=0.2, help="word_language_model's main.py default")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     base = RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=args.dropout)
     data = torch.randint(args.ntoken, (args.bptt * 50 + 1, args.batch))
-    models = {"none": base, "sal": copy.deepcopy(base)}
-    sal = SAL(models["sal"])
+    models = {name: copy.deepcopy(base) for name in LOOPS}
+    sals = {name: SAL(models[name]) for name in ("recorded", "sal")}
     hidden = {name: model.init_hidden(args.batch) for name, model in models.items()}
     criterion = nn.NLLLoss()
     position = {name: 0 for name in models}
@@ -97,25 +104,44 @@ def main() -> None:
             for p in model.parameters():
                 p.data.add_(p.grad, alpha=-0.1)
             if name == "sal":
-                sal.step()
+                sals[name].step()
+            elif name == "recorded":
+                sals[name].probe.clear()  # what the step would read, dropped: its forward's cost alone
         return (time.process_time() - start) / steps
 
     for name in models:  # warm-up, and the traced first pass
         train(name, 5)
     times = {name: [] for name in models}
-    ratios = []
     for block in range(args.blocks):
-        order = list(models) if block % 2 == 0 else list(models)[::-1]  # neither always runs first
+        order = list(LOOPS) if block % 2 == 0 else list(LOOPS)[::-1]  # no loop always runs first
         for name in order:
             times[name].append(train(name, args.steps))
-        ratios.append(times["sal"][-1] / times["none"][-1])
-    none, with_sal = statistics.median(times["none"]), statistics.median(times["sal"])
-    print(f"word_language_model-style RNN (RNN_TANH, 2 layers, hidden {args.hidden}, bptt {args.bptt}, "
-          f"batch {args.batch}, vocabulary {args.ntoken}, dropout {args.dropout}), {torch.get_num_threads()} "
-          f"thread, {args.blocks} pairs of blocks of {args.steps} steps, CPU time of this process")
-    print(f"step without SAL {none * 1e3:.3f} ms, with SAL {with_sal * 1e3:.3f} ms (medians)")
-    print(f"ratio SAL/none {statistics.median(ratios):.3f} (median of the pairs' ratios; "
-          f"quartiles {statistics.quantiles(ratios, n=4)[0]:.3f}-{statistics.quantiles(ratios, n=4)[2]:.3f})")
+    setting = (f"word_language_model-style RNN (RNN_TANH, 2 layers, hidden {args.hidden}, bptt {args.bptt}, batch "
+               f"{args.batch}, vocabulary {args.ntoken}, dropout {args.dropout}), {torch.get_num_threads()} thread, "
+               f"{args.blocks} rounds of blocks of {args.steps} steps, CPU time of this process")
+    rows = []
+    for name in ("recorded", "sal"):
+        ratios = [a / b for a, b in zip(times[name], times["none"])]
+        quartiles = statistics.quantiles(ratios, n=4)
+        rows.append((LOOPS[name], statistics.median(times[name]) * 1e3, statistics.median(ratios),
+                     quartiles[0], quartiles[2]))
+    none = statistics.median(times["none"]) * 1e3
+    print(setting)
+    print(f"step without SAL {none:.3f} ms (median)")
+    for label, ms, ratio, low, high in rows:
+        print(f"{label}: step {ms:.3f} ms, ratio to none {ratio:.3f} (median of the rounds' ratios; "
+              f"quartiles {low:.3f}-{high:.3f})")
+    if args.out is not None:
+        from salrun.jobs import source_commit
+        lines = [f"{setting}; step without SAL {none:.3f} ms.", "",
+                 "| loop | step (ms) | ratio to none | quartiles |", "|---|---|---|---|"]
+        lines += [f"| {label} | {ms:.3f} | {ratio:.3f} | {low:.3f}-{high:.3f} |" for label, ms, ratio, low, high in rows]
+        command = "OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py " + " ".join(sys.argv[1:])
+        lines += ["", f"Measured on commit {source_commit() or 'not recorded'} by `{command.strip()}`."]
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL"}
 
 if __name__ == "__main__":
     main()

@@ -557,13 +557,16 @@ def test_word_language_model_rnn_tanh_unmodified():
                                       for k in (0, 1)}
 
 
-def test_the_overhead_benchmark_runs():
+def test_the_overhead_benchmark_runs(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "rnn_lm_overhead.py"
-    result = subprocess.run([sys.executable, str(script), "--blocks", "2", "--steps", "2", "--ntoken", "20"],
-                            capture_output=True, text=True, timeout=120)
+    out = tmp_path / "overhead.md"
+    result = subprocess.run([sys.executable, str(script), "--blocks", "2", "--steps", "2", "--ntoken", "20",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ratio SAL/none" in result.stdout
+    assert "with SAL: step" in result.stdout and "SAL's recording alone" in result.stdout
+    table = out.read_text()
+    assert "| with SAL |" in table and "--blocks 2 --steps 2" in table

@@ -309,6 +309,39 @@ def test_nn_rnn_update_is_the_formula(batch_first, layers):
     assert changed == set(before)  # every parameter of a tanh RNN belongs to its neurons
 
 
+@pytest.mark.parametrize("summed", [True, False], ids=["sums-in-forward", "rows-at-step"])
+@pytest.mark.parametrize("layers, inputs", [(3, H), (3, I)])
+def test_nn_rnn_layers_of_one_shape_updated_together_are_the_formula(summed, layers, inputs):
+    """Layers of one shape (an nn.RNN's above the first; all of them where inputs = hidden) are updated
+    as one batch, from sums the forward took (`Moments`) or from their rows gathered at the step.
+    Two passes per step, from a given non-zero h_-1: each layer gets the formula on its own rows."""
+    rnn = small_(nn.RNN(inputs, H, num_layers=layers).double(), 12)
+    gen = torch.Generator().manual_seed(4)
+    passes = [(torch.randn(T, B, inputs, generator=gen, dtype=torch.float64),
+               0.5 * torch.randn(layers, B, H, generator=gen, dtype=torch.float64)) for _ in range(2)]
+    before = {k: v.detach().clone() for k, v in rnn.named_parameters()}
+    sal = SAL(rnn, lr=LR)
+    for x, h in passes:
+        sal.probe.moments = summed
+        rnn(x, h)
+    sal.step()
+    after = dict(rnn.named_parameters())
+    below = [x for x, _ in passes]
+    for k in range(layers):
+        w_ih, w_hh, b_ih, b_hh = (before[f"{p}_l{k}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        drive, previous, outputs = [], [], []
+        for p, (x, h) in enumerate(passes):
+            states = [h[k]]
+            for t in range(T):
+                states.append(torch.tanh(below[p][t] @ w_ih.T + b_ih + states[-1] @ w_hh.T + b_hh))
+            drive.append(below[p].flatten(0, 1))
+            previous.append(torch.cat(states[:-1]))
+            outputs.append(torch.cat(states[1:]))
+            below[p] = torch.stack(states[1:])
+        expected = oracle([w_ih, w_hh], [torch.cat(drive), torch.cat(previous)], torch.cat(outputs), [b_ih, b_hh])
+        assert_rnn_layer(after, k, [*expected[0], *expected[1]])
+
+
 def test_nn_rnn_recurrent_inputs_only_and_two_passes_per_step():
     rnn = small_(nn.RNN(I, H).double(), 7)
     x1, x2 = sequence(), sequence()[:3].flip(0)
