@@ -38,32 +38,6 @@ SUPPORTED = ("SAL adapts an nn.Linear whose output goes straight into tanh (nn.T
 
 
 @dataclass
-class Moments:
-    """The sums over a layer's rows that SAL's rule reads where f' = c - o² (tanh; sal.SQUASHING):
-    the rows, Σo and Σo² per neuron, and oᵀx_k per input k. A recorder sums them as the forward
-    makes the data, while it is in cache, rather than SAL reading every row again at its step,
-    after the backward has moved it out of cache."""
-
-    rows: int
-    sum: torch.Tensor
-    sum_sq: torch.Tensor
-    cross: list[torch.Tensor]
-
-    @classmethod
-    def of_sequence(cls, drive: torch.Tensor, first: torch.Tensor, states: torch.Tensor) -> "Moments":
-        """A recurrent layer's pass, time first: inputs [x_t, h_t-1], drive (T, batch, inputs), first
-        state h_-1 (batch, hidden), states (T, batch, hidden)."""
-        batch, hidden = states.shape[1], states.shape[2]
-        o = states.reshape(-1, hidden)
-        recurrent = torch.mm(o[batch:].T, o[:-batch]).addmm_(states[0].T, first)  # Σ_t h_tᵀ h_t-1
-        return cls(o.shape[0], o.sum(0), torch.square(o).sum(0), [o.T @ drive.reshape(-1, drive.shape[-1]), recurrent])
-
-    def add(self, other: "Moments") -> None:
-        self.rows += other.rows
-        torch._foreach_add_([self.sum, self.sum_sq, *self.cross], [other.sum, other.sum_sq, *other.cross])
-
-
-@dataclass
 class LayerActivity:
     """One layer of neurons: o = f(Σ_k W_k x_k + θ), batch (and time) stacked.
 
@@ -78,22 +52,10 @@ class LayerActivity:
     masks: list[torch.Tensor | None] = field(default_factory=list)  # fixed zeros of sparse W_k
     name: str = ""
     names: tuple[str, ...] = ()  # a stack of len(names) equal layers along a leading dimension (salrun's MLP)
-    moments: Moments | None = None  # its rows' sums, where the recorder took them (`Moments`)
 
     def chunks(self, rows: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """(inputs, output) in row blocks; the data is already in one block here."""
         yield self.inputs, self.output
-
-    @property
-    def rows(self) -> int:
-        """Rows of data (batch, and time, stacked)."""
-        return self.output.shape[-2]
-
-    def fill(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Where its data goes in a (rows, Σ inputs) block, the inputs side by side in the order of
-        `weights`, and a (rows, neurons) block: (destinations, sources), for one torch._foreach_copy_."""
-        widths = [w.shape[-1] for w in self.weights]
-        return [*inputs.split(widths, dim=-1), output], [*self.inputs, self.output]
 
     def shapes(self) -> list[tuple[str, int]]:
         """(name, neurons) of each layer it holds."""
@@ -181,7 +143,6 @@ class SequenceActivity(LayerActivity):
                  activation: str = "tanh", masks=None, name: str = ""):
         self.weights, self.bias, self.activation, self.name = weights, bias, activation, name
         self.masks = masks if masks is not None else [None] * len(weights)
-        self.moments: Moments | None = None
         self.segments: list[tuple[Steps, torch.Tensor | None]] = []
         self.add(states, drive_inputs)
 
@@ -212,25 +173,6 @@ class SequenceActivity(LayerActivity):
     def output(self) -> torch.Tensor:  # type: ignore[override]
         return self._whole()[1]
 
-    @property
-    def rows(self) -> int:
-        return sum(states.rest.shape[0] * states.rest.shape[1] for states, _ in self.segments)
-
-    def fill(self, inputs: torch.Tensor, output: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        dsts, srcs, start = [], [], 0
-        for states, drive in self.segments:
-            steps, batch, hidden = states.rest.shape
-            stop = start + steps * batch
-            x, o = inputs[start:stop].view(steps, batch, -1), output[start:stop].view(steps, batch, hidden)
-            if drive is not None:
-                dsts.append(x[..., :-hidden])
-                srcs.append(drive)
-            previous = x[..., -hidden:]  # h_{t-1}: the first state, then the states but the last
-            dsts += [previous[0], previous[1:], o]
-            srcs += [states.first, states.rest[:-1], states.rest]
-            start = stop
-        return dsts, srcs
-
     def chunks(self, rows: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         for states, drive in self.segments:
             steps = len(states) - 1
@@ -240,8 +182,6 @@ class SequenceActivity(LayerActivity):
 
 
 class Probe(Protocol):
-    moments: bool  # whether the layers that can sum their rows as they are made (`Moments`) do so
-
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]: ...
 
     def clear(self) -> None: ...
@@ -308,19 +248,7 @@ class RNNLayer:
     def __init__(self, name: str, rnn: nn.RNN, index: int):
         self.name, self.rnn, self.index = f"{name}.l{index}" if rnn.num_layers > 1 else name, rnn, index
         self.module = rnn
-        self.segments: list[tuple[Steps, torch.Tensor]] = []
-        self.moments: Moments | None = None
-        self.summed = True  # whether every segment's moments are in `moments`
-
-    def add(self, states: Steps, drive: torch.Tensor, moments: Moments | None) -> None:
-        self.segments.append((states, drive))
-        self.summed = self.summed and moments is not None
-        if not self.summed:
-            self.moments = None
-        elif self.moments is None:
-            self.moments = moments
-        else:
-            self.moments.add(moments)
+        self.segments: list[tuple[list[torch.Tensor], torch.Tensor]] = []
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         p, k = self.rnn._parameters, self.index
@@ -336,9 +264,6 @@ class RNNLayer:
         layer = SequenceActivity(weights, states, drive, bias, "tanh", None, self.name)
         for states, drive in more:
             layer.add(states, drive)
-        if self.moments is not None:
-            m = self.moments
-            layer.moments = Moments(m.rows, m.sum, m.sum_sq, m.cross[-len(weights):])
         return layer
 
     def recorded(self) -> bool:
@@ -346,7 +271,6 @@ class RNNLayer:
 
     def clear(self) -> None:
         self.segments.clear()
-        self.moments, self.summed = None, True
 
     def line(self) -> str:
         return f"{self.name} (nn.RNN layer {self.index}, {self.rnn.hidden_size} neurons) → tanh; inputs [x_t, h_t-1]"
@@ -472,8 +396,6 @@ class HookProbe:
     calls of each Linear module, in training mode), whatever ran first (`describe` in
     eval mode, a training step).
     """
-
-    moments = False  # set by SAL: whether nn.RNN's layers sum their rows as they run (`Moments`)
 
     def __init__(self, model: nn.Module, layers: list | None = None):
         self.model = model
@@ -765,27 +687,20 @@ class HookProbe:
 
 
 class _RNNRecorder:
-    """What SAL's layers of one nn.RNN record: per layer, its input sequence, first state and states,
-    and (where SAL asks: `Probe.moments`) their sums, taken at the end of the pass while the states
-    are in cache. Each layer's are its own products: batching equal layers into one product needs
-    copies of their rows, which cost more than the product saves (measured on word_language_model's
-    2-layer RNN, `benchmarks/rnn_lm_overhead.py`)."""
+    """What SAL's layers of one nn.RNN record: per layer, its input sequence, first state and states."""
 
     __slots__ = ("owner", "units", "recording")
 
     def __init__(self, owner: nn.RNN, units: list[RNNLayer], recording: _Switch):
         self.owner, self.units, self.recording = owner, units, recording
 
-    def __call__(self, passes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-        """Every layer's pass, time first: sequence (T, batch, inputs), h0 (batch, hidden), states (T, batch, hidden)."""
-        dtype = self.owner._flat_weights[0].dtype
-        passes = [tuple((t if t.dtype == dtype else t.to(dtype)).detach() for t in one)  # autocast records bf16
-                  for one in passes]
-        probe = self.recording.probe()
-        summed = probe is not None and probe.moments
-        with torch.no_grad():
-            for unit, (sequence, h0, states) in zip(self.units, passes):
-                unit.add(Steps(h0, states), sequence, Moments.of_sequence(sequence, h0, states) if summed else None)
+    def __call__(self, k: int, sequence: torch.Tensor, h0: torch.Tensor, states: torch.Tensor) -> None:
+        """Layer k's pass, time first: sequence (T, batch, inputs), h0 (batch, hidden), states (T, batch, hidden)."""
+        unit = self.units[k]
+        dtype = unit.rnn._flat_weights[k * (4 if unit.rnn.bias else 2)].dtype
+        if states.dtype != dtype or sequence.dtype != dtype or h0.dtype != dtype:  # autocast
+            sequence, h0, states = sequence.to(dtype), h0.to(dtype), states.to(dtype)
+        unit.segments.append((Steps(h0.detach(), states.detach()), sequence.detach()))
 
 
 class _LayerwiseRNN(nn.RNN):
@@ -851,20 +766,19 @@ class _LayerwiseRNN(nn.RNN):
             hx = input.new_zeros(self.num_layers, batch, self.hidden_size)
         self.check_forward_args(input, hx, None)
         per = 4 if self.bias else 2
-        sequence, last, passes = input, [], []
+        sequence, last = input, []
         for k in range(self.num_layers):
             states, h_n = torch.rnn_tanh(sequence, hx[k:k + 1], self._flat_weights[k * per:(k + 1) * per],
                                          self.bias, 1, 0.0, True, False, self.batch_first)
-            if self.batch_first:
-                passes.append((sequence.transpose(0, 1), hx[k], states.transpose(0, 1)))
-            else:
-                passes.append((sequence, hx[k], states))
+            for recorder in recorders:
+                if self.batch_first:
+                    recorder(k, sequence.transpose(0, 1), hx[k], states.transpose(0, 1))
+                else:
+                    recorder(k, sequence, hx[k], states)
             last.append(h_n)
             sequence = states
             if self.dropout > 0 and k + 1 < self.num_layers:
                 sequence = F.dropout(sequence, self.dropout, True)
-        for recorder in recorders:
-            recorder(passes)
         hidden = torch.cat(last) if len(last) > 1 else last[0]
         if not batched:
             states, hidden = states.squeeze(0 if self.batch_first else 1), hidden.squeeze(1)
@@ -962,8 +876,6 @@ def _inventory(model: nn.Module) -> str:
 
 class ModelProbe:
     """For models that report their own activity (`layer_activity`)."""
-
-    moments = False  # salrun's models report their recorded tensors
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -30,10 +30,6 @@ operations; a recurrent layer is read in blocks of steps
 tensor (nn.RNN's output; salrun's ElmanRNN stacks its states once per forward
 into storage it keeps), so SAL's temporaries are a block's size. Temporaries of
 the data's size are kept from step to step (`SAL._scratch`, `activity.stack_kept`).
-For tanh with ln s and the arithmetic mean, the rule reads the rows only through
-their sums (Σo, Σo², oᵀx): an nn.RNN takes them at the end of each recorded pass,
-while its states are in cache (`activity.Moments`), and the step reads those; the
-equal layers of an nn.RNN are updated as one group, [W_ih | W_hh | biases] side by side.
 """
 from __future__ import annotations
 
@@ -45,7 +41,7 @@ import typing
 import torch
 from torch import nn
 
-from salrun.activity import LayerActivity, Probe, SequenceActivity, per_layer, probe_for
+from salrun.activity import LayerActivity, Probe, per_layer, probe_for
 from salrun.activity import chained as activity_chained
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
@@ -81,7 +77,6 @@ class SAL:
         self._stacks: dict[tuple[int, ...], tuple] = {}  # averages of a layer group: stacked, and its rows
         self._plan_key: tuple | None = None
         self._plan_cache: list = []
-        self._blocks: dict[tuple, tuple] = {}  # a gathered group's blocks, kept with the plan (`_gathered`)
         self.targets: torch.Tensor | None = None  # layer_target: this step's target per layer
         self.gaps: torch.Tensor | None = None  # layer_target: gap_l per layer
         self._tangent_rng = torch.Generator().manual_seed(0)  # its own stream: never moves the job's RNG
@@ -89,14 +84,6 @@ class SAL:
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
         self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
         self._kept: dict[tuple, torch.Tensor] = {}  # temporaries of the data's size, by shape (`_scratch`)
-        self._ask_moments()
-
-    def _ask_moments(self) -> None:
-        """Whether the passes before the next step sum their rows as they run (`Moments`): where that
-        step updates, with a rule that reads only those sums (f' = c - o², ln s, arithmetic mean)."""
-        cfg = self.settings
-        self.probe.moments = bool(self.fused and cfg.objective == "log" and cfg.average == "arithmetic"
-                                  and self.reads_next)
 
     def layers(self) -> list[LayerActivity]:
         return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
@@ -133,7 +120,6 @@ class SAL:
         self.calls += 1
         if not updates:
             self.probe.clear()
-            self._ask_moments()
             return
         layers = self.layers()  # a stack of layers (salrun's MLP) comes as one LayerActivity
         if self._shapes is None and layers:
@@ -154,7 +140,6 @@ class SAL:
                 else:
                     self._group_step(index, [layers[i] for i in group], weights, biases)
         self.probe.clear()
-        self._ask_moments()
 
     def _layer_targets(self, layers: list[LayerActivity]) -> torch.Tensor:
         """target·exp(gap_l) per layer, gap_l = ln RMS(s_l) - the measured tangent log gain (averaged)."""
@@ -187,9 +172,8 @@ class SAL:
             key = (tuple(map(id, weights)), tuple(map(torch.Tensor.data_ptr, weights)),
                    tuple(map(shape, [layer.output for layer in layers])),
                    tuple(map(shape, [layer.inputs[0] for layer in layers])))
-        else:  # a layer read in blocks (an RNN's) has no stored output: its rows stand for the shapes
-            key = tuple((type(layer), id(layer.weights[0]), layer.weights[0].data_ptr(), layer.rows,
-                         tuple(w.shape for w in layer.weights), layer.moments is None) for layer in layers)
+        else:  # a layer whose activity is read in blocks (an RNN's): its output is not a stored tensor
+            key = None
         if key is not None and key == self._plan_key:
             return self._plan_cache
         plan, start = [], 0
@@ -197,14 +181,14 @@ class SAL:
             weights = biases = None
             if layers[group[0]].names:
                 weights, biases = layers[group[0]].weights[0], layers[group[0]].bias
-            elif len(group) > 1 and _linear(layers[group[0]]):
+            elif len(group) > 1:
                 weights = _stacked([layers[i].weights[0] for i in group], allow_copy=False)
                 if all(layers[i].bias is not None for i in group):
                     biases = _stacked([layers[i].bias for i in group], allow_copy=False)
             count = sum(len(layers[i].names) or 1 for i in group)
             plan.append((range(start, start + count), group, weights, biases))
             start += count
-        self._plan_key, self._plan_cache, self._blocks = key, plan, {}
+        self._plan_key, self._plan_cache = key, plan
         return plan
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
@@ -258,11 +242,7 @@ class SAL:
         # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
         # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, measured 6x slower at 64 neurons).
         squashing = layer.activation in SQUASHING and not linear
-        moments = layer.moments if squashing and average == "arithmetic" else None
-        if moments is not None:  # summed as the forward ran
-            rows, raw, ratio_sum = moments.rows, moments.cross, moments.sum
-            slope_sum = SQUASHING[layer.activation] * rows - moments.sum_sq
-        for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])) if moments is None else ():
+        for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])):
             if squashing:
                 raw_part = [output.T @ x for x in inputs]
                 raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
@@ -305,41 +285,22 @@ class SAL:
     def _group_step(self, index: range, layers: list[LayerActivity], stacked_weights: torch.Tensor | None,
                     stacked_biases: torch.Tensor | None) -> None:
         """A group of equal layers as one batch: (L, …) weights, inputs and outputs. A stack reported
-        as one activity (salrun's MLP) holds them so; Linear layers reported one by one are stacked
-        here, and layers of several weights or read in blocks (nn.RNN's) gathered (`_gathered`),
-        their rows' sums (`Moments`) in place of the rows where the recorder took them."""
+        as one activity (salrun's MLP) holds them so; layers reported one by one are stacked here."""
         cfg = self.settings
-        params = views = moments = None  # the layers' weights, and the views of w to copy back into them
         if layers[0].names:
+            weights = biases = None
             w, x, o = stacked_weights, layers[0].inputs[0], layers[0].output
-        elif _linear(layers[0]):
-            params = [layer.weights[0] for layer in layers]
-            w = stacked_weights if stacked_weights is not None else _stacked(params)
-            views = None if w.data_ptr() == params[0].data_ptr() else list(w.unbind(0))  # a copy, not a view
-            x, o = _chained([layer.inputs[0] for layer in layers], [layer.output for layer in layers])
         else:
-            w, x, o, moments, params, views = self._gathered(index, layers)
+            weights, biases = [layer.weights[0] for layer in layers], [layer.bias for layer in layers]
+            w = stacked_weights if stacked_weights is not None else _stacked(weights)
+            x, o = _chained([layer.inputs[0] for layer in layers], [layer.output for layer in layers])
+        rows = o.shape[1]
         activation = layers[0].activation
-        if moments is not None:  # oᵀx (and Σo in the bias columns), Σo²
-            cross, o_sq, rows, parts = moments
-            weights = w[..., :w.shape[-1] - parts]
-            norm = torch.linalg.vector_norm(weights, dim=-1)
-            norm_sq = norm * norm
-            mean_s = (SQUASHING[activation] - o_sq / rows) * norm
-            step = self._group_rate(index, mean_s)
-            radial = self.rule.radial(step, norm_sq, mean_s)
-            if parts > 1:  # θ's update is split equally among its parts (`_add_to_bias`)
-                cross[..., -parts:].div_(parts)
-            weights.mul_((1 + radial)[:, :, None])
-            w.addcmul_(cross, (step * (-2.0 / rows))[:, :, None])
-            torch._foreach_copy_(params, views)
-            return
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
         norm_sq = norm * norm
         if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary, kept).
-            rows = o.shape[1]
             scratch = self._scratch(o)
             mean_s = (SQUASHING[activation] - torch.square(o, out=scratch).mean(1)) * norm
             step = self._group_rate(index, mean_s)
@@ -347,7 +308,6 @@ class SAL:
             a = torch.mul(o, (step * (-2.0 / rows))[:, None, :], out=scratch)
             ratio_mean = None
         else:
-            rows = o.shape[1]
             slope = derivative(o, activation)                     # (L, rows, neurons)
             ratio = curvature_ratio(o, activation)
             if cfg.objective == "linear":
@@ -356,65 +316,16 @@ class SAL:
             step = self._group_rate(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
             a = ratio * (step / rows)[:, None, :]
-            ratio_mean = step * ratio.mean(1)
+            ratio_mean = ratio.mean(1)
         w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
-        if views is not None:
-            torch._foreach_copy_(params, views)
-        if stacked_biases is None and (layers[0].names or any(layer.bias is None for layer in layers)):
-            return
-        update = ratio_mean if ratio_mean is not None else a.sum(1)  # Σ_rows a = step·mean(-2·o)
-        if stacked_biases is not None:
-            stacked_biases.add_(update)
-            return
-        # a bias held as a sum of parts (nn.RNN's bias_ih + bias_hh): an equal share in each (`_add_to_bias`)
-        parts = [layer.bias if isinstance(layer.bias, list) else [layer.bias] for layer in layers]
-        share = update / len(parts[0]) if len(parts[0]) > 1 else update
-        torch._foreach_add_([p for ps in parts for p in ps], [u for u, ps in zip(share.unbind(0), parts) for _ in ps])
-
-    def _gathered(self, index: range, layers: list[LayerActivity]) -> tuple:
-        """Layers of several weights (an nn.RNN's [W_ih, W_hh] on [x_t, h_t-1]) or read in blocks, as
-        one batch, written by one copy into blocks kept with the plan: (L, neurons, Σ inputs) weights
-        side by side, and their data, (L, rows, Σ inputs) inputs and (L, rows, neurons) outputs. Where
-        every layer has its `Moments`, those instead: oᵀx in a block like the weights', and Σo²; the
-        bias parts then sit in the weights' block as columns on an input of ones (their oᵀx: Σo), so
-        that one product updates all. Returns the weights' block, the data (x, o) or the moments
-        (oᵀx, Σo², rows, bias columns), and the parameters with their views in the weights' block,
-        to copy the update back into them."""
-        first, cfg = layers[0], self.settings
-        summed = (first.activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic"
-                  and all(layer.moments is not None for layer in layers))
-        blocks = self._blocks.get((index, summed))
-        if blocks is None:
-            widths = [w.shape[-1] for w in first.weights]
-            parts = len(_bias_parts(first)) if summed else 0
-            count, neurons, rows, like = len(layers), first.weights[0].shape[0], first.rows, first.weights[0]
-            total = sum(widths)
-
-            def columns(block: torch.Tensor, k: int) -> list[torch.Tensor]:  # layer k's weights, then bias parts
-                return [*block[k, :, :total].split(widths, dim=-1), *block[k, :, total:].unbind(-1)]
-
-            w = like.new_empty((count, neurons, total + parts))
-            views = [view for k in range(count) for view in columns(w, k)]
-            if summed:
-                cross, sum_sq = torch.empty_like(w), like.new_empty((count, neurons))
-                data = (cross, sum_sq, [d for k in range(count) for d in (*columns(cross, k), sum_sq[k])], parts)
+        if weights is not None and w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
+            torch._foreach_copy_(weights, list(w.unbind(0)))
+        if stacked_biases is not None or (biases is not None and all(b is not None for b in biases)):
+            update = step * ratio_mean if ratio_mean is not None else a.sum(1)  # Σ_rows a = step·mean(-2·o)
+            if stacked_biases is not None:
+                stacked_biases.add_(update)
             else:
-                data = (like.new_empty((count, rows, sum(widths))), like.new_empty((count, rows, neurons)), None, 0)
-            blocks = self._blocks[(index, summed)] = (w, views, data)
-        w, views, (first_block, second_block, data_views, parts) = blocks
-        params = [p for layer in layers for p in (*layer.weights, *(_bias_parts(layer) if summed else ()))]
-        if summed:
-            srcs = [t for layer in layers
-                    for t in (*layer.moments.cross, *[layer.moments.sum] * parts, layer.moments.sum_sq)]
-            torch._foreach_copy_(data_views + views, srcs + params)
-            return w, None, None, (first_block, second_block, first.moments.rows, parts), params, views
-        dsts, srcs = [], []
-        for k, layer in enumerate(layers):
-            data_dsts, data_srcs = layer.fill(first_block[k], second_block[k])
-            dsts += data_dsts
-            srcs += data_srcs
-        torch._foreach_copy_(dsts + views, srcs + params)
-        return w, first_block, second_block, None, params, views
+                torch._foreach_add_(biases, list(update.unbind(0)))
 
     def _group_rate(self, index: list[int], mean_s: torch.Tensor) -> torch.Tensor:
         """`_gate_step` for a group: the group's averages live in one (L, neurons) tensor,
@@ -482,11 +393,6 @@ class SAL:
                              f"({listed(there)}) neurons, the model's SAL has {len(here)} ({listed(here)})")
 
 
-def _bias_parts(layer: LayerActivity) -> list[torch.Tensor]:
-    """The tensors whose sum is the layer's bias θ (none, one, or nn.RNN's bias_ih and bias_hh)."""
-    return layer.bias if isinstance(layer.bias, list) else [] if layer.bias is None else [layer.bias]
-
-
 def _add_to_bias(bias: torch.Tensor | list[torch.Tensor] | None, update: torch.Tensor) -> None:
     """θ += update; a bias held as a sum of tensors (nn.RNN's bias_ih + bias_hh) gets an equal
     share in each, so that the sum moves as θ does."""
@@ -522,28 +428,18 @@ def _library_settings(settings: SALSettings | None, overrides: dict) -> SALSetti
     return settings
 
 
-def _linear(layer: LayerActivity) -> bool:
-    """One weight and its data in stored tensors (a Linear's): such layers are stacked, not gathered."""
-    return type(layer) is LayerActivity and len(layer.weights) == 1 and not isinstance(layer.bias, list)
-
-
 def _groups(layers: list[LayerActivity]) -> list[list[int]]:
-    """Runs of consecutive layers that can be updated as one batch: no mask, the same kind, shapes,
-    activation, dtype and device, and (for layers gathered into one block: several weights, or read
-    in blocks) their rows' sums (`Moments`) or data of at most a block's size (CHUNK_VALUES), as SAL
-    reads such a layer alone."""
+    """Runs of consecutive layers that can be updated as one batch: one weight block,
+    no mask, the same shapes, activation, dtype and device."""
     groups: list[list[int]] = []
     previous = None
     for i, layer in enumerate(layers):
         w = layer.weights[0]
-        gathered = not _linear(layer) and layer.moments is None
-        simple = (not layer.names and not any(m is not None for m in layer.masks or ())
-                  and (type(layer) is LayerActivity or isinstance(layer, SequenceActivity))
-                  and not (gathered and layer.rows * (sum(v.shape[-1] for v in layer.weights) + w.shape[0])
-                           > CHUNK_VALUES))
-        bias = len(layer.bias) if isinstance(layer.bias, list) else layer.bias is not None
-        key = (type(layer), tuple(v.shape for v in layer.weights), layer.rows, layer.activation, w.dtype, w.device,
-               bias, layer.moments is None) if simple else None
+        simple = (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
+                  and not isinstance(layer.bias, list) and not layer.names
+                  and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
+        key = (w.shape, layer.output.shape, layer.inputs[0].shape, layer.activation, w.dtype, w.device,
+               layer.bias is not None) if simple else None
         if key is not None and key == previous:
             groups[-1].append(i)
         else:

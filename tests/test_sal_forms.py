@@ -309,12 +309,10 @@ def test_nn_rnn_update_is_the_formula(batch_first, layers):
     assert changed == set(before)  # every parameter of a tanh RNN belongs to its neurons
 
 
-@pytest.mark.parametrize("summed", [True, False], ids=["sums-in-forward", "rows-at-step"])
 @pytest.mark.parametrize("layers, inputs", [(3, H), (3, I)])
-def test_nn_rnn_layers_of_one_shape_updated_together_are_the_formula(summed, layers, inputs):
-    """Layers of one shape (an nn.RNN's above the first; all of them where inputs = hidden) are updated
-    as one batch, from sums the forward took (`Moments`) or from their rows gathered at the step.
-    Two passes per step, from a given non-zero h_-1: each layer gets the formula on its own rows."""
+def test_nn_rnn_stacked_layers_from_a_given_state_over_two_passes_are_the_formula(layers, inputs):
+    """Layers of one shape (an nn.RNN's above the first; all of them where inputs = hidden), two passes
+    per step, each from a given non-zero h_-1: each layer gets the formula on its own rows."""
     rnn = small_(nn.RNN(inputs, H, num_layers=layers).double(), 12)
     gen = torch.Generator().manual_seed(4)
     passes = [(torch.randn(T, B, inputs, generator=gen, dtype=torch.float64),
@@ -322,7 +320,6 @@ def test_nn_rnn_layers_of_one_shape_updated_together_are_the_formula(summed, lay
     before = {k: v.detach().clone() for k, v in rnn.named_parameters()}
     sal = SAL(rnn, lr=LR)
     for x, h in passes:
-        sal.probe.moments = summed
         rnn(x, h)
     sal.step()
     after = dict(rnn.named_parameters())
