@@ -63,7 +63,7 @@ records() {  # NAME, then the sweeps (in $OUT): their run records into $DOCS/run
 tables() {  # the docs' generated blocks, from committed files only (run records, and the tables of runs
   # whose folders were gone before run records existed): salrun report --fill
   local doc fill=()
-  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md docs/COMPARISON.md docs/BENCHMARKS.md README.md}; do
+  for doc in ${TABLE_DOCS:-docs/REPRODUCTION.md docs/COMPARISON.md docs/BENCHMARKS.md docs/LIBRARY.md README.md}; do
     fill+=(--fill "$doc")
   done
   salrun report "${fill[@]}"
