@@ -195,7 +195,10 @@ class BatchedOptimizer:
         if self.clip > 0:  # clip_grad_norm_ per member: the norm over all of that member's gradients
             total = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
             scale = (self.clip / (total + 1e-6)).clamp(max=1.0)
-            grads = [g * _expand(scale, g) for g in grads]
+            # in place, as clip_grad_norm_ does: a scaled copy of the stacked gradients is a fresh block
+            # of their size at every step (20 MB at 16 members of paper_deep_ffn), its pages faulted in
+            for g in grads:
+                g.mul_(_expand(scale, g))
         self.steps += 1
         if self.shared is not None:
             for p, g in zip(self.params, grads):
@@ -269,8 +272,10 @@ class BatchedSAL:
 
     @staticmethod
     def _mean_slope(o: torch.Tensor) -> torch.Tensor:
-        """mean over rows of f'(U) = 1 - o², as a reduction (no temporary of o's size)."""
-        return 1 - torch.linalg.vector_norm(o, dim=-2).square_() / o.shape[-2]
+        """mean over rows of f'(U) = 1 - o², as a reduction (no temporary of o's size). A dot product
+        along the rows, not a norm: torch's norm over a dimension that is not the last is 10x slower
+        (measured at 16 members of paper_deep_ffn: 19 ms against 1.9 for the (299, 16, 32, 32) chain)."""
+        return 1 - torch.linalg.vecdot(o, o, dim=-2) / o.shape[-2]
 
     @staticmethod
     def _member_sums(o: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor,
@@ -302,7 +307,7 @@ class BatchedSAL:
                 blocks.append(([model.w_hidden.transpose(0, 1)], [chain[:-1]], chain[1:],
                                model.b_hidden.transpose(0, 1)))
             for index, (weights, inputs, o, bias) in enumerate(blocks):
-                norm = torch.linalg.vector_norm(weights[0], dim=-1)
+                norm = _row_norms(weights[0])
                 mean_s = self._mean_slope(o) * norm
                 if index:  # s̄ and the rates are member-first
                     step = self._rate(index, mean_s.transpose(0, 1)).transpose(0, 1)
@@ -323,6 +328,14 @@ class BatchedSAL:
             norm_sq = sum(w.square().sum(-1) for w in weights)
             step = self._rate(0, (1 - sum_squares / rows) * norm_sq.sqrt())
             self._apply(weights, data, model.bias, sum_o, rows, step, norm_sq, masks)
+
+
+def _row_norms(w: torch.Tensor) -> torch.Tensor:
+    """‖w_j‖ of every row; a layer-major view of member-first weights is read in its storage's order
+    (a norm over the strided view took 3.4 ms against 1.0 at 16 members of paper_deep_ffn)."""
+    if w.dim() > 2 and not w.is_contiguous() and w.transpose(0, 1).is_contiguous():
+        return torch.linalg.vector_norm(w.transpose(0, 1), dim=-1).transpose(0, 1)
+    return torch.linalg.vector_norm(w, dim=-1)
 
 
 def log_sensitivity_per_member(s: torch.Tensor) -> list[float]:
