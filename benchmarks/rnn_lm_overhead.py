@@ -66,6 +66,9 @@ class RNNModel(nn.Module):
         return weight.new_zeros((self.nlayers, bsz, self.nhid))
 
 
+LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=60, help="rounds of blocks, one of each loop, interleaved")
@@ -140,8 +143,6 @@ def main() -> None:
         lines += ["", f"Measured on commit {source_commit() or 'not recorded'} by `{command.strip()}`."]
         args.out.write_text("\n".join(lines) + "\n")
 
-
-LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL"}
 
 if __name__ == "__main__":
     main()
