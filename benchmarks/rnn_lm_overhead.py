@@ -4,13 +4,14 @@ The model and loop follow pytorch/examples' word_language_model (RNN_TANH): an e
 dropout, a 2-layer tanh nn.RNN (hidden 64), dropout, a linear decoder; truncated BPTT
 (bptt 20, batch 16) with the hidden state carried over and detached, gradient clipping and
 plain SGD, and nn.RNN's dropout between its layers (word_language_model's default; 0.2 here).
-One thread. Three copies of one model train in short blocks, interleaved so that load from
+One thread. Four copies of one model train in short blocks, interleaved so that load from
 other work hits them alike: without SAL, with SAL's recording alone (its forward: the layers
-run one at a time, and their sums taken; no sal.step()), and with SAL. Each round of blocks
+run one at a time; no sal.step()), with SAL, and with SAL's cheaper estimator (update_every=m:
+an update at one step in m, at m times the rate; the passes between are not recorded). Each round of blocks
 gives ratios of CPU times; the ratios printed are their medians (on a shared machine one run's
 ratio still moves by a few %: the quartiles say by how much).
 
-    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--out FILE.md]
+    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--every 2] [--out FILE.md]
 
 `--out` also writes the result as a markdown block, with the commit and the command, which
 docs/LIBRARY.md includes (`salrun report --fill`).
@@ -66,7 +67,8 @@ class RNNModel(nn.Module):
         return weight.new_zeros((self.nlayers, bsz, self.nhid))
 
 
-LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL"}
+LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL",
+         "every": "with SAL, update_every={every}"}
 
 
 def main() -> None:
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--bptt", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--dropout", type=float, default=0.2, help="word_language_model's main.py default")
+    parser.add_argument("--every", type=int, default=2, help="m of the update_every loop")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -85,7 +88,9 @@ def main() -> None:
     base = RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=args.dropout)
     data = torch.randint(args.ntoken, (args.bptt * 50 + 1, args.batch))
     models = {name: copy.deepcopy(base) for name in LOOPS}
-    sals = {name: SAL(models[name]) for name in ("recorded", "sal")}
+    sals = {name: SAL(models[name], update_every=args.every if name == "every" else 1)
+            for name in ("recorded", "sal", "every")}
+    labels = {name: label.format(every=args.every) for name, label in LOOPS.items()}
     hidden = {name: model.init_hidden(args.batch) for name, model in models.items()}
     criterion = nn.NLLLoss()
     position = {name: 0 for name in models}
@@ -106,7 +111,7 @@ def main() -> None:
             nn.utils.clip_grad_norm_(model.parameters(), 0.25)
             for p in model.parameters():
                 p.data.add_(p.grad, alpha=-0.1)
-            if name == "sal":
+            if name in ("sal", "every"):
                 sals[name].step()
             elif name == "recorded":
                 sals[name].probe.clear()  # what the step would read, dropped: its forward's cost alone
@@ -123,10 +128,10 @@ def main() -> None:
                f"{args.batch}, vocabulary {args.ntoken}, dropout {args.dropout}), {torch.get_num_threads()} thread, "
                f"{args.blocks} rounds of blocks of {args.steps} steps, CPU time of this process")
     rows = []
-    for name in ("recorded", "sal"):
+    for name in ("recorded", "sal", "every"):
         ratios = [a / b for a, b in zip(times[name], times["none"])]
         quartiles = statistics.quantiles(ratios, n=4)
-        rows.append((LOOPS[name], statistics.median(times[name]) * 1e3, statistics.median(ratios),
+        rows.append((labels[name], statistics.median(times[name]) * 1e3, statistics.median(ratios),
                      quartiles[0], quartiles[2]))
     none = statistics.median(times["none"]) * 1e3
     print(setting)

@@ -326,8 +326,10 @@ class _Switch:
     def __init__(self, probe):
         self.probe = weakref.ref(probe)
 
-    def __call__(self, module: nn.Module) -> bool:
-        return module.training and self.probe() is not None
+    def __call__(self, module: nn.Module, output: bool = False) -> bool:
+        """`output`: the module is the model's (linear) output layer, recorded only when SAL adapts it."""
+        probe = self.probe()
+        return module.training and probe is not None and probe.reading and (probe.record_output or not output)
 
 
 class _Hook:
@@ -409,6 +411,10 @@ class HookProbe:
         self._tracer: Tracer | None = None
         self._trace_handles: list = []
         self._switch = _Switch(self)
+        # Set by SAL before the passes that its next step reads: whether they are read at all (not with
+        # update_every = m at the m - 1 steps between), and the output layer (include_output) with them.
+        self.reading = True
+        self.record_output = True
         self._rnns: list[_RNNRecorder] = []
         self.traced = layers is not None
         _refuse_script(model, self.names)
@@ -498,8 +504,10 @@ class HookProbe:
         """Records x (unless `inputs` is None: x comes from the layer before) and U."""
         outputs = unit.outputs
 
+        output = unit.activation == "linear"
+
         def hook(linear, args, out):
-            if recording(linear):
+            if recording(linear, output):
                 if inputs is not None:
                     inputs.append(_rows(args[0]))
                 if unit.recompute:
@@ -598,7 +606,7 @@ class HookProbe:
             if not unit.recompute:
                 tanh = neighbours[linear][1]
                 self._handles.append(tanh.register_forward_hook(_Hook(tanh, self._activation_hook(unit.outputs, self._switch))))
-            for x, u, o in calls if record else ():
+            for x, u, o in calls if record and (self.record_output or unit.activation != "linear") else ():
                 if feeder is None:
                     unit.inputs.append(_rows(x))
                 unit.outputs.append(_rows(u if unit.recompute else o))

@@ -93,9 +93,9 @@ def tangent_log_gains(weights: Sequence[torch.Tensor], outputs: Sequence[torch.T
 
 def row_norm_sq(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """‖w_j‖² over all weight blocks of each neuron, shape (neurons,)."""
-    total = weights[0].pow(2).sum(1)
+    total = torch.linalg.vecdot(weights[0], weights[0])
     for w in weights[1:]:
-        total = total + w.pow(2).sum(1)
+        total.add_(torch.linalg.vecdot(w, w))
     return total
 
 

@@ -21,11 +21,13 @@ For tanh, f''/f' = -2·o_j. Use it after each optimizer step:
 How it is computed (the numbers are those of the formula; `fused=False`
 runs the formula as written, `log_sensitivity_gradient`, as the reference):
 the radial term is a per-row rescaling, w_j ← (1 + η g_j/‖w_j‖²)·w_j, and the
-data term is written straight into W by one addmm, W += Aᵀ·X with
-A = η g (f''/f')(U)/n: no gradient tensor is materialised. A stack of layers
+data term Σ(f''/f')(U)·xᵀ (-2·oᵀx for tanh) is one product per weight, added
+into W row-scaled by η g/n: no gradient tensor is materialised. A stack of layers
 reported as one (salrun's MLP: its hidden weights are one (L, w, w) tensor),
 and runs of equal layers of a user's model, are updated together with batched
-operations; a recurrent layer is read in blocks of steps
+operations; the other layers each take their own sums and products, and then the
+rule's per-neuron arithmetic runs once over all their neurons (`_layers_step`),
+since at small sizes a step costs its count of ops; a recurrent layer is read in blocks of steps
 (`LayerActivity.chunks`), views of the states as the model holds them in one
 tensor (nn.RNN's output; salrun's ElmanRNN stacks its states once per forward
 into storage it keeps), so SAL's temporaries are a block's size. Temporaries of
@@ -41,7 +43,7 @@ import typing
 import torch
 from torch import nn
 
-from salrun.activity import LayerActivity, Probe, per_layer, probe_for
+from salrun.activity import HookProbe, LayerActivity, Probe, per_layer, probe_for
 from salrun.activity import chained as activity_chained
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
@@ -84,9 +86,21 @@ class SAL:
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
         self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
         self._kept: dict[tuple, torch.Tensor] = {}  # temporaries of the data's size, by shape (`_scratch`)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Tell a probe of hooks what the passes until the next step are read for: nothing (with
+        update_every = m, at the m - 1 steps between updates), and the output layer only with
+        include_output. What is not read is not recorded: no hook's work, and nn.RNN runs its own
+        forward (measured on a word-LM, the decoder's record alone cost 1-1.5% of a step)."""
+        if isinstance(self.probe, HookProbe):
+            self.probe.reading = self.reads_next
+            self.probe.record_output = self.settings.include_output
 
     def layers(self) -> list[LayerActivity]:
-        return self.probe.layers(self.settings.include_output, self.settings.rnn_inputs)
+        # include_output switched on since the last step: the output layer is read from the next passes on
+        include = self.settings.include_output and getattr(self.probe, "record_output", True)
+        return self.probe.layers(include, self.settings.rnn_inputs)
 
     def describe(self, *example_args, **example_kwargs) -> str:
         """The layers SAL adapts, by module name, and the Linears it leaves alone. With an
@@ -120,6 +134,7 @@ class SAL:
         self.calls += 1
         if not updates:
             self.probe.clear()
+            self._arm()
             return
         layers = self.layers()  # a stack of layers (salrun's MLP) comes as one LayerActivity
         if self._shapes is None and layers:
@@ -134,12 +149,16 @@ class SAL:
             for i, layer in enumerate(per_layer(layers)):
                 self._reference_step(i, layer)
         else:
-            for index, group, weights, biases in self._plan(layers):
-                if len(group) == 1 and not layers[group[0]].names:
-                    self._layer_step(index[0], layers[group[0]])
-                else:
+            plan = self._plan(layers)
+            singles = [(index[0], layers[group[0]]) for index, group, _, _ in plan
+                       if len(group) == 1 and not layers[group[0]].names]
+            if singles:
+                self._layers_step([i for i, _ in singles], [layer for _, layer in singles])
+            for index, group, weights, biases in plan:
+                if len(group) > 1 or layers[group[0]].names:
                     self._group_step(index, [layers[i] for i in group], weights, biases)
         self.probe.clear()
+        self._arm()
 
     def _layer_targets(self, layers: list[LayerActivity]) -> torch.Tensor:
         """target·exp(gap_l) per layer, gap_l = ln RMS(s_l) - the measured tangent log gain (averaged)."""
@@ -204,14 +223,31 @@ class SAL:
 
     # -- moving average and gate -------------------------------------------------
 
-    def _gate_step(self, i: int, batch_mean: torch.Tensor) -> torch.Tensor:
-        """Update s̄ of layer i from this batch's mean sensitivity; returns η·g per neuron."""
-        cfg = self.settings
-        if i == len(self.averages):
-            self.averages.append(batch_mean.clone())
-        else:
-            self.rule.blend_(self.averages[i], batch_mean)
-        return self.rule.rate(self.averages[i], None if self.targets is None else self.targets[i])
+    def _rates(self, index: typing.Sequence[int], mean_s: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+        """η·g per neuron of the layers `index`, after blending this batch's mean sensitivities `mean_s` into
+        their averages s̄: (L, neurons) for a group of equal layers, or (with `sizes`, each layer's count)
+        their neurons one after another. The averages live in one tensor of that shape, and
+        `self.averages` holds each layer's view of it, so state_dict and users see per-layer tensors."""
+        key = tuple(index)
+        stack, rows = self._stacks.get(key, (None, ()))
+        if len(self.averages) <= index[-1]:  # the first step
+            self.averages.extend([None] * (index[-1] + 1 - len(self.averages)))
+        current = [self.averages[i] for i in index]
+        fresh = any(a is None for a in current)
+        if fresh or stack is None or not all(map(operator.is_, current, rows)):  # first, loaded or replaced
+            stack = mean_s.clone() if fresh else torch.stack(current) if sizes is None else torch.cat(current)
+            rows = stack.unbind(0) if sizes is None else stack.split(sizes)
+            self._stacks[key] = stack, rows
+            for i, row in zip(index, rows):
+                self.averages[i] = row
+        if not fresh:
+            self.rule.blend_(stack, mean_s)
+        targets = None
+        if self.targets is not None:
+            targets = self.targets[list(index)]
+            targets = targets[:, None] if sizes is None else targets.repeat_interleave(
+                torch.tensor(sizes, device=targets.device))
+        return self.rule.rate(stack, targets)
 
     # -- the formula as written (reference) ----------------------------------------
 
@@ -219,7 +255,8 @@ class SAL:
         cfg = self.settings
         inputs, output = layer.inputs, layer.output
         slope, norm = derivative(output, layer.activation), row_norm_sq(layer.weights).sqrt()
-        step = self._gate_step(i, mean_sensitivity(slope, norm, cfg.average))
+        mean_s = mean_sensitivity(slope, norm, cfg.average)
+        step = self._rates([i], mean_s, [mean_s.shape[0]])
         grads, bias_grad = log_sensitivity_gradient(
             layer.weights, inputs, output, layer.activation,
             sample_weight=slope * norm if cfg.objective == "linear" else None,
@@ -227,58 +264,82 @@ class SAL:
         for w, grad, mask in zip(layer.weights, grads, layer.masks or [None] * len(grads)):
             update = step[:, None] * grad
             w.add_(update if mask is None else update * mask)
-        _add_to_bias(layer.bias, step * bias_grad)
+        _add_to_bias(layer.bias, step, bias_grad)
 
-    # -- fused: one layer, read in blocks of rows ----------------------------------
+    # -- fused: layers of any shapes, read in blocks of rows ------------------------
 
-    def _layer_step(self, i: int, layer: LayerActivity) -> None:
-        linear = self.settings.objective == "linear"
-        average = self.settings.average
-        weights = layer.weights
-        norm_sq = row_norm_sq(weights)
-        norm = norm_sq.sqrt()
-        # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the raw data term Σ (f''/f')(s)·xᵀ.
-        rows, slope_sum, ratio_sum, raw = 0, None, None, None
-        # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
-        # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, measured 6x slower at 64 neurons).
-        squashing = layer.activation in SQUASHING and not linear
-        for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])):
-            if squashing:
-                raw_part = [output.T @ x for x in inputs]
-                raw = raw_part if raw is None else [r.add_(part) for r, part in zip(raw, raw_part)]
-                rows += output.shape[0]
-                if average == "geometric":  # Σ ln f' has no such shortcut
-                    slope_part = slope_statistic(derivative(output, layer.activation), average).sum(0)
+    def _layers_step(self, index: list[int], layers: list[LayerActivity]) -> None:
+        """Layers of any shapes (one each, not a group): each one's sums over its rows, read in blocks;
+        then the rule's per-neuron arithmetic once over all their neurons, one after another; then every
+        weight moved by two foreach ops. At a word-LM's sizes a step is some 60 small ops on caches the
+        backward left cold, 5-10 µs each, against its 4 products of 45 µs: the ops are what to save."""
+        cfg = self.settings
+        linear = cfg.objective == "linear"
+        norm_sqs, means, sums, raws, sizes, coefs = [], [], [], [], [], []
+        for layer in layers:
+            weights = layer.weights
+            norm_sq = row_norm_sq(weights)
+            norm = norm_sq.sqrt() if linear else None
+            # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the data term Σ (f''/f')(s)·xᵀ.
+            # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
+            # (Σo² a dot product along the rows: the diagonal of oᵀo costs a matmul, 6x slower at 64 neurons).
+            squashing = layer.activation in SQUASHING and not linear
+            squares = squashing and cfg.average == "arithmetic"
+            rows, slope_sum, ratio_sum, raw = 0, None, None, None
+            for inputs, output in layer.chunks(max(1, CHUNK_VALUES // weights[0].shape[0])):
+                if squashing:
+                    ratio = output
                 else:
-                    squares = torch.square(output, out=self._scratch(output)).sum(0)
-                    slope_part = SQUASHING[layer.activation] * output.shape[0] - squares
-                slope_sum = slope_part if slope_sum is None else slope_sum + slope_part
-                ratio_sum = output.sum(0) if ratio_sum is None else ratio_sum + output.sum(0)
-                continue
-            slope = derivative(output, layer.activation)
-            ratio = curvature_ratio(output, layer.activation)
-            if linear:
-                ratio = ratio * (slope * norm)
-            if raw is None:
-                raw = [ratio.T @ x for x in inputs]
-            else:
-                for r, x in zip(raw, inputs):
-                    r.addmm_(ratio.T, x)
-            rows += output.shape[0]
-            statistic = slope_statistic(slope, average).sum(0)
-            slope_sum = statistic if slope_sum is None else slope_sum + statistic
-            ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum + ratio.sum(0)
-        mean_s = from_statistic(slope_sum / rows, average) * norm
-        step = self._gate_step(i, mean_s)
-        radial = self.rule.radial(step, norm_sq, mean_s)
-        data = step * (-2.0 if squashing else 1.0) / rows  # squashing: raw and ratio_sum hold oᵀx and Σo
-        scale, per_row = (1 + radial)[:, None], data[:, None]  # once for every block of the layer
-        for w, r, mask in zip(weights, raw, layer.masks or [None] * len(weights)):
-            if mask is None:
-                w.mul_(scale).add_(r.mul_(per_row))
-            else:
-                w.add_((w * radial[:, None]).add_(r.mul_(per_row)).mul_(mask))
-        _add_to_bias(layer.bias, data * ratio_sum)
+                    slope = derivative(output, layer.activation)
+                    ratio = curvature_ratio(output, layer.activation)
+                    if linear:
+                        ratio = ratio * (slope * norm)
+                if raw is None:
+                    raw = [ratio.T @ x for x in inputs]
+                else:
+                    for r, x in zip(raw, inputs):
+                        r.addmm_(ratio.T, x)
+                rows += output.shape[0]
+                if squares:
+                    part = torch.linalg.vecdot(output, output, dim=0)  # Σo²
+                else:
+                    part = slope_statistic(derivative(output, layer.activation) if squashing else slope,
+                                           cfg.average).sum(0)
+                slope_sum = part if slope_sum is None else slope_sum.add_(part)
+                ratio_sum = ratio.sum(0) if ratio_sum is None else ratio_sum.add_(ratio.sum(0))
+            # the batch mean of f' (c - Σo²/n), or of ln f'
+            means.append(torch.rsub(slope_sum, SQUASHING[layer.activation], alpha=1 / rows) if squares
+                         else slope_sum.div_(rows))
+            norm_sqs.append(norm_sq)
+            sums.append(ratio_sum)
+            raws.append(raw)
+            sizes.append(norm_sq.shape[0])
+            coefs.append((-2.0 if squashing else 1.0) / rows)  # squashing: raw and ratio_sum hold oᵀx and Σo
+        one = len(layers) == 1
+        norm_sq = norm_sqs[0] if one else torch.cat(norm_sqs)
+        mean_s = from_statistic(means[0] if one else torch.cat(means), cfg.average).mul_(norm_sq.sqrt())
+        step = self._rates(index, mean_s, sizes)
+        radial = self.rule.radial(step, norm_sq, mean_s)[:, None]
+        data = step * coefs[0] if len(set(coefs)) == 1 else step * torch.cat(
+            [step.new_full((n,), c) for n, c in zip(sizes, coefs)])
+        radials = (radial,) if one else radial.split(sizes)
+        datas = (data,) if one else data.split(sizes)
+        ws, rs, by_radial, by_data, parts, part_data, part_sums, shares = [], [], [], [], [], [], [], []
+        for layer, raw, total, radial, data in zip(layers, raws, sums, radials, datas):
+            column = data[:, None]
+            for w, r, mask in zip(layer.weights, raw, layer.masks or [None] * len(raw)):
+                if mask is None:
+                    ws.append(w), rs.append(r), by_radial.append(radial), by_data.append(column)
+                else:
+                    w.add_(torch.mul(w, radial).addcmul_(r, column).mul_(mask))
+            bias = _bias_parts(layer.bias)
+            for part in bias:
+                parts.append(part), part_data.append(data), part_sums.append(total), shares.append(1 / len(bias))
+        if ws:  # w ← (1 + radial)·w + data·oᵀx
+            torch._foreach_addcmul_(ws, ws, by_radial)
+            torch._foreach_addcmul_(ws, rs, by_data)
+        if parts:  # θ += data·Σo
+            torch._foreach_addcmul_(parts, part_data, part_sums, shares)
 
     # -- fused: a stack of equal layers at once -----------------------------------
 
@@ -303,7 +364,7 @@ class SAL:
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary, kept).
             scratch = self._scratch(o)
             mean_s = (SQUASHING[activation] - torch.square(o, out=scratch).mean(1)) * norm
-            step = self._group_rate(index, mean_s)
+            step = self._rates(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
             a = torch.mul(o, (step * (-2.0 / rows))[:, None, :], out=scratch)
             ratio_mean = None
@@ -313,7 +374,7 @@ class SAL:
             if cfg.objective == "linear":
                 ratio = ratio * (slope * norm[:, None, :])
             mean_s = mean_sensitivity(slope, norm, cfg.average)
-            step = self._group_rate(index, mean_s)
+            step = self._rates(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
             a = ratio * (step / rows)[:, None, :]
             ratio_mean = ratio.mean(1)
@@ -326,30 +387,6 @@ class SAL:
                 stacked_biases.add_(update)
             else:
                 torch._foreach_add_(biases, list(update.unbind(0)))
-
-    def _group_rate(self, index: list[int], mean_s: torch.Tensor) -> torch.Tensor:
-        """`_gate_step` for a group: the group's averages live in one (L, neurons) tensor,
-        and `self.averages` holds its rows (views), so state_dict and users see per-layer tensors."""
-        cfg = self.settings
-        key = tuple(index)
-        stack, rows = self._stacks.get(key, (None, ()))
-        if index[0] == len(self.averages):
-            stack = mean_s.clone()
-            rows = stack.unbind(0)
-            self._stacks[key] = stack, rows
-            self.averages.extend(rows)
-            return self.rule.rate(stack, self._group_targets(index))
-        current = self.averages[index[0]:index[-1] + 1]  # a group is a run of consecutive layers
-        if stack is None or not all(map(operator.is_, current, rows)):  # loaded or replaced
-            stack = torch.stack(current)
-            rows = stack.unbind(0)
-            self._stacks[key] = stack, rows
-            self.averages[index[0]:index[-1] + 1] = rows
-        self.rule.blend_(stack, mean_s)
-        return self.rule.rate(stack, self._group_targets(index))
-
-    def _group_targets(self, index: list[int]) -> torch.Tensor | None:
-        return None if self.targets is None else self.targets[index[0]:index[-1] + 1, None]
 
     def state_dict(self) -> dict:
         state = {"averages": [a.clone() for a in self.averages], "calls": self.calls}
@@ -373,6 +410,7 @@ class SAL:
         self._loaded = state if self._shapes is None else None
         self.averages = [a.clone() for a in averages]
         self.calls = int(state.get("calls", 0))
+        self._arm()
         self._stacks = {}
         if "gaps" in state:
             self.gaps = state["gaps"].clone()
@@ -393,15 +431,17 @@ class SAL:
                              f"({listed(there)}) neurons, the model's SAL has {len(here)} ({listed(here)})")
 
 
-def _add_to_bias(bias: torch.Tensor | list[torch.Tensor] | None, update: torch.Tensor) -> None:
-    """θ += update; a bias held as a sum of tensors (nn.RNN's bias_ih + bias_hh) gets an equal
-    share in each, so that the sum moves as θ does."""
-    if isinstance(bias, list):
-        update = update / len(bias)
-        for part in bias:
-            part.add_(update)
-    elif bias is not None:
-        bias.add_(update)
+def _bias_parts(bias: torch.Tensor | list[torch.Tensor] | None) -> list[torch.Tensor]:
+    """The tensors of a neuron's bias: a bias held as a sum of tensors (nn.RNN's bias_ih + bias_hh)
+    gets an equal share of each update in each, so that the sum moves as θ does."""
+    return bias if isinstance(bias, list) else [] if bias is None else [bias]
+
+
+def _add_to_bias(bias: torch.Tensor | list[torch.Tensor] | None, rate: torch.Tensor, grad: torch.Tensor) -> None:
+    """θ += rate·grad, shared between the bias's tensors (`_bias_parts`)."""
+    parts = _bias_parts(bias)
+    for part in parts:
+        part.addcmul_(rate, grad, value=1 / len(parts))
 
 
 CHOICES = {name: typing.get_args(hint) for name, hint in typing.get_type_hints(SALSettings).items()

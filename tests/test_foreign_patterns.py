@@ -439,6 +439,37 @@ def test_training_passes_are_recorded_with_or_without_grad_and_eval_or_paused_pa
     assert_linear(model, before, "0", x)
 
 
+def test_what_the_next_step_does_not_read_is_not_recorded():
+    """With update_every = m the passes before the m - 1 calls that only clear are not recorded (nn.RNN runs
+    its own forward there), and the linear output layer is recorded only with include_output; switched on
+    between steps, it is read from the next passes on. The updates stay the rule's."""
+    model = small_(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double())
+    sal = SAL(model, lr=LR, update_every=2)
+    x = batch()
+    before = snapshot(model)
+    model(x)  # the traced pass
+    output = sal.probe._units[-1]
+    assert output.activation == "linear"
+    assert not output.recorded() and [layer.name for layer in sal.layers()] == ["0"]
+    sal.step()  # call 0 updates, at 2·η
+    torch.testing.assert_close(model[0].weight.detach(), before["0.weight"] + 2 * (
+        rule([before["0.weight"]], [x], torch.tanh(x @ before["0.weight"].T + before["0.bias"]), [before["0.bias"]])
+        [0][0] - before["0.weight"]), atol=1e-12, rtol=0)
+    model(batch(seed=3))
+    assert sal.layers() == []  # call 1 only clears: nothing was recorded for it
+    sal.step()
+    sal.settings.include_output = True
+    model(x)
+    assert [layer.name for layer in sal.layers()] == ["0"]  # this pass was armed without the output layer
+    sal.step()  # call 2
+    sal.step()  # call 3 clears
+    model(x)
+    assert [layer.name for layer in sal.layers()] == ["0", "2"]
+    before = snapshot(model)
+    sal.step()
+    assert changed(before, model) == {"0.weight", "0.bias", "2.weight"}  # a linear neuron: f''/f' = 0, no bias term
+
+
 def test_a_layer_that_did_not_run_since_the_last_step_is_named():
     class Branchy(nn.Module):
         def __init__(self):
