@@ -282,7 +282,7 @@ class SAL:
             norm = norm_sq.sqrt() if linear else None
             # One pass over the rows: Σ f' (or Σ ln f'), Σ (f''/f')·(s), and the data term Σ (f''/f')(s)·xᵀ.
             # f' = c - o² and f''/f' = -2·o: the data term is -2·oᵀx, the sums are sums of o and o²
-            # (Σo² a dot product along the rows: the diagonal of oᵀo costs a matmul, 6x slower at 64 neurons).
+            # (Σo² a reduction of o²: the diagonal of oᵀo costs a matmul, 6x slower at 64 neurons).
             squashing = layer.activation in SQUASHING and not linear
             squares = squashing and cfg.average == "arithmetic"
             rows, slope_sum, ratio_sum, raw = 0, None, None, None
@@ -300,8 +300,8 @@ class SAL:
                     for r, x in zip(raw, inputs):
                         r.addmm_(ratio.T, x)
                 rows += output.shape[0]
-                if squares:
-                    part = torch.linalg.vecdot(output, output, dim=0)  # Σo²
+                if squares:  # Σo², o² in kept memory: a fresh block of o's size faults its pages in at every step
+                    part = torch.square(output, out=self._scratch(output)).sum(0)
                 else:
                     part = slope_statistic(derivative(output, layer.activation) if squashing else slope,
                                            cfg.average).sum(0)
