@@ -150,10 +150,13 @@ class SAL:
                 self._reference_step(i, layer)
         else:
             plan = self._plan(layers)
-            singles = [(index[0], layers[group[0]]) for index, group, _, _ in plan
-                       if len(group) == 1 and not layers[group[0]].names]
-            if singles:
-                self._layers_step([i for i, _ in singles], [layer for _, layer in singles])
+            singles: dict[tuple, list] = {}  # the layers that are not a group, by device and dtype
+            for index, group, _, _ in plan:
+                if len(group) == 1 and not layers[group[0]].names:
+                    w = layers[group[0]].weights[0]
+                    singles.setdefault((w.device, w.dtype), []).append((index[0], layers[group[0]]))
+            for part in singles.values():
+                self._layers_step([i for i, _ in part], [layer for _, layer in part])
             for index, group, weights, biases in plan:
                 if len(group) > 1 or layers[group[0]].names:
                     self._group_step(index, [layers[i] for i in group], weights, biases)

@@ -48,6 +48,33 @@ def test_sal_on_cuda_equals_cpu_on_an_rnn():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
+def test_sal_on_a_model_split_between_cpu_and_cuda_equals_cpu():
+    """The layers that are not a group share their per-neuron arithmetic only on one device."""
+    class Split(torch.nn.Module):
+        def __init__(self, second):
+            super().__init__()
+            self.second = second
+            self.a, self.b, self.out = torch.nn.Linear(3, 5), torch.nn.Linear(5, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x)).to(self.second)
+            return self.out(torch.tanh(self.b(h)))
+
+    torch.manual_seed(0)
+    split = Split(CUDA).double()
+    whole = copy.deepcopy(split)
+    whole.second = torch.device("cpu")
+    split.b.to(CUDA), split.out.to(CUDA)
+    rules = SAL(split, lr=0.05), SAL(whole, lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+        split(x), whole(x)
+        [rule.step() for rule in rules]
+    for a, b in zip(split.parameters(), whole.parameters()):
+        assert (a.detach().cpu() - b.detach()).abs().max() < 1e-12
+
+
 def test_lyapunov_ensemble_and_spectrum_on_cuda_equal_cpu():
     """Contracting members agree to rounding; on a chaotic member the two devices' rounding
     grows into different trajectories, so only the time averages agree (statistically)."""

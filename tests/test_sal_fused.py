@@ -119,3 +119,37 @@ def test_probe_reads_a_linear_input_from_the_tanh_before_it_only_in_a_sequential
     first, second = probe.layers()
     torch.testing.assert_close(second.inputs[0], 2 * first.output)
     run_both(TanhThenScale, lambda g: torch.randn(5, 3, generator=g, dtype=torch.float64))
+
+
+def test_fused_matches_reference_on_layers_of_two_dtypes():
+    """Layers that are not a group, in two dtypes: each moves as the formula moves it (float64, float32).
+    Across devices they are stepped apart (tests/test_cuda.py, a model split between CPU and GPU)."""
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(4, 1)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            return self.out(torch.tanh(self.b(h.float())))
+
+    def make():
+        model = Mixed()
+        model.a.double()
+        return model
+
+    torch.manual_seed(0)
+    model = make()
+    twin, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused, reference = SAL(model, lr=0.05), SAL(twin, lr=0.05)
+    reference.fused = False
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+        model(x), twin(x)
+        fused.step(), reference.step()
+    assert model.a.weight.dtype == torch.float64 and model.b.weight.dtype == torch.float32
+    for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters()):
+        tolerance = 1e-12 if a.dtype == torch.float64 else 1e-5
+        assert (a - b).abs().max() < tolerance, name
+    assert not torch.equal(model.a.weight, start.a.weight) and not torch.equal(model.b.weight, start.b.weight)
