@@ -9,7 +9,8 @@ other work hits them alike: without SAL, with SAL's recording alone (its forward
 run one at a time; no sal.step()), with SAL, and with SAL's cheaper estimator (update_every=m:
 an update at one step in m, at m times the rate; the passes between are not recorded). Each round of blocks
 gives ratios of CPU times; the ratios printed are their medians (on a shared machine one run's
-ratio still moves by a few %: the quartiles say by how much).
+ratio still moves by a few %: the quartiles say by how much). Then where SAL's step goes: its time
+in the loop, the same step repeated with the caches warm, and its products oᵀx alone (`step_anatomy`).
 
     OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--every 2] [--out FILE.md]
 
@@ -21,6 +22,7 @@ import copy
 import statistics
 import sys
 import time
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -71,6 +73,32 @@ LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step(
          "every": "with SAL, update_every={every}"}
 
 
+def step_anatomy(sal: SAL, in_situ: list[float], record, repeats: int = 200) -> dict[str, float]:
+    """Where SAL's step goes (CPU ms, medians): in the loop (`in_situ`); the same step repeated on one
+    pass's record, with the caches warm (the probe's clear held back: the record is read again); and the
+    data term's products alone (oᵀx, one per weight), on that record. The products are the step's
+    arithmetic floor; warm minus products is the per-operation cost; in situ minus warm, the cold caches."""
+    record()
+
+    def median(work) -> float:
+        times = []
+        for _ in range(repeats):
+            tick = time.process_time()
+            work()
+            times.append(time.process_time() - tick)
+        return statistics.median(times) * 1e3
+
+    layers = sal.layers()
+    with torch.no_grad():
+        products = median(lambda: [output.T @ x for layer in layers for inputs, output in layer.chunks()
+                                   for x in inputs])
+        with mock.patch.object(sal.probe, "clear"):
+            warm = median(sal.step)
+    sal.probe.clear()
+    count = sum(len(layer.weights) for layer in layers)
+    return {"in situ": statistics.median(in_situ) * 1e3, "warm": warm, "products": products, "count": count}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=60, help="rounds of blocks, one of each loop, interleaved")
@@ -94,8 +122,10 @@ def main() -> None:
     hidden = {name: model.init_hidden(args.batch) for name, model in models.items()}
     criterion = nn.NLLLoss()
     position = {name: 0 for name in models}
+    in_situ: list[float] = []  # CPU time of each sal.step() of the "sal" loop
 
-    def train(name: str, steps: int) -> float:
+    def train(name: str, steps: int, update: bool = True) -> float:
+        """`steps` training steps of loop `name`; update=False: the last without SAL's step (its record kept)."""
         model = models[name]
         model.train()
         start = time.process_time()
@@ -111,7 +141,13 @@ def main() -> None:
             nn.utils.clip_grad_norm_(model.parameters(), 0.25)
             for p in model.parameters():
                 p.data.add_(p.grad, alpha=-0.1)
-            if name in ("sal", "every"):
+            if not update:
+                continue
+            if name == "sal":
+                tick = time.process_time()
+                sals[name].step()
+                in_situ.append(time.process_time() - tick)
+            elif name == "every":
                 sals[name].step()
             elif name == "recorded":
                 sals[name].probe.clear()  # what the step would read, dropped: its forward's cost alone
@@ -127,6 +163,7 @@ def main() -> None:
     setting = (f"word_language_model-style RNN (RNN_TANH, 2 layers, hidden {args.hidden}, bptt {args.bptt}, batch "
                f"{args.batch}, vocabulary {args.ntoken}, dropout {args.dropout}), {torch.get_num_threads()} thread, "
                f"{args.blocks} rounds of blocks of {args.steps} steps, CPU time of this process")
+    anatomy = step_anatomy(sals["sal"], in_situ[len(in_situ) // 10:], lambda: train("sal", 1, update=False))
     rows = []
     for name in ("recorded", "sal", "every"):
         ratios = [a / b for a, b in zip(times[name], times["none"])]
@@ -139,11 +176,18 @@ def main() -> None:
     for label, ms, ratio, low, high in rows:
         print(f"{label}: step {ms:.3f} ms, ratio to none {ratio:.3f} (median of the rounds' ratios; "
               f"quartiles {low:.3f}-{high:.3f})")
+    parts = [("`sal.step()` in the loop", anatomy["in situ"]),
+             ("the same step repeated on one pass's record, caches warm", anatomy["warm"]),
+             (f"its {anatomy['count']} products oᵀx alone, warm (the step's arithmetic floor)", anatomy["products"])]
+    for label, ms in parts:
+        print(f"{label}: {ms:.3f} ms, {ms / none:.3f} of a step without SAL")
     if args.out is not None:
         from salrun.jobs import source_commit
         lines = [f"{setting}; step without SAL {none:.3f} ms.", "",
                  "| loop | step (ms) | ratio to none | quartiles |", "|---|---|---|---|"]
         lines += [f"| {label} | {ms:.3f} | {ratio:.3f} | {low:.3f}-{high:.3f} |" for label, ms, ratio, low, high in rows]
+        lines += ["", "| where SAL's step goes (medians) | ms | share of a step without SAL |", "|---|---|---|"]
+        lines += [f"| {label} | {ms:.3f} | {ms / none:.3f} |" for label, ms in parts]
         command = "OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py " + " ".join(sys.argv[1:])
         lines += ["", f"Measured on commit {source_commit() or 'not recorded'} by `{command.strip()}`."]
         args.out.write_text("\n".join(lines) + "\n")

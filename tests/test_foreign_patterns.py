@@ -601,3 +601,5 @@ def test_the_overhead_benchmark_runs(tmp_path):
     assert "with SAL: step" in result.stdout and "SAL's recording alone" in result.stdout
     table = out.read_text()
     assert "| with SAL |" in table and "--blocks 2 --steps 2" in table
+    floor = next(line for line in table.splitlines() if "products oᵀx alone" in line)
+    assert float(floor.split("|")[2]) > 0
