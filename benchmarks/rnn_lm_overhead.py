@@ -73,30 +73,28 @@ LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step(
          "every": "with SAL, update_every={every}"}
 
 
-def step_anatomy(sal: SAL, in_situ: list[float], record, repeats: int = 200) -> dict[str, float]:
+def step_anatomy(sal: SAL, in_situ: list[float], record, rounds: int = 40, repeats: int = 10) -> dict[str, float]:
     """Where SAL's step goes (CPU ms, medians): in the loop (`in_situ`); the same step repeated on one
     pass's record, with the caches warm (the probe's clear held back: the record is read again); and the
     data term's products alone (oᵀx, one per weight), on that record. The products are the step's
-    arithmetic floor; warm minus products is the per-operation cost; in situ minus warm, the cold caches."""
+    arithmetic floor; warm minus products is the per-operation cost; in situ minus warm, the cold caches.
+    The two warm measures alternate in short rounds, so that a burst of load hits both alike."""
     record()
-
-    def median(work) -> float:
-        times = []
-        for _ in range(repeats):
-            tick = time.process_time()
-            work()
-            times.append(time.process_time() - tick)
-        return statistics.median(times) * 1e3
-
     layers = sal.layers()
-    with torch.no_grad():
-        products = median(lambda: [output.T @ x for layer in layers for inputs, output in layer.chunks()
-                                   for x in inputs])
-        with mock.patch.object(sal.probe, "clear"):
-            warm = median(sal.step)
+    times: dict[str, list[float]] = {"warm": [], "products": []}
+    with torch.no_grad(), mock.patch.object(sal.probe, "clear"):
+        work = {"warm": sal.step,
+                "products": lambda: [output.T @ x for layer in layers for inputs, output in layer.chunks()
+                                     for x in inputs]}
+        for _ in range(rounds):
+            for name, run in work.items():
+                for _ in range(repeats):
+                    tick = time.process_time()
+                    run()
+                    times[name].append(time.process_time() - tick)
     sal.probe.clear()
-    count = sum(len(layer.weights) for layer in layers)
-    return {"in situ": statistics.median(in_situ) * 1e3, "warm": warm, "products": products, "count": count}
+    return {"in situ": statistics.median(in_situ) * 1e3, "count": sum(len(layer.weights) for layer in layers),
+            **{name: statistics.median(values) * 1e3 for name, values in times.items()}}
 
 
 def main() -> None:
