@@ -883,10 +883,25 @@ def _inventory(model: nn.Module) -> str:
 
 
 class ModelProbe:
-    """For models that report their own activity (`layer_activity`)."""
+    """For models that report their own activity (`layer_activity`). A model may also take
+    `prepare_activity(read)`: whether the training passes until the next clear are read, so that it
+    can ready what the reader needs while the pass runs (salrun's MLP and ElmanRNN stack what they
+    record as the pass ends, `models._ReadAhead`)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self._reading = False
+
+    @property
+    def reading(self) -> bool:
+        return self._reading
+
+    @reading.setter
+    def reading(self, read: bool) -> None:
+        self._reading = read
+        prepare = getattr(self.model, "prepare_activity", None)
+        if prepare is not None:
+            prepare(read)
 
     def layers(self, include_output: bool = False, rnn_inputs: str = "all") -> list[LayerActivity]:
         return self.model.layer_activity(include_output=include_output, rnn_inputs=rnn_inputs)

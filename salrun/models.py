@@ -51,7 +51,24 @@ class LayerView(typing.NamedTuple):
         return F.linear(x, self.weight, self.bias)
 
 
-class MLP(nn.Module):
+class _ReadAhead:
+    """A model that reports its own activity and stacks it for its reader (SAL's step): when the next
+    training pass is read (`prepare_activity`), the pass stacks what it recorded as it ends, while that
+    is in cache; the same stack at SAL's step, after the backward, cost 2-4x as much (paper_deep_ffn)."""
+
+    _activity_read = False  # the next training pass is read: it stacks as it ends
+    _stacked = False  # the kept stack holds the recorded pass
+
+    def prepare_activity(self, read: bool) -> None:
+        """Whether the training passes until the next clear_activity are read (by SAL's next step)."""
+        self._activity_read = read
+
+    def __getstate__(self):
+        """Copies and pickles (deepcopy, AveragedModel): nobody reads a copy's activity."""
+        return {**super().__getstate__(), "_activity_read": False, "_stacked": False}
+
+
+class MLP(_ReadAhead, nn.Module):
     """`depth` hidden tanh layers of `width` neurons and a linear readout.
 
     The hidden layers after the first are one (depth-1, width, width) weight `w_hidden` and one
@@ -92,9 +109,13 @@ class MLP(nn.Module):
         for w_t, b in zip(self.w_hidden.mT.unbind(0), self.b_hidden.unbind(0)):
             h = torch.tanh(torch.addmm(b, h, w_t))
             outputs.append(h)
-        if self.training:  # kept as made (no copy, no per-layer detach): SAL stacks them at its step
+        if self.training:  # kept as made (no copy, no per-layer detach)
             self._inputs.append(rows)
             self._outputs.append(outputs)
+            if self._activity_read and len(self._outputs) == 1:  # stacked while in cache (_ReadAhead)
+                with torch.no_grad():
+                    self._chain = stack_kept(outputs, self._chain)
+                self._stacked = True
         return torch.addmm(self.b_out, h, self.w_out.T).reshape(*x.shape[:-1], -1)
 
     def linears(self) -> list[LayerView]:
@@ -120,7 +141,8 @@ class MLP(nn.Module):
         if not self._outputs:
             return []
         if len(self._outputs) == 1:
-            chain = self._chain = stack_kept(self._outputs[0], self._chain)         # (depth, rows, width)
+            chain = self._chain if self._stacked else stack_kept(self._outputs[0], self._chain)  # (depth, rows, width)
+            self._chain, self._stacked = chain, True
         else:
             chain = torch.cat([torch.stack(outputs) for outputs in self._outputs], 1)
         x = self._inputs[0].detach() if len(self._inputs) == 1 else torch.cat(self._inputs).detach()
@@ -135,7 +157,7 @@ class MLP(nn.Module):
         return layers
 
     def clear_activity(self) -> None:
-        self._inputs, self._outputs = [], []
+        self._inputs, self._outputs, self._stacked = [], [], False
 
     def __getstate__(self):
         """Copies and pickles (deepcopy, AveragedModel) carry no recorded activity."""
@@ -171,7 +193,7 @@ def _unstacked_to_stacked(state: dict, prefix: str) -> None:
     state[f"{prefix}b_hidden"] = torch.stack(biases[1:-1]) if len(old) > 2 else biases[0].new_empty(0, n)
 
 
-class ElmanRNN(nn.Module):
+class ElmanRNN(_ReadAhead, nn.Module):
     """h_t = tanh(W_ih x_t + W_hh h_{t-1} + θ), h_{-1} = 0; output read from the last state.
 
     `density` < 1 keeps a fixed random fraction of the recurrent weights
@@ -227,6 +249,10 @@ class ElmanRNN(nn.Module):
         if self.training:
             self._inputs = x.detach()
             self._states = states
+            self._stacked = self._activity_read  # stacked while in cache (_ReadAhead)
+            if self._stacked:
+                with torch.no_grad():
+                    self._block = stack_kept(states, self._block)
         return states[1:]
 
     def forward(self, x: torch.Tensor, keep_state_grads: bool = False) -> torch.Tensor:
@@ -249,8 +275,10 @@ class ElmanRNN(nn.Module):
         reuses the block's storage: `stack_kept`), then the readout if asked."""
         if self._inputs is None:
             return []
-        with torch.no_grad():  # one copy of the states, h_{-1} first (a detach per state cost more: 300 ops)
-            self._block = stack_kept(self._states, self._block)
+        if not self._stacked:
+            with torch.no_grad():  # one copy of the states, h_{-1} first (a detach per state cost more: 300 ops)
+                self._block = stack_kept(self._states, self._block)
+            self._stacked = True
         states = Steps.block(self._block)
         if rnn_inputs == "all":
             weights, drive, masks = [self.weight_ih, self.weight_hh], self._inputs, [None, self.mask]
@@ -264,4 +292,4 @@ class ElmanRNN(nn.Module):
         return layers
 
     def clear_activity(self) -> None:
-        self._inputs, self._states, self._last = None, [], None
+        self._inputs, self._states, self._last, self._stacked = None, [], None, False

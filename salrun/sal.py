@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import operator
 import typing
 
 import torch
 from torch import nn
 
-from salrun.activity import HookProbe, LayerActivity, Probe, per_layer, probe_for
+from salrun.activity import HookProbe, LayerActivity, ModelProbe, Probe, per_layer, probe_for
 from salrun.activity import chained as activity_chained
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
@@ -93,8 +94,9 @@ class SAL:
         update_every = m, at the m - 1 steps between updates), and the output layer only with
         include_output. What is not read is not recorded: no hook's work, and nn.RNN runs its own
         forward (measured on a word-LM, the decoder's record alone cost 1-1.5% of a step)."""
-        if isinstance(self.probe, HookProbe):
+        if isinstance(self.probe, (HookProbe, ModelProbe)):
             self.probe.reading = self.reads_next
+        if isinstance(self.probe, HookProbe):
             self.probe.record_output = self.settings.include_output
 
     def layers(self) -> list[LayerActivity]:
@@ -231,12 +233,14 @@ class SAL:
         their averages s̄: (L, neurons) for a group of equal layers, or (with `sizes`, each layer's count)
         their neurons one after another. The averages live in one tensor of that shape, and
         `self.averages` holds each layer's view of it, so state_dict and users see per-layer tensors."""
-        key = tuple(index)
+        # a group's layers are a range: sliced, not looped over in Python (299 layers of paper_deep_ffn)
+        ranged = isinstance(index, range) and index.step == 1
+        key = index if ranged else tuple(index)
         stack, rows = self._stacks.get(key, (None, ()))
         if len(self.averages) <= index[-1]:  # the first step
             self.averages.extend([None] * (index[-1] + 1 - len(self.averages)))
-        current = [self.averages[i] for i in index]
-        fresh = any(a is None for a in current)
+        current = self.averages[index.start:index.stop] if ranged else [self.averages[i] for i in index]
+        fresh = any(map(operator.is_, current, itertools.repeat(None)))
         if fresh or stack is None or not all(map(operator.is_, current, rows)):  # first, loaded or replaced
             stack = mean_s.clone() if fresh else torch.stack(current) if sizes is None else torch.cat(current)
             rows = stack.unbind(0) if sizes is None else stack.split(sizes)
