@@ -57,15 +57,24 @@ class _ReadAhead:
     is in cache; the same stack at SAL's step, after the backward, cost 2-4x as much (paper_deep_ffn)."""
 
     _activity_read = False  # the next training pass is read: it stacks as it ends
-    _stacked = False  # the kept stack holds the recorded pass
+    _block: torch.Tensor | None = None  # the recorded pass stacked, kept for the next stack (stack_kept)
+    _stacked = False  # _block holds the recorded pass
 
     def prepare_activity(self, read: bool) -> None:
         """Whether the training passes until the next clear_activity are read (by SAL's next step)."""
         self._activity_read = read
 
+    def _stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The recorded pass as one block: stacked once per pass, into storage kept from pass to pass."""
+        if not self._stacked:
+            with torch.no_grad():
+                self._block = stack_kept(tensors, self._block)
+            self._stacked = True
+        return self._block
+
     def __getstate__(self):
-        """Copies and pickles (deepcopy, AveragedModel): nobody reads a copy's activity."""
-        return {**super().__getstate__(), "_activity_read": False, "_stacked": False}
+        """Copies and pickles (deepcopy, AveragedModel) carry no stack, and nobody reads theirs."""
+        return {**super().__getstate__(), "_activity_read": False, "_block": None, "_stacked": False}
 
 
 class MLP(_ReadAhead, nn.Module):
@@ -96,7 +105,6 @@ class MLP(_ReadAhead, nn.Module):
             init_bias_(layer.bias, settings.init, generator=generator)
         self._inputs: list[torch.Tensor] = []
         self._outputs: list[list[torch.Tensor]] = []
-        self._chain: torch.Tensor | None = None  # the recorded outputs stacked, kept for the next stack (stack_kept)
         self._names = tuple(f"hidden.{k}" for k in range(1, depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,9 +121,7 @@ class MLP(_ReadAhead, nn.Module):
             self._inputs.append(rows)
             self._outputs.append(outputs)
             if self._activity_read and len(self._outputs) == 1:  # stacked while in cache (_ReadAhead)
-                with torch.no_grad():
-                    self._chain = stack_kept(outputs, self._chain)
-                self._stacked = True
+                self._stack(outputs)
         return torch.addmm(self.b_out, h, self.w_out.T).reshape(*x.shape[:-1], -1)
 
     def linears(self) -> list[LayerView]:
@@ -141,8 +147,7 @@ class MLP(_ReadAhead, nn.Module):
         if not self._outputs:
             return []
         if len(self._outputs) == 1:
-            chain = self._chain if self._stacked else stack_kept(self._outputs[0], self._chain)  # (depth, rows, width)
-            self._chain, self._stacked = chain, True
+            chain = self._stack(self._outputs[0])  # (depth, rows, width)
         else:
             chain = torch.cat([torch.stack(outputs) for outputs in self._outputs], 1)
         x = self._inputs[0].detach() if len(self._inputs) == 1 else torch.cat(self._inputs).detach()
@@ -161,7 +166,7 @@ class MLP(_ReadAhead, nn.Module):
 
     def __getstate__(self):
         """Copies and pickles (deepcopy, AveragedModel) carry no recorded activity."""
-        return {**super().__getstate__(), "_inputs": [], "_outputs": [], "_chain": None}
+        return {**super().__getstate__(), "_inputs": [], "_outputs": []}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _unstacked_to_stacked(state_dict, prefix)
@@ -222,7 +227,6 @@ class ElmanRNN(_ReadAhead, nn.Module):
         self._inputs: torch.Tensor | None = None
         self._states: list[torch.Tensor] = []
         self._last: torch.Tensor | None = None
-        self._block: torch.Tensor | None = None  # the recorded states stacked, kept for the next stack (stack_kept)
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
@@ -249,10 +253,9 @@ class ElmanRNN(_ReadAhead, nn.Module):
         if self.training:
             self._inputs = x.detach()
             self._states = states
-            self._stacked = self._activity_read  # stacked while in cache (_ReadAhead)
-            if self._stacked:
-                with torch.no_grad():
-                    self._block = stack_kept(states, self._block)
+            self._stacked = False
+            if self._activity_read:  # stacked while in cache (_ReadAhead)
+                self._stack(states)
         return states[1:]
 
     def forward(self, x: torch.Tensor, keep_state_grads: bool = False) -> torch.Tensor:
@@ -275,11 +278,8 @@ class ElmanRNN(_ReadAhead, nn.Module):
         reuses the block's storage: `stack_kept`), then the readout if asked."""
         if self._inputs is None:
             return []
-        if not self._stacked:
-            with torch.no_grad():  # one copy of the states, h_{-1} first (a detach per state cost more: 300 ops)
-                self._block = stack_kept(self._states, self._block)
-            self._stacked = True
-        states = Steps.block(self._block)
+        # one copy of the states, h_{-1} first (a detach per state cost more: 300 ops)
+        states = Steps.block(self._stack(self._states))
         if rnn_inputs == "all":
             weights, drive, masks = [self.weight_ih, self.weight_hh], self._inputs, [None, self.mask]
         else:

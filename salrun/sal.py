@@ -234,12 +234,12 @@ class SAL:
         their neurons one after another. The averages live in one tensor of that shape, and
         `self.averages` holds each layer's view of it, so state_dict and users see per-layer tensors."""
         # a group's layers are a range: sliced, not looped over in Python (299 layers of paper_deep_ffn)
-        ranged = isinstance(index, range) and index.step == 1
+        ranged = isinstance(index, range)
         key = index if ranged else tuple(index)
         stack, rows = self._stacks.get(key, (None, ()))
         if len(self.averages) <= index[-1]:  # the first step
             self.averages.extend([None] * (index[-1] + 1 - len(self.averages)))
-        current = self.averages[index.start:index.stop] if ranged else [self.averages[i] for i in index]
+        current = self.averages[index.start:index.stop:index.step] if ranged else [self.averages[i] for i in index]
         fresh = any(map(operator.is_, current, itertools.repeat(None)))
         if fresh or stack is None or not all(map(operator.is_, current, rows)):  # first, loaded or replaced
             stack = mean_s.clone() if fresh else torch.stack(current) if sizes is None else torch.cat(current)
