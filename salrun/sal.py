@@ -153,15 +153,16 @@ class SAL:
         else:
             plan = self._plan(layers)
             singles: dict[tuple, list] = {}  # the layers that are not a group, by device and dtype
-            for index, group, _, _ in plan:
+            for index, group, _, _, _ in plan:
                 if len(group) == 1 and not layers[group[0]].names:
                     w = layers[group[0]].weights[0]
                     singles.setdefault((w.device, w.dtype), []).append((index[0], layers[group[0]]))
             for part in singles.values():
                 self._layers_step([i for i, _ in part], [layer for _, layer in part])
-            for index, group, weights, biases in plan:
+            for index, group, weights, biases, lead in plan:
                 if len(group) > 1 or layers[group[0]].names:
-                    self._group_step(index, [layers[i] for i in group], weights, biases)
+                    self._group_step(index, [layers[i] for i in group], weights, biases,
+                                     layers[lead] if lead is not None else None)
         self.probe.clear()
         self._arm()
 
@@ -184,10 +185,12 @@ class SAL:
         return self.settings.target * torch.exp(self.gaps.clamp(-MAX_GAP, MAX_GAP))
 
     def _plan(self, layers: list[LayerActivity]) -> list[tuple[range, list[int], torch.Tensor | None,
-                                                                 torch.Tensor | None]]:
+                                                                 torch.Tensor | None, int | None]]:
         """The groups of layers to update together: the indices of their layers (of s̄), of their
-        activities, and the (L, …) views of their stacked weights and biases where they are one
-        block (else None); a stack reported as one activity is a group. Kept from step to step while
+        activities, the (L, …) views of their stacked weights and biases where they are one
+        block (else None), and the group's lead, if any (`_leads`: the activity of a layer of
+        another fan-in just before it, updated with it); a stack reported as one activity is a
+        group. Kept from step to step while
         every layer has the same parameters at the same addresses and the same shapes: finding
         the groups costs Python time per layer, which a 300-layer net of thin layers notices."""
         if all(type(layer) is LayerActivity for layer in layers):
@@ -200,8 +203,14 @@ class SAL:
             key = None
         if key is not None and key == self._plan_key:
             return self._plan_cache
-        plan, start = [], 0
+        plan, start, lead = [], 0, None
         for group in _groups(layers):
+            if len(group) == 1 and not layers[group[0]].names:  # a single layer: a lead, if a group follows
+                if lead is not None:
+                    plan.append((range(start, start + 1), [lead], None, None, None))
+                    start += 1
+                lead = group[0]
+                continue
             weights = biases = None
             if layers[group[0]].names:
                 weights, biases = layers[group[0]].weights[0], layers[group[0]].bias
@@ -209,9 +218,14 @@ class SAL:
                 weights = _stacked([layers[i].weights[0] for i in group], allow_copy=False)
                 if all(layers[i].bias is not None for i in group):
                     biases = _stacked([layers[i].bias for i in group], allow_copy=False)
-            count = sum(len(layers[i].names) or 1 for i in group)
-            plan.append((range(start, start + count), group, weights, biases))
-            start += count
+            if lead is not None and not _leads(layers[lead], layers[group[0]]):
+                plan.append((range(start, start + 1), [lead], None, None, None))
+                start, lead = start + 1, None
+            count = sum(len(layers[i].names) or 1 for i in group) + (lead is not None)
+            plan.append((range(start, start + count), group, weights, biases, lead))
+            start, lead = start + count, None
+        if lead is not None:
+            plan.append((range(start, start + 1), [lead], None, None, None))
         self._plan_key, self._plan_cache = key, plan
         return plan
 
@@ -351,9 +365,12 @@ class SAL:
     # -- fused: a stack of equal layers at once -----------------------------------
 
     def _group_step(self, index: range, layers: list[LayerActivity], stacked_weights: torch.Tensor | None,
-                    stacked_biases: torch.Tensor | None) -> None:
+                    stacked_biases: torch.Tensor | None, lead: LayerActivity | None = None) -> None:
         """A group of equal layers as one batch: (L, …) weights, inputs and outputs. A stack reported
-        as one activity (salrun's MLP) holds them so; layers reported one by one are stacked here."""
+        as one activity (salrun's MLP) holds them so; layers reported one by one are stacked here.
+        A lead (a layer of another fan-in before them, `_leads`) shares the per-neuron arithmetic
+        as the batch's first layer, and its weights move apart: on paper_deep_ffn its own pass of
+        some 20 small ops cost as much as the product over the other 298 layers."""
         cfg = self.settings
         if layers[0].names:
             weights = biases = None
@@ -365,6 +382,9 @@ class SAL:
         rows = o.shape[1]
         activation = layers[0].activation
         norm = torch.linalg.vector_norm(w, dim=-1)               # (L, neurons), no temporary of W's size
+        if lead is not None:  # the lead first: (L + 1, …) from here to the weights
+            o = _led(lead.output, layers[0].inputs[0][0] if layers[0].names else layers[0].inputs[0], x, o)
+            norm = torch.cat([torch.linalg.vector_norm(lead.weights[0], dim=-1)[None], norm])
         norm_sq = norm * norm
         if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
@@ -385,11 +405,18 @@ class SAL:
             radial = self.rule.radial(step, norm_sq, mean_s)
             a = ratio * (step / rows)[:, None, :]
             ratio_mean = ratio.mean(1)
-        w.mul_((1 + radial)[:, :, None]).baddbmm_(a.transpose(1, 2), x)
+        scale, group_a = radial.add_(1)[:, :, None], a
+        if lead is not None:
+            lead.weights[0].mul_(scale[0]).addmm_(a[0].T, lead.inputs[0])
+            scale, group_a = scale[1:], a[1:]
+        w.mul_(scale).baddbmm_(group_a.transpose(1, 2), x)
         if weights is not None and w.data_ptr() != weights[0].data_ptr():  # a stacked copy, not a view
             torch._foreach_copy_(weights, list(w.unbind(0)))
         if stacked_biases is not None or (biases is not None and all(b is not None for b in biases)):
             update = step * ratio_mean if ratio_mean is not None else a.sum(1)  # Σ_rows a = step·mean(-2·o)
+            if lead is not None:  # _leads: the lead has a bias where the group has
+                lead.bias.add_(update[0])
+                update = update[1:]
             if stacked_biases is not None:
                 stacked_biases.add_(update)
             else:
@@ -482,17 +509,44 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
     previous = None
     for i, layer in enumerate(layers):
         w = layer.weights[0]
-        simple = (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
-                  and not isinstance(layer.bias, list) and not layer.names
-                  and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
         key = (w.shape, layer.output.shape, layer.inputs[0].shape, layer.activation, w.dtype, w.device,
-               layer.bias is not None) if simple else None
+               layer.bias is not None) if _plain(layer) else None
         if key is not None and key == previous:
             groups[-1].append(i)
         else:
             groups.append([i])
         previous = key
     return groups
+
+
+def _plain(layer: LayerActivity) -> bool:
+    """One weight block, no mask, one bias tensor (or none), a layer of its own (not a stack),
+    its activity in stored tensors."""
+    return (len(layer.weights) == 1 and (not layer.masks or layer.masks[0] is None)
+            and not isinstance(layer.bias, list) and not layer.names
+            and (type(layer) is LayerActivity or type(layer).chunks is LayerActivity.chunks))
+
+
+def _leads(lead: LayerActivity, group: LayerActivity) -> bool:
+    """Whether the layer `lead`, just before a group (`group` its first activity), can be updated
+    with it (`SAL._group_step`): a plain layer of any fan-in whose outputs have the shape,
+    activation, dtype and device of each of the group's layers, with a bias where they have one
+    (salrun's MLP's first layer; the first of a stack of equal Linears)."""
+    w, g = lead.weights[0], group.weights[0]
+    return (_plain(lead) and len(lead.inputs) == 1 and lead.inputs[0].dim() == 2
+            and lead.output.shape == (group.output.shape[1:] if group.names else group.output.shape)
+            and lead.activation == group.activation and (w.dtype, w.device) == (g.dtype, g.device)
+            and (lead.bias is None) == (group.bias is None))
+
+
+def _led(first: torch.Tensor, first_input: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """[first, *o] as one (L + 1, rows, neurons) block: a view where the group's first input
+    (`first_input`, stacked into x) is `first` and o is x shifted by one layer in one block (salrun's
+    MLP; a stack of Linears recorded by hooks, `_chained`); else a copy."""
+    if ((first_input is first or first_input.data_ptr() == first.data_ptr()) and x.shape == o.shape
+            and x.stride() == o.stride() and o.data_ptr() == x.data_ptr() + x.stride(0) * x.element_size()):
+        return x.as_strided((len(o) + 1, *o.shape[1:]), x.stride(), x.storage_offset())
+    return torch.cat([first[None], o])
 
 
 def _chained(xs: list[torch.Tensor], os_: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,3 +153,40 @@ def test_fused_matches_reference_on_layers_of_two_dtypes():
         tolerance = 1e-12 if a.dtype == torch.float64 else 1e-5
         assert (a - b).abs().max() < tolerance, name
     assert not torch.equal(model.a.weight, start.a.weight) and not torch.equal(model.b.weight, start.b.weight)
+
+
+class LeadThenScaledStack(nn.Module):
+    """A Linear of its own fan-in, then a stack of equal Linears whose first input is the lead's
+    output scaled: not the lead's own tensor, so the lead's outputs are not a view of the stack's."""
+
+    def __init__(self):
+        super().__init__()
+        self.lead = nn.Linear(3, 5)
+        self.stack = nn.ModuleList([nn.Linear(5, 5) for _ in range(3)])
+        self.out = nn.Linear(5, 1)
+
+    def forward(self, x):
+        h = 0.5 * torch.tanh(self.lead(x))
+        for layer in self.stack:
+            h = torch.tanh(layer(h))
+        return self.out(h)
+
+
+@pytest.mark.parametrize("make, chained", [
+    (lambda: MLP(3, 2, MLPSettings(depth=5, width=4, init=InitSettings(scale=0.8, bias_scale=0.1))), True),
+    (lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), *[m for _ in range(3) for m in (nn.Linear(5, 5), nn.Tanh())],
+                           nn.Linear(5, 1)), True),
+    (LeadThenScaledStack, False)], ids=["mlp", "sequential", "scaled"])
+@pytest.mark.parametrize("overrides", [{}, {"objective": "linear"}])
+def test_a_layer_of_another_fan_in_before_a_stack_moves_with_it_as_the_formula(monkeypatch, make, chained, overrides):
+    """The lead (the first layer, of the input's fan-in) shares the stack's per-neuron arithmetic as
+    its first layer (`_leads`); its outputs join the stack's block as a view where they lie just before
+    it, and as a copy where they do not. Either way each weight moves as the formula moves it."""
+    joined = []
+    led = sal_module._led
+    monkeypatch.setattr(sal_module, "_led", lambda first, *rest: joined.append(led(first, *rest)) or joined[-1])
+    model, _ = run_both(make, lambda g: torch.randn(7, 3, generator=g, dtype=torch.float64), **overrides)
+    assert len(joined) == 4  # one joined block per step: the lead was updated with the stack
+    x, o = joined[-1][:-1], joined[-1][1:]
+    assert x.data_ptr() != o.data_ptr() and (joined[-1]._base is not None) == chained  # a view of the chain, or a copy
+
