@@ -225,6 +225,63 @@ def _reference_steps(s, task) -> dict:
     return {"sequential": stepper(sequential, sequential)}
 
 
+def _written_out_sal(engine):
+    """paper_deep_ffn's SAL step written out for salrun's MLP alone, in the fewest torch ops we found
+    (tanh, the log objective, the arithmetic average, one gate; none of salrun's Python): method=none's
+    step plus this is the floor of SAL at every step, which salrun's step is timed against. It reads
+    the block the model stacks as the forward ends (`_ReadAhead`), as salrun's step does."""
+    import torch
+
+    model, cfg = engine.net.model, engine.net.method.settings
+    if (cfg.objective, cfg.average, cfg.layer_target, cfg.update_every) != ("log", "arithmetic", False, 1) \
+            or cfg.gate not in ("one_sided", "two_sided"):
+        raise SystemExit(f"the written-out SAL step covers paper_deep_ffn's settings, not {cfg}")
+    kept = {}
+
+    @torch.no_grad()
+    def step():
+        o, x = model._block, model._inputs[0]  # (depth, rows, width): every hidden layer's output
+        norm = torch.cat([torch.linalg.vector_norm(model.w_first, dim=-1)[None],
+                          torch.linalg.vector_norm(model.w_hidden, dim=-1)])
+        mean_s = (1.0 - torch.square(o).mean(1)).mul_(norm)
+        average = kept.get("average")
+        if average is None:
+            average = kept["average"] = mean_s
+        else:
+            average.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
+        lr = cfg.lr
+        rate = (average < cfg.target).to(o.dtype).mul_(2 * lr).sub_(lr) if cfg.gate == "two_sided" \
+            else (average < cfg.target).to(o.dtype).mul_(lr)
+        scale = rate.div(norm.square_()).add_(1.0)[:, :, None]  # w <- (1 + rate/|w|^2) w + rate (-2/rows) o^T x
+        a = o * rate.mul_(-2.0 / o.shape[1])[:, None, :]
+        model.w_hidden.mul_(scale[1:]).baddbmm_(a[1:].mT, o[:-1])
+        model.w_first.mul_(scale[0]).addmm_(a[0].T, x)
+        total = a.sum(1)
+        model.b_hidden.add_(total[1:])
+        model.b_first.add_(total[0])
+        model.clear_activity()
+    return step
+
+
+def _written_out_step(preset: str):
+    """salrun's training step of `preset` (method=sal) with SAL's step replaced by `_written_out_sal`,
+    after checking over 20 steps, from the same start as salrun's own, that it moves the weights as
+    salrun's SAL does."""
+    import torch
+
+    from salrun.engines import SingleEngine
+
+    engines = [SingleEngine.build(_preset_settings(preset, "sal")) for _ in range(3)]
+    for engine in engines[1:]:
+        engine.net.method.after_step = _written_out_sal(engine)
+    for k in range(20):
+        engines[0].step(k, False, [None]), engines[1].step(k, False, [None])
+    for (name, a), b in zip(engines[0].net.model.named_parameters(), engines[1].net.model.parameters()):
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-6):
+            raise SystemExit(f"the written-out SAL step no longer matches salrun's ({name}): update _written_out_sal")
+    return lambda: engines[2].step(0, False, [None])
+
+
 # issue 29: the stacked MLP against a Linear per layer; the RNN's SAL step against a bare BPTT loop
 LOOP_TARGETS = {("paper_long_lag", "none"): "<=1.10", ("paper_long_lag", "sal"): "<=1.25",
                 ("paper_deep_ffn", "none"): "<=0.60", ("paper_deep_ffn", "sal"): "<=0.66"}
@@ -241,8 +298,9 @@ def reference_loops(args) -> list[dict]:
         none_step, s, task = _preset_step(preset, "none")
         sal_step, _, _ = _preset_step(preset, "sal")
         references = _reference_steps(s, task)
-        times = alternate({**references, "none": none_step, "sal": sal_step}, repeats=args.repeats, warmup=2,
-                          inner=1 if args.quick else 3)
+        floor = {"written_out": _written_out_step(preset)} if preset == "paper_deep_ffn" else {}
+        times = alternate({**references, "none": none_step, "sal": sal_step, **floor}, repeats=args.repeats,
+                          warmup=2, inner=1 if args.quick else 3)
         # the best reference of each repeat: the ratios stay paired with the variants timed beside them
         times["best"] = [min(per_repeat) for per_repeat in zip(*(times[name] for name in references))]
         names = " or ".join(references)
@@ -254,6 +312,10 @@ def reference_loops(args) -> list[dict]:
                                   LOOP_TARGETS[preset, method], f"salrun's step / the best of {names}"))
         rows.append(ratio_row("sal_vs_none", preset, times, "none", "sal", "<=1.10",
                               "salrun's step, method=sal / method=none (the same run)"))
+        if floor:
+            rows.append(ratio_row("sal_vs_none", f"{preset}: SAL written out", times, "none", "written_out", "",
+                                  "method=none's step plus SAL's update written out in the fewest torch ops "
+                                  "(benchmarks/run.py, _written_out_sal) / method=none: the floor of SAL at every step"))
     for row in rows:
         _print_row(row)
     return rows

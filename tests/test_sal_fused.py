@@ -1,6 +1,7 @@
 """The fused SAL update (batched layers, addmm into W, steps read in blocks) keeps the
 numbers of the formula as written (`SAL.fused = False`), in float64."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -190,3 +191,27 @@ def test_a_layer_of_another_fan_in_before_a_stack_moves_with_it_as_the_formula(m
     x, o = joined[-1][:-1], joined[-1][1:]
     assert x.data_ptr() != o.data_ptr() and (joined[-1]._base is not None) == chained  # a view of the chain, or a copy
 
+
+def test_the_floor_that_the_benchmark_times_salrun_against_is_salruns_rule(monkeypatch):
+    """benchmarks/run.py times paper_deep_ffn's step against the same step with SAL's update written
+    out in a few torch ops (`_written_out_sal`): that update is salrun's, and the check the benchmark
+    runs before timing it refuses one that is not (here: the written-out rate doubled)."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import run
+
+    torch.manual_seed(0)
+    assert callable(run._written_out_step("paper_deep_ffn"))
+    written = run._written_out_sal
+
+    def doubled(engine):
+        engine.net.method.settings = dataclasses.replace(engine.net.method.settings,
+                                                         lr=2 * engine.net.method.settings.lr)
+        return written(engine)
+
+    monkeypatch.setattr(run, "_written_out_sal", doubled)
+    with pytest.raises(SystemExit, match="no longer matches"):
+        run._written_out_step("paper_deep_ffn")
+    sys.modules.pop("run", None)
