@@ -97,6 +97,28 @@ def stack_kept(tensors: list[torch.Tensor], kept: torch.Tensor | None) -> torch.
     return torch.stack(tensors, out=kept)
 
 
+class Kept:
+    """Temporaries of the data's size kept from step to step, by shape, dtype and device: a fresh one
+    faults its pages in at every step, as a fresh stack would (`stack_kept`). Shapes that change from
+    step to step (sequence lengths) keep at most `limit` at a time."""
+
+    def __init__(self, limit: int = 4):
+        self.limit = limit
+        self._kept: dict[tuple, torch.Tensor] = {}
+
+    def like(self, tensor: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Room for a contiguous tensor of `tensor`'s dtype and device and its shape (or `shape`),
+        its values arbitrary. One temporary per shape: a caller is done with it before asking again."""
+        shape = tuple(tensor.shape if shape is None else shape)
+        key = (shape, tensor.dtype, tensor.device)
+        kept = self._kept.get(key)
+        if kept is None:
+            if len(self._kept) >= self.limit:
+                self._kept.clear()
+            kept = self._kept[key] = tensor.new_empty(shape)
+        return kept
+
+
 class Steps:
     """[h_{-1}, h_0, …, h_{T-1}] as the forward made them, without a tensor per step: the first
     state (batch, hidden) and the others in one (T, batch, hidden) tensor (nn.RNN's output), or

@@ -31,7 +31,7 @@ since at small sizes a step costs its count of ops; a recurrent layer is read in
 (`LayerActivity.chunks`), views of the states as the model holds them in one
 tensor (nn.RNN's output; salrun's ElmanRNN stacks its states once per forward
 into storage it keeps), so SAL's temporaries are a block's size. Temporaries of
-the data's size are kept from step to step (`SAL._scratch`, `activity.stack_kept`).
+the data's size are kept from step to step (`activity.Kept`, `activity.stack_kept`).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ import typing
 import torch
 from torch import nn
 
-from salrun.activity import HookProbe, LayerActivity, ModelProbe, Probe, per_layer, probe_for
+from salrun.activity import HookProbe, Kept, LayerActivity, ModelProbe, Probe, per_layer, probe_for
 from salrun.activity import chained as activity_chained
 from salrun.neurons import (curvature_ratio, derivative, from_statistic, log_sensitivity_gradient, mean_sensitivity,
                             row_norm_sq, slope_statistic, tangent_log_gains)
@@ -58,7 +58,6 @@ MAX_GAP = 0.2     # |gap| is clipped: the target stays within e^±0.2 of `target
 # (paper_long_lag, hidden 32: 5 blocks of 2,048 rows; now one), where a wide one is read in
 # blocks of its rows (hidden 512: 1,024 rows), so that o² is never a temporary of every step.
 CHUNK_VALUES = 2 ** 19
-KEPT_SHAPES = 4  # shapes of temporaries SAL keeps between steps (`SAL._scratch`)
 SQUASHING = {"tanh": 1.0, "sigmoid_shifted": 0.25}  # f' = c - o², f''/f' = -2·o (neurons.py)
 
 
@@ -86,7 +85,7 @@ class SAL:
         self._shapes: list[tuple[str, int]] | None = None  # (name, neurons) per layer, fixed by the first step
         self._loaded: dict | None = None  # a loaded state, checked against the layers at the next step
         self.calls = 0  # sal.step() calls so far: with update_every = m, the calls 0, m, 2m, … update
-        self._kept: dict[tuple, torch.Tensor] = {}  # temporaries of the data's size, by shape (`_scratch`)
+        self._kept = Kept()  # temporaries of the data's size, kept from step to step
         self._arm()
 
     def _arm(self) -> None:
@@ -229,17 +228,6 @@ class SAL:
         self._plan_key, self._plan_cache = key, plan
         return plan
 
-    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
-        """Room for a temporary of `like`'s shape, kept from step to step: a fresh one of the data's
-        size faults its pages in at every step (as a fresh stack would: `stack_kept`)."""
-        key = (like.shape, like.dtype, like.device)
-        kept = self._kept.get(key)
-        if kept is None:
-            if len(self._kept) >= KEPT_SHAPES:  # shapes that change from step to step (sequence lengths) keep none
-                self._kept.clear()
-            kept = self._kept[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
-        return kept
-
     # -- moving average and gate -------------------------------------------------
 
     def _rates(self, index: typing.Sequence[int], mean_s: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
@@ -322,7 +310,7 @@ class SAL:
                         r.addmm_(ratio.T, x)
                 rows += output.shape[0]
                 if squares:  # Σo², o² in kept memory: a fresh block of o's size faults its pages in at every step
-                    part = torch.square(output, out=self._scratch(output)).sum(0)
+                    part = torch.square(output, out=self._kept.like(output)).sum(0)
                 else:
                     part = slope_statistic(derivative(output, layer.activation) if squashing else slope,
                                            cfg.average).sum(0)
@@ -389,7 +377,7 @@ class SAL:
         if activation in SQUASHING and cfg.objective == "log" and cfg.average == "arithmetic":
             # f' = c - o² and f''/f' = -2·o: the batch means are two reductions of o, and the
             # data term's coefficients one scaled copy of o (the only (L, rows, neurons) temporary, kept).
-            scratch = self._scratch(o)
+            scratch = self._kept.like(o)
             mean_s = (SQUASHING[activation] - torch.square(o, out=scratch).mean(1)) * norm
             step = self._rates(index, mean_s)
             radial = self.rule.radial(step, norm_sq, mean_s)
