@@ -84,17 +84,17 @@ def chained(layers: list[LayerActivity]) -> list[bool]:
     return [False] + [layer.inputs[0].data_ptr() == below.output.data_ptr() for below, layer in zip(layers, layers[1:])]
 
 
-def stack_kept(tensors: list[torch.Tensor], kept: torch.Tensor | None) -> torch.Tensor:
-    """torch.stack(tensors), written into `kept` where it fits (shape, dtype, device), else into new
+def stack_kept(tensors: list[torch.Tensor], kept: torch.Tensor | None, dim: int = 0) -> torch.Tensor:
+    """torch.stack(tensors, dim), written into `kept` where it fits (shape, dtype, device), else into new
     storage; the caller keeps the result for its next stack. A model stacks its recording so, once
     per forward, into memory it keeps from step to step: a fresh block of a step's activations
     faults its pages in at every step (measured: the stack of paper_long_lag's 302 states 0.1 ms
     into kept storage, 0.4-1.5 ms into new). The block is then valid until the next forward."""
     like = tensors[0]
-    shape = (len(tensors), *like.shape)
+    shape = (*like.shape[:dim], len(tensors), *like.shape[dim:])
     if kept is None or (kept.shape, kept.dtype, kept.device) != (shape, like.dtype, like.device):
-        return torch.stack(tensors)
-    return torch.stack(tensors, out=kept)
+        return torch.stack(tensors, dim)
+    return torch.stack(tensors, dim, out=kept)
 
 
 class Kept:
