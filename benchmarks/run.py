@@ -348,9 +348,36 @@ def ensemble_train(args) -> list[dict]:
         row["met"] = _met(row["ratio"], ">=2.5")
         rows.append(row)
         _print_row(row)
+        rows.append(_tanh_batching(preset, members, args))
+        _print_row(rows[-1])
     if not args.case or "rss" in args.case:
         rows.append(ensemble_rss(args))
     return rows
+
+
+def _tanh_batching(preset: str, members: int, args) -> dict:
+    """What batching does for one layer's (one time step's) tanh, which the batched step runs once per
+    layer for all members: an elementwise op over members x batch x width values gains only the
+    dispatch it saves, where a product also gains bigger blocks."""
+    import torch
+
+    s = _preset_settings(preset, "sal")
+    model = s.model.settings
+    one = torch.randn(s.root.train.batch_size, getattr(model, "hidden", None) or model.width)
+    batched = torch.randn(members, *one.shape)
+
+    def singles():
+        for _ in range(members):
+            torch.tanh(one)
+
+    times = alternate({"single": singles, "batched": lambda: torch.tanh(batched)}, repeats=args.repeats, warmup=3,
+                      inner=100)
+    shape = ", ".join(map(str, one.shape))
+    return {"benchmark": "ensemble_tanh", "case": f"{preset}: one layer's tanh, {members} members",
+            "baseline_s": statistics.median(times["single"]), "measured_s": statistics.median(times["batched"]),
+            "ratio": statistics.median([a / b for a, b in zip(times["single"], times["batched"])]), "target": "",
+            "met": "", "note": f"{members} tanh of ({shape}), {statistics.median(times['single']) * 1e6:.1f} µs / "
+                               f"one of ({members}, {shape}), {statistics.median(times['batched']) * 1e6:.1f} µs (speed-up)"}
 
 
 def ensemble_rss_child(members: int, threads: int) -> None:
