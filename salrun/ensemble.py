@@ -306,21 +306,21 @@ class BatchedSAL:
             w_s.mul_(scale_s).baddbmm_(a.mT, member[:-1])
             b_s.add_(a.sum(1))
 
-    @staticmethod
-    def _member_sums(o: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor,
-                                                                            torch.Tensor]:
+    def _member_sums(self, o: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor,
+                                                                                  torch.Tensor]:
         """Each oᵀx, Σ_rows o and Σ_rows o² of (S, rows, n) blocks, member by member: one member's
         block (an RNN's every step) stays in cache through its four reductions, where four
         reductions over all members' blocks read them from memory four times (measured at 16
         members of paper_long_lag: 8 ms against 15). xᵀo is transposed rather than oᵀx
-        computed: for a one-wide input that is a matrix-vector product, which bmm runs slowly;
-        Σ o² is the diagonal of oᵀo, a small matmul, where a strided norm over rows is slow."""
+        computed: for a one-wide input that is a matrix-vector product, which bmm runs slowly.
+        Σ o² is a sum of o·o in kept memory, as the single SAL takes it: the diagonal of oᵀo is a
+        matmul (250 µs against 45 for one member of paper_long_lag), a norm over rows is slower still."""
         data, sums, squares = [[] for _ in inputs], [], []
         for member, *xs in zip(o.unbind(0), *(x.unbind(0) for x in inputs)):
             for found, x in zip(data, xs):
                 found.append((x.mT @ member).mT)
             sums.append(member.sum(-2))
-            squares.append((member.mT @ member).diagonal())
+            squares.append(torch.mul(member, member, out=self._kept.like(member)).sum(-2))
         return [torch.stack(found) for found in data], torch.stack(sums), torch.stack(squares)
 
     @torch.no_grad()
