@@ -296,8 +296,9 @@ class BatchedSAL:
         for member, total in zip(chain.unbind(0), squares.unbind(0)):
             o = member[1:]
             torch.sum(torch.mul(o, o, out=self._kept.like(o)), 1, out=total)
-        step = self._rate(1, (1 - squares / rows) * norm)
-        scale = (step / (norm * norm).clamp_min(1e-30)).add_(1).unsqueeze(-1)
+        mean_s = (1 - squares / rows) * norm
+        step = self._rate(1, mean_s)
+        scale = self.rule.radial(step, norm * norm, mean_s).add_(1).unsqueeze(-1)  # w <- (1 + radial)·w + …
         c = step * (-2.0 / rows)
         for member, w_s, b_s, scale_s, c_s in zip(chain.unbind(0), w.unbind(0), bias.unbind(0), scale.unbind(0),
                                                   c.unbind(0)):
