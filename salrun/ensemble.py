@@ -6,7 +6,9 @@ build them); a step is then one batched forward and backward (baddbmm), one `Bat
 step (Adam or SGD, as torch's) and one `BatchedSAL` update (sal.py's rule), with every
 per-member setting (the optimizer's lr and momentum in `MemberRates`, SAL's in a `salrun.rule.Rule`) a
 tensor of S values. Members share no arithmetic: every op is batched over the member
-dimension, never reduced across it, so a member zeroed out (frozen) costs the others nothing.
+dimension or runs member by member (SAL's sums and products, so that a member's block of
+activity stays in cache through them), never reduced across it, so a member zeroed out
+(frozen) costs the others nothing.
 salrun.engines.StackedEngine drives them for the one training loop (salrun.training.Run).
 """
 from __future__ import annotations
