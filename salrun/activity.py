@@ -106,16 +106,15 @@ class Kept:
         self.limit = limit
         self._kept: dict[tuple, torch.Tensor] = {}
 
-    def like(self, tensor: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Room for a contiguous tensor of `tensor`'s dtype and device and its shape (or `shape`),
-        its values arbitrary. One temporary per shape: a caller is done with it before asking again."""
-        shape = tuple(tensor.shape if shape is None else shape)
-        key = (shape, tensor.dtype, tensor.device)
+    def like(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Room for a contiguous tensor of `tensor`'s shape, dtype and device, its values arbitrary.
+        One temporary per shape: a caller is done with it before asking again."""
+        key = (tensor.shape, tensor.dtype, tensor.device)
         kept = self._kept.get(key)
         if kept is None:
             if len(self._kept) >= self.limit:
                 self._kept.clear()
-            kept = self._kept[key] = tensor.new_empty(shape)
+            kept = self._kept[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
         return kept
 
 

@@ -262,13 +262,13 @@ class BatchedSAL:
             self.rule.blend_(self.averages[index], mean_s)
         return self.rule.rate(self.averages[index])
 
-    @staticmethod
-    def _apply(weights: list[torch.Tensor], data: list[torch.Tensor], bias: torch.Tensor, sum_o: torch.Tensor,
-               rows: int, step: torch.Tensor, norm_sq: torch.Tensor, masks: list[torch.Tensor | None]) -> None:
+    def _apply(self, weights: list[torch.Tensor], data: list[torch.Tensor], bias: torch.Tensor, sum_o: torch.Tensor,
+               rows: int, step: torch.Tensor, norm_sq: torch.Tensor, mean_s: torch.Tensor,
+               masks: list[torch.Tensor | None]) -> None:
         """W ← (1 + η g/‖w‖²)·W + c·(oᵀx), θ ← θ + c·Σ_rows o, with c = -2·η g/rows per neuron;
         `data` holds each oᵀx and sum_o Σ_rows o. c scales the rows of oᵀx, not o itself: no
         temporary of o's size (an RNN's o holds every step of every member)."""
-        radial = (step / norm_sq.clamp_min(1e-30)).unsqueeze(-1)
+        radial = self.rule.radial(step, norm_sq, mean_s).unsqueeze(-1)
         c = step * (-2.0 / rows)
         for w, d, mask in zip(weights, data, masks):
             d = d.mul_(c.unsqueeze(-1))
@@ -294,11 +294,7 @@ class BatchedSAL:
         w, bias = model.w_hidden, model.b_hidden                            # (S, L, n, n), (S, L, n)
         rows = chain.shape[-2]
         norm = torch.linalg.vector_norm(w, dim=-1)
-        squares = norm.new_empty(norm.shape)
-        for member, total in zip(chain.unbind(0), squares.unbind(0)):
-            o = member[1:]
-            torch.sum(torch.mul(o, o, out=self._kept.like(o)), 1, out=total)
-        mean_s = (1 - squares / rows) * norm
+        mean_s = torch.stack([self._mean_slope(member[1:]) for member in chain.unbind(0)]) * norm
         step = self._rate(1, mean_s)
         scale = self.rule.radial(step, norm * norm, mean_s).add_(1).unsqueeze(-1)  # w <- (1 + radial)·w + …
         c = step * (-2.0 / rows)
@@ -332,9 +328,10 @@ class BatchedSAL:
         if isinstance(model, StackedMLP):
             o, x = model.outputs[0], model.inputs  # the first layer: (S, rows, width), (S, rows, inputs)
             norm = torch.linalg.vector_norm(model.w_first, dim=-1)
-            step = self._rate(0, self._mean_slope(o) * norm)
+            mean_s = self._mean_slope(o) * norm
+            step = self._rate(0, mean_s)
             self._apply([model.w_first], [torch.matmul(o.mT, x)], model.b_first, o.sum(-2), o.shape[-2], step,
-                        norm * norm, [None])
+                        norm * norm, mean_s, [None])
             if model.w_hidden.shape[1] > 0:
                 self._hidden_step(model)
         else:
@@ -348,8 +345,9 @@ class BatchedSAL:
             data, sum_o, sum_squares = self._member_sums(o, inputs)
             rows = o.shape[-2]
             norm_sq = sum(w.square().sum(-1) for w in weights)
-            step = self._rate(0, (1 - sum_squares / rows) * norm_sq.sqrt())
-            self._apply(weights, data, model.bias, sum_o, rows, step, norm_sq, masks)
+            mean_s = (1 - sum_squares / rows) * norm_sq.sqrt()
+            step = self._rate(0, mean_s)
+            self._apply(weights, data, model.bias, sum_o, rows, step, norm_sq, mean_s, masks)
 
 
 def log_sensitivity_per_member(s: torch.Tensor) -> list[float]:

@@ -153,13 +153,13 @@ class SAL:
             plan = self._plan(layers)
             singles: dict[tuple, list] = {}  # the layers that are not a group, by device and dtype
             for index, group, _, _, _ in plan:
-                if len(group) == 1 and not layers[group[0]].names:
+                if not _grouped(layers, group):
                     w = layers[group[0]].weights[0]
                     singles.setdefault((w.device, w.dtype), []).append((index[0], layers[group[0]]))
             for part in singles.values():
                 self._layers_step([i for i, _ in part], [layer for _, layer in part])
             for index, group, weights, biases, lead in plan:
-                if len(group) > 1 or layers[group[0]].names:
+                if _grouped(layers, group):
                     self._group_step(index, [layers[i] for i in group], weights, biases,
                                      layers[lead] if lead is not None else None)
         self.probe.clear()
@@ -202,14 +202,8 @@ class SAL:
             key = None
         if key is not None and key == self._plan_key:
             return self._plan_cache
-        plan, start, lead = [], 0, None
+        plan, start = [], 0
         for group in _groups(layers):
-            if len(group) == 1 and not layers[group[0]].names:  # a single layer: a lead, if a group follows
-                if lead is not None:
-                    plan.append((range(start, start + 1), [lead], None, None, None))
-                    start += 1
-                lead = group[0]
-                continue
             weights = biases = None
             if layers[group[0]].names:
                 weights, biases = layers[group[0]].weights[0], layers[group[0]].bias
@@ -217,14 +211,14 @@ class SAL:
                 weights = _stacked([layers[i].weights[0] for i in group], allow_copy=False)
                 if all(layers[i].bias is not None for i in group):
                     biases = _stacked([layers[i].bias for i in group], allow_copy=False)
-            if lead is not None and not _leads(layers[lead], layers[group[0]]):
-                plan.append((range(start, start + 1), [lead], None, None, None))
-                start, lead = start + 1, None
-            count = sum(len(layers[i].names) or 1 for i in group) + (lead is not None)
+            count = sum(len(layers[i].names) or 1 for i in group)
+            lead = None
+            if plan and not _grouped(layers, plan[-1][1]) and _grouped(layers, group) \
+                    and _leads(layers[plan[-1][1][0]], layers[group[0]]):  # the single layer before leads the group
+                single = plan.pop()
+                start, lead, count = single[0].start, single[1][0], count + 1
             plan.append((range(start, start + count), group, weights, biases, lead))
-            start, lead = start + count, None
-        if lead is not None:
-            plan.append((range(start, start + 1), [lead], None, None, None))
+            start += count
         self._plan_key, self._plan_cache = key, plan
         return plan
 
@@ -505,6 +499,12 @@ def _groups(layers: list[LayerActivity]) -> list[list[int]]:
             groups.append([i])
         previous = key
     return groups
+
+
+def _grouped(layers: list[LayerActivity], group: list[int]) -> bool:
+    """Whether a group of `_groups` is updated as a batch (`SAL._group_step`): several layers, or a
+    stack reported as one activity; else it is a single layer (`SAL._layers_step`)."""
+    return len(group) > 1 or bool(layers[group[0]].names)
 
 
 def _plain(layer: LayerActivity) -> bool:
