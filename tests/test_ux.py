@@ -216,3 +216,15 @@ def test_completion_offers_keys_and_group_choices():
     assert "model.depth=" in _complete_override("model.d")
     assert _complete_override("method=s") == ["method=sal", "method=spectral"]
     assert "experiment=long_lag" in _complete_override("experiment=l")
+
+
+def test_the_default_job_succeeds_where_the_same_net_without_sal_stays_at_chance(tmp_path):
+    """`salrun train` with no overrides (the deep_ffn preset, its rate on a cosine) ends a success, and
+    method=none on the same net does not: the main job shows what SAL does. On seed 100, one of the
+    seeds its settings were chosen on (conf/experiment/deep_ffn.yaml); the reported run is seed 0."""
+    summaries = {method: run_job("train", compose("train", [f"method={method}", "seed=100", "threads=1",
+                                                            "device=cpu"]), tmp_path / method)
+                 for method in ("sal", "none")}
+    assert summaries["sal"]["success"] is True, summaries["sal"]["final"]
+    assert summaries["none"]["success"] is False
+    assert summaries["none"]["judged"] < summaries["none"]["chance"] + 0.1
