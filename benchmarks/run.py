@@ -355,6 +355,55 @@ def ensemble_train(args) -> list[dict]:
     return rows
 
 
+def ensemble_gpu(args) -> list[dict]:
+    """On a CUDA GPU (none: no rows): one batched step of 256 members (seeds 0-255, method=sal) against
+    one member's single-run step, wall time with the GPU synchronised; issue 29's target is 256
+    members in at most twice one member's time. 16 members for scale."""
+    import torch
+
+    from salrun.engines import SingleEngine, StackedEngine
+
+    if not torch.cuda.is_available():
+        print("ensemble_gpu: no CUDA GPU here, no rows", flush=True)
+        return []
+
+    def on_cuda(preset: str, seed: int):
+        from salrun.launch import compose
+        from salrun.settings import job_settings
+        return job_settings("train", compose("train", [f"experiment={preset}", "method=sal", f"seed={seed}",
+                                                       "threads=1", "device=cuda"]))
+
+    def synchronised(step):
+        def run():
+            step()
+            torch.cuda.synchronize()
+        return run
+
+    global CLOCK
+    clock, CLOCK = CLOCK, time.perf_counter  # the GPU's work is not this process's CPU time
+    rows = []
+    try:
+        for preset in ("paper_deep_ffn", "paper_long_lag"):
+            if args.case and args.case not in preset:
+                continue
+            single = SingleEngine.build(on_cuda(preset, 0))
+            for members in (16, 256):
+                batched = StackedEngine([on_cuda(preset, seed) for seed in range(members)])
+                times = alternate({"single": synchronised(lambda: single.step(0, False, [None])),
+                                   "batched": synchronised(lambda: batched.step(1, False, [None] * members))},
+                                  repeats=max(5, args.repeats), warmup=3, inner=5)
+                rows.append(ratio_row("ensemble_gpu", f"{preset} method=sal, {members} members, "
+                                      f"{torch.cuda.get_device_name()}", times, "single", "batched",
+                                      "<=2.0" if members == 256 else "",
+                                      f"one batched step of {members} members / one member's single-run step "
+                                      "(wall time, GPU synchronised)"))
+                _print_row(rows[-1])
+                del batched
+    finally:
+        CLOCK = clock
+    return rows
+
+
 def _tanh_batching(preset: str, members: int, args) -> dict:
     """What batching does for one layer's (one time step's) tanh, which the batched step runs once per
     layer for all members: an elementwise op over members x batch x width values gains only the
@@ -854,6 +903,7 @@ def memory_estimate(args) -> list[dict]:
 BENCHMARKS = {"loops": reference_loops, "ensemble": ensemble_train, "sal": sal_overhead, "rss": peak_rss, "lyapunov": lyapunov_bench, "cli": cli_startup,
               "sweep": sweep_bench, "peers": peer_cost, "logging": logging_cost}
 BENCHMARKS["memory"] = memory_estimate
+BENCHMARKS["ensemble_gpu"] = ensemble_gpu  # rows only on a CUDA GPU
 FIELDS = ["benchmark", "case", "baseline_s", "measured_s", "ratio", "target", "met", "note"]
 
 

@@ -276,11 +276,23 @@ class StackedEngine:
 
     # -- a step ---------------------------------------------------------------------------
 
-    def _losses(self, x, y, log_now: bool) -> list[torch.Tensor | None]:
+    def _losses(self, x, y, log_now: bool) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """The living members' losses as one (living,) tensor, and each member's (None if frozen).
+        The task's loss of one member runs over the living members by torch.vmap: one call of each
+        of its ops for all of them, where a loop over members launched them once per member (on a
+        GPU, 256 members' losses forward and backward were some 1,800 launches a step)."""
         self.model.train()
         sequential = self.task.sequential
         prediction = self.model(x, keep_state_grads=log_now) if sequential else self.model(x)
-        return [self.task.loss(prediction[s], y[s]) if alive else None for s, alive in enumerate(self.alive)]
+        living = [s for s, alive in enumerate(self.alive) if alive]
+        if len(living) < len(self.alive):  # a frozen member's prediction takes no part (nor its NaNs)
+            index = torch.tensor(living, device=prediction.device)
+            prediction, y = prediction.index_select(0, index), y.index_select(0, index)
+        values = torch.vmap(self.task.loss)(prediction, y) if living else prediction.new_zeros(0)
+        losses: list[torch.Tensor | None] = [None] * len(self.alive)
+        for s, value in zip(living, values.unbind(0)):
+            losses[s] = value
+        return values, losses
 
     def step(self, step: int, log_now: bool, writers: list[RunWriter | None]) -> list[torch.Tensor | None]:
         """One batched BP (BPTT) step; returns each member's loss (None for a frozen member)."""
@@ -288,18 +300,18 @@ class StackedEngine:
                  for s, net in enumerate(self.nets)]
         x = self._cast(torch.stack([b[0] for b in batch])).to(self.device)
         y = self._cast(torch.stack([b[1] for b in batch])).to(self.device)
-        losses = self._losses(x, y, log_now)
-        finite = torch.stack([l.detach() if l is not None else x.new_zeros(()) for l in losses]).isfinite().tolist()
+        values, losses = self._losses(x, y, log_now)
+        finite = values.detach().isfinite().tolist()
         if not all(finite):  # freeze those members and redo the forward: NaNs would reach the backward
-            for s in [s for s, ok in enumerate(finite) if not ok]:
+            living = [s for s, loss in enumerate(losses) if loss is not None]
+            for s in [s for s, ok in zip(living, finite) if not ok]:
                 self.freeze(s, step, "the loss")
-            losses = self._losses(x, y, log_now)
+            values, losses = self._losses(x, y, log_now)
         for p in self.model.parameters():
             p.grad = None
-        live = [l for l in losses if l is not None]
-        if not live:
+        if not values.numel():
             return losses
-        torch.stack(live).sum().backward()
+        values.sum().backward()
         if log_now:
             self._layer_metrics(step, writers)
         self.optimizer.step()

@@ -6,8 +6,8 @@ build them); a step is then one batched forward and backward (baddbmm), one `Bat
 step (Adam or SGD, as torch's) and one `BatchedSAL` update (sal.py's rule), with every
 per-member setting (the optimizer's lr and momentum in `MemberRates`, SAL's in a `salrun.rule.Rule`) a
 tensor of S values. Members share no arithmetic: every op is batched over the member
-dimension or runs member by member (SAL's sums and products, so that a member's block of
-activity stays in cache through them), never reduced across it, so a member zeroed out
+dimension or runs in blocks of members (SAL's sums and products: member by member on a CPU, so
+that a member's block of activity stays in cache through them; all at once on a GPU), never reduced across it, so a member zeroed out
 (frozen) costs the others nothing.
 salrun.engines.StackedEngine drives them for the one training loop (salrun.training.Run).
 """
@@ -284,43 +284,56 @@ class BatchedSAL:
         10x slower (measured at 16 members of paper_deep_ffn: 19 ms against 1.9 for the (299, 16, 32, 32) chain)."""
         return 1 - torch.mul(o, o, out=self._kept.like(o)).sum(-2) / o.shape[-2]
 
+    @staticmethod
+    def _blocks(members: int, like: torch.Tensor) -> list[slice]:
+        """The members whose sums and products run together: one at a time on a CPU, so that a member's
+        block of activity stays in cache through them (over all members at once the 20 MB of 16
+        members of paper_deep_ffn were read from memory at each pass); all at once elsewhere (a GPU),
+        where a step costs its count of kernel launches (member by member, 256 members' SAL was some
+        3,000 launches a step)."""
+        size = 1 if like.device.type == "cpu" else members
+        return [slice(start, start + size) for start in range(0, members, size)]
+
     def _hidden_step(self, model: StackedMLP) -> None:
-        """The equal hidden layers, member by member, as the single SAL updates a stack
-        (`SAL._group_step`): each member's outputs (depth, rows, width) are one block of a
-        member-major stack, its o_l and x_l = o_{l-1} views of it, which stays in cache through its
-        reductions and its one baddbmm into the member's (contiguous) weights. Over all members at
-        once the 20 MB of 16 members of paper_deep_ffn were read from memory at each pass."""
+        """The equal hidden layers, in blocks of members (`_blocks`), as the single SAL updates a stack
+        (`SAL._group_step`): a member's outputs (depth, rows, width) are one block of a member-major
+        stack, its o_l and x_l = o_{l-1} views of it, and it moves by one baddbmm into the member's
+        (contiguous) weights; a block of several members by one batched matmul."""
         chain = self._chain = stack_kept(model.outputs, self._chain, dim=1)  # (S, depth, rows, width)
         w, bias = model.w_hidden, model.b_hidden                            # (S, L, n, n), (S, L, n)
         rows = chain.shape[-2]
         norm = torch.linalg.vector_norm(w, dim=-1)
-        mean_s = torch.stack([self._mean_slope(member[1:]) for member in chain.unbind(0)]) * norm
+        blocks = self._blocks(len(chain), chain)
+        mean_s = torch.cat([self._mean_slope(chain[block, 1:]) for block in blocks]) * norm
         step = self._rate(1, mean_s)
         scale = self.rule.radial(step, norm * norm, mean_s).add_(1).unsqueeze(-1)  # w <- (1 + radial)·w + …
         c = step * (-2.0 / rows)
-        for member, w_s, b_s, scale_s, c_s in zip(chain.unbind(0), w.unbind(0), bias.unbind(0), scale.unbind(0),
-                                                  c.unbind(0)):
-            o = member[1:]
-            a = torch.mul(o, c_s[:, None, :], out=self._kept.like(o))
-            w_s.mul_(scale_s).baddbmm_(a.mT, member[:-1])
-            b_s.add_(a.sum(1))
+        for block in blocks:
+            members, o = chain[block], chain[block, 1:]
+            a = torch.mul(o, c[block, :, None, :], out=self._kept.like(o))
+            if len(members) == 1:
+                w[block][0].mul_(scale[block][0]).baddbmm_(a[0].mT, members[0, :-1])
+            else:  # x = members[:, :-1] is not one (S·L, rows, n) view: a 4-D product, then the add
+                w[block].mul_(scale[block]).add_(torch.matmul(a.mT, members[:, :-1]))
+            bias[block].add_(a.sum(-2))
 
     def _member_sums(self, o: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor,
                                                                                   torch.Tensor]:
-        """Each oᵀx, Σ_rows o and Σ_rows o² of (S, rows, n) blocks, member by member: one member's
-        block (an RNN's every step) stays in cache through its four reductions, where four
-        reductions over all members' blocks read them from memory four times (measured at 16
-        members of paper_long_lag: 8 ms against 15). xᵀo is transposed rather than oᵀx
-        computed: for a one-wide input that is a matrix-vector product, which bmm runs slowly.
+        """Each oᵀx, Σ_rows o and Σ_rows o² of (S, rows, n) blocks, in blocks of members (`_blocks`):
+        on a CPU one member's block (an RNN's every step) stays in cache through its four
+        reductions, where four reductions over all members' blocks read them from memory four
+        times (measured at 16 members of paper_long_lag: 8 ms against 15). xᵀo is transposed rather
+        than oᵀx computed: for a one-wide input that is a matrix-vector product, which bmm runs slowly.
         Σ o² is a sum of o·o in kept memory, as the single SAL takes it: the diagonal of oᵀo is a
         matmul (250 µs against 45 for one member of paper_long_lag), a norm over rows is slower still."""
         data, sums, squares = [[] for _ in inputs], [], []
-        for member, *xs in zip(o.unbind(0), *(x.unbind(0) for x in inputs)):
-            for found, x in zip(data, xs):
-                found.append((x.mT @ member).mT)
-            sums.append(member.sum(-2))
-            squares.append(torch.mul(member, member, out=self._kept.like(member)).sum(-2))
-        return [torch.stack(found) for found in data], torch.stack(sums), torch.stack(squares)
+        for block in self._blocks(len(o), o):
+            part = o[block]
+            for found, x in zip(data, inputs):
+                found.append((x[block].mT @ part).mT)
+            sums.append(part.sum(-2))
+            squares.append(torch.mul(part, part, out=self._kept.like(part)).sum(-2))
+        return [torch.cat(found) for found in data], torch.cat(sums), torch.cat(squares)
 
     @torch.no_grad()
     def step(self) -> None:

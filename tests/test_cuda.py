@@ -75,6 +75,13 @@ def test_sal_on_a_model_split_between_cpu_and_cuda_equals_cpu():
         assert (a.detach().cpu() - b.detach()).abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("base", ["mlp", "rnn"])
+def test_ensemble_members_on_cuda_equal_their_single_runs_in_float64(tmp_path, base):
+    """`sweep --ensemble`'s batched engine (batched SAL included) on CUDA keeps each member's numbers."""
+    from test_ensemble import MEMBERS, MLP_BASE, RNN_BASE, check_members_equal_single_runs
+    check_members_equal_single_runs(tmp_path, MLP_BASE if base == "mlp" else RNN_BASE, MEMBERS, "cuda")
+
+
 def test_lyapunov_ensemble_and_spectrum_on_cuda_equal_cpu():
     """Contracting members agree to rounding; on a chaotic member the two devices' rounding
     grows into different trajectories, so only the time averages agree (statistically)."""

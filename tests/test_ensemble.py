@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from salrun import jobs
+from salrun.ensemble import BatchedSAL
 from salrun.engines import MembersDiffer, SingleEngine, StackedEngine, check_batchable, make_optimizer
 from salrun.launch import compose
 from salrun.results import RunWriter
@@ -30,9 +31,9 @@ MEMBERS = [["method=none", "seed=0"],
            ["method=sal", "seed=7", "method.gate=dead_band", "method.band=0.05", "method.lr=0.05"]]
 
 
-def _settings(base: list[str], member: list[str], steps: int = STEPS):
+def _settings(base: list[str], member: list[str], steps: int = STEPS, device: str = "cpu"):
     return job_settings("train", compose("train", [*base, *member, f"train.steps={steps}",
-                                                   f"train.log_every={LOG_EVERY}", "threads=1", "device=cpu"]))
+                                                   f"train.log_every={LOG_EVERY}", "threads=1", f"device={device}"]))
 
 
 def _rows(folder) -> dict:
@@ -85,10 +86,24 @@ SCHEDULED = ["schedule=warmup_cosine", "schedule.warmup=10", "sal_schedule=step"
                                            (MLP_BASE + SCHEDULED, ONE_LR[:3])],
                          ids=["mlp", "rnn", "mlp-one-lr", "rnn-one-lr", "mlp-scheduled", "mlp-scheduled-one-lr"])
 def test_members_equal_their_single_runs_in_float64(tmp_path, base, members):
-    settings = [_settings(base, member) for member in members]
+    check_members_equal_single_runs(tmp_path, base, members, "cpu")
+
+
+@pytest.mark.parametrize("base", [MLP_BASE, RNN_BASE], ids=["mlp", "rnn"])
+def test_members_in_one_block_as_on_a_gpu_equal_their_single_runs(tmp_path, base, monkeypatch):
+    """On a GPU the batched SAL takes every member's sums and products at once (`BatchedSAL._blocks`),
+    on a CPU member by member: the GPU's way, run here, keeps each member's numbers too."""
+    monkeypatch.setattr(BatchedSAL, "_blocks", staticmethod(lambda members, like: [slice(0, members)]))
+    check_members_equal_single_runs(tmp_path, base, MEMBERS[:4], "cpu")
+
+
+def check_members_equal_single_runs(tmp_path, base, members, device):
+    """Each member's metrics of one batched run equal its single run's (both on `device`), float64."""
+    settings = [_settings(base, member, device=device) for member in members]
     folders = [tmp_path / f"member{i}" for i in range(len(members))]
     trainer = _ensemble_run(settings, folders).engine
     assert isinstance(trainer, StackedEngine)
+    assert trainer.device.type == device
     assert (trainer.optimizer.shared is not None) == all(not any(o.startswith("optim.lr") for o in m) for m in members)
     for i, s in enumerate(settings):
         single, batched = _single_run(s, tmp_path / f"single{i}"), _rows(folders[i])
