@@ -6,7 +6,9 @@ dropout, a 2-layer tanh nn.RNN (hidden 64), dropout, a linear decoder; truncated
 plain SGD, and nn.RNN's dropout between its layers (word_language_model's default; 0.2 here).
 One thread. Four copies of one model train in short blocks, interleaved so that load from
 other work hits them alike: without SAL, with SAL's recording alone (its forward: the layers
-run one at a time; no sal.step()), with SAL, and with SAL's cheaper estimator (update_every=m:
+run one at a time; no sal.step()), with SAL, with SAL's step written out for this model alone in the
+fewest torch ops we found (`written_out`, checked first to move the weights as salrun's step does:
+the floor of SAL at every step), and with SAL's cheaper estimator (update_every=m:
 an update at one step in m, at m times the rate; the passes between are not recorded). Each round of blocks
 gives ratios of CPU times; the ratios printed are their medians (on a shared machine one run's
 ratio still moves by a few %: the quartiles say by how much). Then where SAL's step goes: its time
@@ -70,7 +72,72 @@ class RNNModel(nn.Module):
 
 
 LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step())", "sal": "with SAL",
-         "every": "with SAL, update_every={every}"}
+         "written": "with SAL's step written out (the floor)", "every": "with SAL, update_every={every}"}
+
+
+def written_out(sal: SAL):
+    """SAL's step written out for this model alone (nn.RNN layers into tanh; the log objective, the
+    arithmetic average, the one-sided gate), in the fewest torch ops we found and none of salrun's
+    Python: all four weights' row norms in one product, the recurrent product in two parts rather than
+    a copy of the previous states. It reads what salrun's recording holds (`sal.layers()`), as
+    salrun's step does; method=none's step plus this is the floor of SAL at every step."""
+    cfg = sal.settings
+    if (cfg.objective, cfg.average, cfg.gate, cfg.update_every, cfg.layer_target, cfg.rnn_inputs) != (
+            "log", "arithmetic", "one_sided", 1, False, "all"):
+        raise SystemExit(f"the written-out SAL step covers the default settings, not {cfg}")
+    kept: dict = {}
+
+    @torch.no_grad()
+    def step() -> None:
+        layers = sal.layers()
+        weights = [w for layer in layers for w in layer.weights]
+        biases = [b for layer in layers for b in layer.bias]
+        stacked = torch.stack(weights)  # (2 per layer, neurons, fan-in): one shape here
+        norm_sq = torch.linalg.vecdot(stacked, stacked).view(len(layers), 2, -1).sum(1).view(-1)
+        products, squares, sums = [], [], []
+        for layer in layers:
+            (states, drive), = layer.segments
+            first, rest = states.first, states.rest.flatten(0, 1)
+            batch = first.shape[0]
+            products.append(rest.T @ drive.flatten(0, 1))                          # oᵀx
+            products.append((rest[batch:].T @ rest[:-batch]).addmm_(rest[:batch].T, first))  # oᵀh_prev
+            scratch = kept.setdefault(rest.shape, torch.empty_like(rest))
+            squares.append(torch.square(rest, out=scratch).sum(0))
+            sums.append(rest.sum(0))
+        rows = layers[0].segments[0][0].rest.flatten(0, 1).shape[0]
+        mean_s = torch.rsub(torch.cat(squares), 1.0, alpha=1 / rows).mul_(norm_sq.sqrt())
+        average = kept.get("average")
+        if average is None:
+            average = kept["average"] = mean_s
+        else:
+            average.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
+        rate = (average < cfg.target).to(mean_s.dtype).mul_(cfg.lr)
+        radial = (rate / norm_sq)[:, None].split(norm_sq.shape[0] // len(layers))
+        data = rate.mul_(-2.0 / rows)
+        columns = data[:, None].split(len(data) // len(layers))
+        torch._foreach_addcmul_(weights, weights, [r for r in radial for _ in range(2)])
+        torch._foreach_addcmul_(weights, products, [c for c in columns for _ in range(2)])
+        bias = (data * torch.cat(sums)).split(len(data) // len(layers))
+        torch._foreach_add_(biases, [b for b in bias for _ in range(2)], alpha=0.5)
+        sal.probe.clear()
+    return step
+
+
+def check_written_out(make_model, steps: int = 20) -> None:
+    """`written_out` moves the weights as salrun's step does: two copies of one model without dropout,
+    the same inputs, `steps` steps of each."""
+    torch.manual_seed(1)
+    model = make_model()
+    twin = copy.deepcopy(model)
+    sal, written = SAL(model), SAL(twin)
+    written_step = written_out(written)
+    source = torch.randint(model.ntoken, (20, 4))
+    for _ in range(steps):
+        model(source, model.init_hidden(4)), twin(source, twin.init_hidden(4))
+        sal.step(), written_step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-6):
+            raise SystemExit(f"the written-out SAL step no longer matches salrun's ({name}): update written_out")
 
 
 def step_anatomy(sal: SAL, in_situ: list[float], record, rounds: int = 40, repeats: int = 10) -> dict[str, float]:
@@ -114,8 +181,10 @@ def main() -> None:
     base = RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=args.dropout)
     data = torch.randint(args.ntoken, (args.bptt * 50 + 1, args.batch))
     models = {name: copy.deepcopy(base) for name in LOOPS}
+    check_written_out(lambda: RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=0.0))
     sals = {name: SAL(models[name], update_every=args.every if name == "every" else 1)
-            for name in ("recorded", "sal", "every")}
+            for name in ("recorded", "sal", "written", "every")}
+    written_step = written_out(sals["written"])
     labels = {name: label.format(every=args.every) for name, label in LOOPS.items()}
     hidden = {name: model.init_hidden(args.batch) for name, model in models.items()}
     criterion = nn.NLLLoss()
@@ -145,6 +214,8 @@ def main() -> None:
                 tick = time.process_time()
                 sals[name].step()
                 in_situ.append(time.process_time() - tick)
+            elif name == "written":
+                written_step()
             elif name == "every":
                 sals[name].step()
             elif name == "recorded":
@@ -163,7 +234,7 @@ def main() -> None:
                f"{args.blocks} rounds of blocks of {args.steps} steps, CPU time of this process")
     anatomy = step_anatomy(sals["sal"], in_situ[len(in_situ) // 10:], lambda: train("sal", 1, update=False))
     rows = []
-    for name in ("recorded", "sal", "every"):
+    for name in ("recorded", "sal", "written", "every"):
         ratios = [a / b for a, b in zip(times[name], times["none"])]
         quartiles = statistics.quantiles(ratios, n=4)
         rows.append((labels[name], statistics.median(times[name]) * 1e3, statistics.median(ratios),

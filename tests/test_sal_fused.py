@@ -215,3 +215,29 @@ def test_the_floor_that_the_benchmark_times_salrun_against_is_salruns_rule(monke
     with pytest.raises(SystemExit, match="no longer matches"):
         run._written_out_step("paper_deep_ffn")
     sys.modules.pop("run", None)
+
+
+def test_the_word_lm_floor_that_the_benchmark_times_salrun_against_is_salruns_rule(monkeypatch):
+    """benchmarks/rnn_lm_overhead.py times word_language_model's loop with SAL's step written out for
+    its nn.RNN (`written_out`): that step is salrun's, and the check run before timing it refuses
+    one that is not (here: the written-out rate doubled)."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import rnn_lm_overhead as bench
+
+    def model():
+        return bench.RNNModel(50, 8, 8, 2, dropout=0.0)
+
+    bench.check_written_out(model)
+    written = bench.written_out
+
+    def doubled(sal):
+        sal.settings = dataclasses.replace(sal.settings, lr=2 * sal.settings.lr)
+        return written(sal)
+
+    monkeypatch.setattr(bench, "written_out", doubled)
+    with pytest.raises(SystemExit, match="no longer matches"):
+        bench.check_written_out(model)
+    sys.modules.pop("rnn_lm_overhead", None)
