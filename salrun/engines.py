@@ -288,7 +288,11 @@ class StackedEngine:
         if len(living) < len(self.alive):  # a frozen member's prediction takes no part (nor its NaNs)
             index = torch.tensor(living, device=prediction.device)
             prediction, y = prediction.index_select(0, index), y.index_select(0, index)
-        values = torch.vmap(self.task.loss)(prediction, y) if living else prediction.new_zeros(0)
+        try:
+            values = torch.vmap(self.task.loss)(prediction, y) if living else prediction.new_zeros(0)
+        except RuntimeError as error:  # a registered task's loss that torch.vmap cannot batch
+            raise ValueError(f"the loss of task {self.settings[0].task.name!r} does not run under torch.vmap "
+                             f"({str(error).splitlines()[0]}): train these runs without --ensemble") from None
         losses: list[torch.Tensor | None] = [None] * len(self.alive)
         for s, value in zip(living, values.unbind(0)):
             losses[s] = value

@@ -288,3 +288,12 @@ def test_sweep_ensemble_submits_one_slurm_job_per_group(sweeps, tmp_path):
     assert list(table.status) == ["ok"] * 8 and len(set(table.output)) == 8
     scripts = list((out / ".submitit").glob("*/*_submission.sh"))
     assert scripts and "#SBATCH --array=0-1" in scripts[0].read_text()  # two jobs: one per group
+
+
+def test_a_task_loss_that_vmap_cannot_batch_is_refused_in_one_line(monkeypatch):
+    """The members' losses run by torch.vmap; a registered task's loss that it cannot batch (here one
+    that reads a value out with .item()) gets a ValueError that names the task and what to do."""
+    engine = StackedEngine([_settings(MLP_BASE, member) for member in MEMBERS[:2]])
+    monkeypatch.setattr(engine.task, "loss", lambda prediction, target: prediction.sum() * prediction.mean().item())
+    with pytest.raises(ValueError, match="the loss of task 'clusters' does not run under torch.vmap.*without --ensemble"):
+        engine.step(1, False, [None, None])
