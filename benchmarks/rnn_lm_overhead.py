@@ -14,7 +14,7 @@ gives ratios of CPU times; the ratios printed are their medians (on a shared mac
 ratio still moves by a few %: the quartiles say by how much). Then where SAL's step goes: its time
 in the loop, the same step repeated with the caches warm, and its products oᵀx alone (`step_anatomy`).
 
-    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--every 2] [--out FILE.md]
+    OMP_NUM_THREADS=1 python benchmarks/rnn_lm_overhead.py [--blocks 60] [--steps 10] [--every 2] [--compile] [--out FILE.md]
 
 `--out` also writes the result as a markdown block, with the commit and the command, which
 docs/LIBRARY.md includes (`salrun report --fill`).
@@ -75,62 +75,69 @@ LOOPS = {"none": "without SAL", "recorded": "SAL's recording alone (no sal.step(
          "written": "with SAL's step written out (the floor)", "every": "with SAL, update_every={every}"}
 
 
-def written_out(sal: SAL):
+def written_out(sal: SAL, compile: bool = False):
     """SAL's step written out for this model alone (nn.RNN layers into tanh; the log objective, the
     arithmetic average, the one-sided gate), in the fewest torch ops we found and none of salrun's
     Python: all four weights' row norms in one product, the recurrent product in two parts rather than
     a copy of the previous states. It reads what salrun's recording holds (`sal.layers()`), as
-    salrun's step does; method=none's step plus this is the floor of SAL at every step."""
+    salrun's step does; method=none's step plus this is the floor of SAL at every step.
+    compile=True: its tensor work (`update`) compiled by torch.compile, which fuses the small
+    per-neuron operations into a few loops."""
     cfg = sal.settings
     if (cfg.objective, cfg.average, cfg.gate, cfg.update_every, cfg.layer_target, cfg.rnn_inputs) != (
             "log", "arithmetic", "one_sided", 1, False, "all"):
         raise SystemExit(f"the written-out SAL step covers the default settings, not {cfg}")
     kept: dict = {}
 
+    def update(weights, biases, firsts, rests, drives, scratch, average, beta: float) -> None:
+        stacked = torch.stack(weights)  # (2 per layer, neurons, fan-in): one shape here
+        norm_sq = torch.linalg.vecdot(stacked, stacked).view(len(rests), 2, -1).sum(1).view(-1)
+        products, squares, sums = [], [], []
+        for first, rest, drive, square in zip(firsts, rests, drives, scratch):
+            batch = first.shape[0]
+            products.append(rest.T @ drive)                                            # oᵀx
+            products.append((rest[batch:].T @ rest[:-batch]).addmm_(rest[:batch].T, first))  # oᵀh_prev
+            squares.append(torch.square(rest, out=square).sum(0))
+            sums.append(rest.sum(0))
+        rows = rests[0].shape[0]
+        mean_s = torch.rsub(torch.cat(squares), 1.0, alpha=1 / rows).mul_(norm_sq.sqrt())
+        average.mul_(beta).add_(mean_s, alpha=1 - beta)  # beta 0 at the first step: the average is mean_s
+        rate = (average < cfg.target).to(mean_s.dtype).mul_(cfg.lr)
+        radial = (rate / norm_sq)[:, None].split(norm_sq.shape[0] // len(rests))
+        data = rate.mul_(-2.0 / rows)
+        columns = data[:, None].split(len(data) // len(rests))
+        torch._foreach_addcmul_(weights, weights, [r for r in radial for _ in range(2)])
+        torch._foreach_addcmul_(weights, products, [c for c in columns for _ in range(2)])
+        bias = (data * torch.cat(sums)).split(len(data) // len(rests))
+        torch._foreach_add_(biases, [b for b in bias for _ in range(2)], alpha=0.5)
+
+    run = torch.compile(update, dynamic=False) if compile else update
+
     @torch.no_grad()
     def step() -> None:
         layers = sal.layers()
         weights = [w for layer in layers for w in layer.weights]
         biases = [b for layer in layers for b in layer.bias]
-        stacked = torch.stack(weights)  # (2 per layer, neurons, fan-in): one shape here
-        norm_sq = torch.linalg.vecdot(stacked, stacked).view(len(layers), 2, -1).sum(1).view(-1)
-        products, squares, sums = [], [], []
-        for layer in layers:
-            (states, drive), = layer.segments
-            first, rest = states.first, states.rest.flatten(0, 1)
-            batch = first.shape[0]
-            products.append(rest.T @ drive.flatten(0, 1))                          # oᵀx
-            products.append((rest[batch:].T @ rest[:-batch]).addmm_(rest[:batch].T, first))  # oᵀh_prev
-            scratch = kept.setdefault(rest.shape, torch.empty_like(rest))
-            squares.append(torch.square(rest, out=scratch).sum(0))
-            sums.append(rest.sum(0))
-        rows = layers[0].segments[0][0].rest.flatten(0, 1).shape[0]
-        mean_s = torch.rsub(torch.cat(squares), 1.0, alpha=1 / rows).mul_(norm_sq.sqrt())
-        average = kept.get("average")
-        if average is None:
-            average = kept["average"] = mean_s
-        else:
-            average.mul_(cfg.beta).add_(mean_s, alpha=1 - cfg.beta)
-        rate = (average < cfg.target).to(mean_s.dtype).mul_(cfg.lr)
-        radial = (rate / norm_sq)[:, None].split(norm_sq.shape[0] // len(layers))
-        data = rate.mul_(-2.0 / rows)
-        columns = data[:, None].split(len(data) // len(layers))
-        torch._foreach_addcmul_(weights, weights, [r for r in radial for _ in range(2)])
-        torch._foreach_addcmul_(weights, products, [c for c in columns for _ in range(2)])
-        bias = (data * torch.cat(sums)).split(len(data) // len(layers))
-        torch._foreach_add_(biases, [b for b in bias for _ in range(2)], alpha=0.5)
+        segments = [layer.segments[0] for layer in layers]
+        firsts = [states.first for states, _ in segments]
+        rests = [states.rest.flatten(0, 1) for states, _ in segments]
+        drives = [drive.flatten(0, 1) for _, drive in segments]
+        scratch = [kept.setdefault((i, rest.shape), torch.empty_like(rest)) for i, rest in enumerate(rests)]
+        first = "average" not in kept
+        average = kept.setdefault("average", weights[0].new_zeros(sum(w.shape[0] for w in weights[::2])))
+        run(weights, biases, firsts, rests, drives, scratch, average, 0.0 if first else cfg.beta)
         sal.probe.clear()
     return step
 
 
-def check_written_out(make_model, steps: int = 20) -> None:
+def check_written_out(make_model, steps: int = 20, compile: bool = False) -> None:
     """`written_out` moves the weights as salrun's step does: two copies of one model without dropout,
     the same inputs, `steps` steps of each."""
     torch.manual_seed(1)
     model = make_model()
     twin = copy.deepcopy(model)
     sal, written = SAL(model), SAL(twin)
-    written_step = written_out(written)
+    written_step = written_out(written, compile)
     source = torch.randint(model.ntoken, (20, 4))
     for _ in range(steps):
         model(source, model.init_hidden(4)), twin(source, twin.init_hidden(4))
@@ -174,6 +181,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--dropout", type=float, default=0.2, help="word_language_model's main.py default")
     parser.add_argument("--every", type=int, default=2, help="m of the update_every loop")
+    parser.add_argument("--compile", action="store_true",
+                        help="the written-out step's tensor work compiled by torch.compile (a C++ compiler needed)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -181,11 +190,13 @@ def main() -> None:
     base = RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=args.dropout)
     data = torch.randint(args.ntoken, (args.bptt * 50 + 1, args.batch))
     models = {name: copy.deepcopy(base) for name in LOOPS}
-    check_written_out(lambda: RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=0.0))
+    check_written_out(lambda: RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=0.0), compile=args.compile)
     sals = {name: SAL(models[name], update_every=args.every if name == "every" else 1)
             for name in ("recorded", "sal", "written", "every")}
-    written_step = written_out(sals["written"])
+    written_step = written_out(sals["written"], args.compile)
     labels = {name: label.format(every=args.every) for name, label in LOOPS.items()}
+    if args.compile:
+        labels["written"] = "with SAL's step written out and compiled by torch.compile"
     hidden = {name: model.init_hidden(args.batch) for name, model in models.items()}
     criterion = nn.NLLLoss()
     position = {name: 0 for name in models}

@@ -233,9 +233,9 @@ def test_the_word_lm_floor_that_the_benchmark_times_salrun_against_is_salruns_ru
     bench.check_written_out(model)
     written = bench.written_out
 
-    def doubled(sal):
+    def doubled(sal, *args):
         sal.settings = dataclasses.replace(sal.settings, lr=2 * sal.settings.lr)
-        return written(sal)
+        return written(sal, *args)
 
     monkeypatch.setattr(bench, "written_out", doubled)
     with pytest.raises(SystemExit, match="no longer matches"):
