@@ -21,6 +21,8 @@ docs/LIBRARY.md includes (`salrun report --fill`).
 """
 import argparse
 import copy
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -123,9 +125,9 @@ def written_out(sal: SAL, compile: bool = False):
         rests = [states.rest.flatten(0, 1) for states, _ in segments]
         drives = [drive.flatten(0, 1) for _, drive in segments]
         scratch = [kept.setdefault((i, rest.shape), torch.empty_like(rest)) for i, rest in enumerate(rests)]
-        first = "average" not in kept
+        beta = cfg.beta if "average" in kept else 0.0  # the first step's average is its own mean_s
         average = kept.setdefault("average", weights[0].new_zeros(sum(w.shape[0] for w in weights[::2])))
-        run(weights, biases, firsts, rests, drives, scratch, average, 0.0 if first else cfg.beta)
+        run(weights, biases, firsts, rests, drives, scratch, average, beta)
         sal.probe.clear()
     return step
 
@@ -185,6 +187,8 @@ def main() -> None:
                         help="the written-out step's tensor work compiled by torch.compile (a C++ compiler needed)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the result here")
     args = parser.parse_args()
+    if args.compile and not any(map(shutil.which, (os.environ.get("CXX", "g++"), "g++", "clang++", "c++"))):
+        parser.error("--compile needs a C++ compiler (torch.compile builds its CPU kernels with one): none found")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     base = RNNModel(args.ntoken, args.hidden, args.hidden, 2, dropout=args.dropout)
